@@ -1,0 +1,96 @@
+//! Plans a clusters file and prints the plan.
+//!
+//! ```text
+//! cargo run --example plan -- [FILE] [--config CONFIG.json] [--budget N]
+//! ```
+//!
+//! FILE is a JSON array of clusters (`-` reads standard input; default: the bundled
+//! `examples/data/clusters.json`). The plan's JSON goes to stdout, the summary to stderr. Bad
+//! input prints one message naming the problem and exits with code 2.
+
+use std::io::Read;
+use std::process::ExitCode;
+
+use dynbatch::{Batcher, BatchingConfig, Cluster};
+
+const BUNDLED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/clusters.json");
+const USAGE: &str = "usage: plan [FILE|-] [--config CONFIG.json] [--budget N]";
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run() -> Result<(), String> {
+    let mut file = None;
+    let mut config_path = None;
+    let mut budget = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--config" => config_path = Some(args.next().ok_or("--config needs a file")?),
+            "--budget" => {
+                let value = args.next().ok_or("--budget needs a number")?;
+                budget = Some(
+                    value
+                        .parse::<usize>()
+                        .map_err(|_| format!("--budget {value:?} is not a whole number"))?,
+                );
+            }
+            "-h" | "--help" => {
+                eprintln!("{USAGE}");
+                return Ok(());
+            }
+            flag if flag.starts_with("--") => {
+                return Err(format!("unknown option {flag}\n{USAGE}"));
+            }
+            path if file.is_none() => file = Some(path.to_owned()),
+            extra => return Err(format!("unexpected argument {extra:?}\n{USAGE}")),
+        }
+    }
+
+    let mut config = match &config_path {
+        Some(path) => {
+            let text = read(path)?;
+            serde_json::from_str::<BatchingConfig>(&text).map_err(|e| format!("{path}: {e}"))?
+        }
+        None => BatchingConfig::default(),
+    };
+    if let Some(calls) = budget {
+        config = config
+            .to_builder()
+            .max_total_calls(calls)
+            .build()
+            .map_err(|e| format!("--budget: {e}"))?;
+    }
+
+    let path = file.unwrap_or_else(|| BUNDLED.to_owned());
+    let text = read(&path)?;
+    let clusters: Vec<Cluster> = serde_json::from_str(&text)
+        .map_err(|e| format!("{path}: not a JSON array of clusters: {e}"))?;
+
+    let plan = Batcher::new(config)
+        .plan(&clusters)
+        .map_err(|e| e.to_string())?;
+    eprint!("{plan}");
+    let json = serde_json::to_string_pretty(&plan).map_err(|e| e.to_string())?;
+    println!("{json}");
+    Ok(())
+}
+
+fn read(path: &str) -> Result<String, String> {
+    if path == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| format!("standard input: {e}"))?;
+        Ok(text)
+    } else {
+        std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))
+    }
+}

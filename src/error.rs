@@ -1,0 +1,19 @@
+//! The crate's error type.
+
+use crate::config::ConfigError;
+
+/// Everything that can go wrong in dynbatch. Invalid *clusters* are not errors: they are
+/// `rejected` entries of the plan, with a reason.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A configuration value is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A [`StrategySelector`](crate::StrategySelector) returned a strategy that cannot be planned.
+    #[error("the strategy selector returned an invalid strategy: {0}")]
+    InvalidStrategy(String),
+    /// An error from a plug-in or another library.
+    #[error(transparent)]
+    Other(#[from] Box<dyn std::error::Error + Send + Sync>),
+}

@@ -1,0 +1,21 @@
+#![doc = include_str!("../README.md")]
+
+pub mod config;
+pub mod error;
+pub mod model;
+pub mod plan;
+pub mod quality;
+pub mod strategy;
+#[cfg(feature = "testing")]
+pub mod testing;
+pub mod tokens;
+
+pub use config::{BatchingConfig, BatchingConfigBuilder, ConfigError, OverBudget};
+pub use error::Error;
+pub use model::{Cluster, Rejection, Video};
+pub use plan::{
+    Batch, BatchPlan, Batcher, ClusterEntry, ClusterState, InvariantViolation, StateCounts,
+};
+pub use quality::{QualityFactors, QualityScorer, Scored, SpecQualityScorer};
+pub use strategy::{PatternRange, SpecStrategySelector, Strategy, StrategyKind, StrategySelector};
+pub use tokens::{SpecTokenEstimator, TokenEstimator};

@@ -1,0 +1,291 @@
+//! The input data model: [`Cluster`] and [`Video`], and the validation of one cluster.
+//!
+//! Field names are the upstream service's `snake_case` names. Fields this crate does not know are
+//! kept in `extra` (so a custom scorer can read them) and written back on serialization.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Map, Value};
+
+/// One video of a cluster: its title and how well it performed against its channel's baseline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Video {
+    /// The video's title, as published. Untrusted text.
+    pub title: String,
+    /// Views relative to the channel's typical video (2.0 = twice the usual).
+    pub performance_ratio: f64,
+    /// Fields of the upstream record this crate does not interpret, kept verbatim.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl Video {
+    /// A video with no extra fields.
+    pub fn new(title: impl Into<String>, performance_ratio: f64) -> Self {
+        Self {
+            title: title.into(),
+            performance_ratio,
+            extra: Map::new(),
+        }
+    }
+}
+
+/// A cluster of similar videos found upstream.
+///
+/// `size` is the cluster's size upstream; `videos` may be a sample of it (typically the top
+/// performers), so `size >= videos.len()`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cluster {
+    /// Identifier, unique within one input. JSON numbers are accepted and kept as their text.
+    #[serde(deserialize_with = "id_from_string_or_number")]
+    pub id: String,
+    /// Number of videos in the cluster upstream.
+    pub size: u32,
+    /// Mean performance ratio of the cluster upstream.
+    pub avg_performance: f64,
+    /// Where the cluster's videos came from (channels, searches, threads).
+    pub thread_sources: Vec<String>,
+    /// `true` for a WIDE pattern (seen across many sources), `false` for a DEEP one.
+    pub is_wide: bool,
+    /// The videos given for analysis, best first.
+    pub videos: Vec<Video>,
+    /// Fields of the upstream record this crate does not interpret, kept verbatim.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl Cluster {
+    /// A cluster with the given id and videos; `size` is the number of videos, `avg_performance`
+    /// their mean ratio, no sources, DEEP. Adjust the public fields as needed.
+    pub fn new(id: impl Into<String>, videos: Vec<Video>) -> Self {
+        let size = u32::try_from(videos.len()).unwrap_or(u32::MAX);
+        let avg_performance = mean(videos.iter().map(|v| v.performance_ratio)).unwrap_or(0.0);
+        Self {
+            id: id.into(),
+            size,
+            avg_performance,
+            thread_sources: Vec::new(),
+            is_wide: false,
+            videos,
+            extra: Map::new(),
+        }
+    }
+
+    /// Checks what every planner needs of one cluster on its own (duplicate ids are a property
+    /// of the whole input and are checked by the planner).
+    ///
+    /// # Errors
+    /// The first problem found, in this order: empty id, no videos, `size` below the number of
+    /// videos, a non-finite or negative `avg_performance`, then per video an empty title or a
+    /// non-finite or negative `performance_ratio`.
+    pub fn validate(&self) -> Result<(), Rejection> {
+        if self.id.trim().is_empty() {
+            return Err(Rejection::EmptyId);
+        }
+        if self.videos.is_empty() {
+            return Err(Rejection::NoVideos);
+        }
+        if (self.size as usize) < self.videos.len() {
+            return Err(Rejection::SizeBelowVideoCount {
+                size: self.size,
+                videos: self.videos.len(),
+            });
+        }
+        check_number("avg_performance", self.avg_performance)?;
+        for (i, video) in self.videos.iter().enumerate() {
+            if video.title.trim().is_empty() {
+                return Err(Rejection::EmptyTitle { video: i });
+            }
+            check_number(
+                &format!("videos[{i}].performance_ratio"),
+                video.performance_ratio,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn check_number(field: &str, value: f64) -> Result<(), Rejection> {
+    if !value.is_finite() {
+        return Err(Rejection::NonFinite {
+            field: field.to_owned(),
+        });
+    }
+    if value < 0.0 {
+        return Err(Rejection::Negative {
+            field: field.to_owned(),
+            value,
+        });
+    }
+    Ok(())
+}
+
+/// The arithmetic mean, `None` for no values.
+pub(crate) fn mean(values: impl ExactSizeIterator<Item = f64>) -> Option<f64> {
+    let n = values.len();
+    if n == 0 {
+        return None;
+    }
+    #[allow(clippy::cast_precision_loss)] // video counts are far below 2^52
+    Some(values.sum::<f64>() / n as f64)
+}
+
+/// Why a cluster was rejected as invalid. Its `Display` is the `reason` shown in a plan.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// `id` is empty or only white space.
+    EmptyId,
+    /// Another cluster earlier in the input has the same id; the first one wins.
+    DuplicateId {
+        /// Input index of the first cluster with this id.
+        first_index: usize,
+    },
+    /// `videos` is empty: there is nothing to analyse.
+    NoVideos,
+    /// `size` is smaller than the number of videos given.
+    SizeBelowVideoCount {
+        /// The cluster's `size`.
+        size: u32,
+        /// The number of entries in `videos`.
+        videos: usize,
+    },
+    /// A number is NaN or infinite.
+    NonFinite {
+        /// Where, e.g. `avg_performance` or `videos[2].performance_ratio`.
+        field: String,
+    },
+    /// A number that must not be negative is.
+    Negative {
+        /// Where, e.g. `avg_performance` or `videos[2].performance_ratio`.
+        field: String,
+        /// The value found.
+        value: f64,
+    },
+    /// A video's title is empty or only white space.
+    EmptyTitle {
+        /// Index of the video in `videos`.
+        video: usize,
+    },
+    /// A plug-in scorer returned a quality or priority that is not a finite number.
+    ScorerOutput {
+        /// `"quality"` or `"priority"`.
+        what: &'static str,
+        /// The value returned.
+        value: f64,
+    },
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::EmptyId => f.write_str("id is empty"),
+            Self::DuplicateId { first_index } => {
+                write!(
+                    f,
+                    "duplicate id: the cluster at input index {first_index} has it first"
+                )
+            }
+            Self::NoVideos => f.write_str("videos is empty: nothing to analyse"),
+            Self::SizeBelowVideoCount { size, videos } => {
+                write!(f, "size {size} is smaller than the {videos} videos given")
+            }
+            Self::NonFinite { field } => write!(f, "{field} is not a finite number"),
+            Self::Negative { field, value } => write!(f, "{field} is negative ({value})"),
+            Self::EmptyTitle { video } => write!(f, "videos[{video}].title is empty"),
+            Self::ScorerOutput { what, value } => {
+                write!(
+                    f,
+                    "the quality scorer returned a non-finite {what} ({value})"
+                )
+            }
+        }
+    }
+}
+
+fn id_from_string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Id {
+        Text(String),
+        Unsigned(u64),
+        Signed(i64),
+    }
+    Ok(match Id::deserialize(d) {
+        Ok(Id::Text(s)) => s,
+        Ok(Id::Unsigned(n)) => n.to_string(),
+        Ok(Id::Signed(n)) => n.to_string(),
+        Err(_) => {
+            return Err(serde::de::Error::custom(
+                "id must be a string or an integer",
+            ));
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster() -> Cluster {
+        Cluster::new("a", vec![Video::new("One", 1.0), Video::new("Two", 3.0)])
+    }
+
+    #[test]
+    fn new_fills_size_and_mean() {
+        let c = cluster();
+        assert_eq!(c.size, 2);
+        assert!((c.avg_performance - 2.0).abs() < 1e-12);
+        assert_eq!(c.validate(), Ok(()));
+    }
+
+    #[test]
+    fn validate_names_the_problem_and_where() {
+        let mut c = cluster();
+        c.videos[1].performance_ratio = f64::NAN;
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "videos[1].performance_ratio is not a finite number"
+        );
+        let mut c = cluster();
+        c.videos[0].title = "  ".into();
+        assert_eq!(c.validate(), Err(Rejection::EmptyTitle { video: 0 }));
+        let mut c = cluster();
+        c.size = 1;
+        assert_eq!(
+            c.validate(),
+            Err(Rejection::SizeBelowVideoCount { size: 1, videos: 2 })
+        );
+        let mut c = cluster();
+        c.avg_performance = -1.0;
+        assert!(matches!(c.validate(), Err(Rejection::Negative { .. })));
+        let mut c = cluster();
+        c.videos.clear();
+        assert_eq!(c.validate(), Err(Rejection::NoVideos));
+        let mut c = cluster();
+        c.id = String::new();
+        assert_eq!(c.validate(), Err(Rejection::EmptyId));
+    }
+
+    #[test]
+    fn unknown_fields_round_trip_and_numeric_ids_are_accepted() {
+        let json = r#"{"id": 42, "size": 3, "avg_performance": 2.5, "thread_sources": ["a"],
+            "is_wide": true, "channel": "x", "videos": [{"title": "T", "performance_ratio": 2.0,
+            "views": 1000}]}"#;
+        let c: Cluster = serde_json::from_str(json).unwrap();
+        assert_eq!(c.id, "42");
+        assert_eq!(c.extra["channel"], "x");
+        assert_eq!(c.videos[0].extra["views"], 1000);
+        let back = serde_json::to_value(&c).unwrap();
+        assert_eq!(back["channel"], "x");
+        assert_eq!(back["videos"][0]["views"], 1000);
+    }
+
+    #[test]
+    fn negative_size_is_a_parse_error_not_a_panic() {
+        let json = r#"{"id": "a", "size": -3, "avg_performance": 2.5, "thread_sources": [],
+            "is_wide": false, "videos": []}"#;
+        assert!(serde_json::from_str::<Cluster>(json).is_err());
+    }
+}

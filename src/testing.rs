@@ -1,0 +1,306 @@
+//! Test support for plug-in authors and property tests (feature `testing`): proptest strategies
+//! that generate realistic clusters and valid configs, [`check_plan`] (every invariant of one
+//! plan, plus determinism and the JSON round trip), and [`run_conformance`], the suite a
+//! plug-in author runs on their own [`Batcher`].
+//!
+//! ```
+//! use dynbatch::{Batcher, BatchingConfig, Cluster, QualityScorer};
+//!
+//! #[derive(Debug)]
+//! struct Flat;
+//! impl QualityScorer for Flat {
+//!     fn quality(&self, _: &Cluster) -> f64 { 0.7 }
+//! }
+//!
+//! let batcher = Batcher::new(BatchingConfig::default()).with_scorer(Flat);
+//! dynbatch::testing::run_conformance(&batcher, 32).unwrap();
+//! ```
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config as RunnerConfig, TestCaseError, TestError, TestRunner};
+
+use crate::config::{BatchingConfig, OverBudget};
+use crate::model::{Cluster, Video};
+use crate::plan::{BatchPlan, Batcher, ClusterState};
+use crate::quality::QualityScorer;
+use crate::strategy::StrategySelector;
+use crate::tokens::TokenEstimator;
+
+const SUBJECTS: &[&str] = &[
+    "Sourdough",
+    "Home Espresso",
+    "Minecraft",
+    "Marathon Training",
+    "Budget Travel",
+    "Python",
+    "Elden Ring",
+    "Houseplants",
+    "iPhone 16",
+    "Van Life",
+    "Meal Prep",
+    "Chess",
+];
+
+const TEMPLATES: &[&str] = &[
+    "I Tried {s} for 30 Days",
+    "{s}: What Nobody Tells You",
+    "Why {s} Is Overrated",
+    "The Ultimate {s} Guide ({n})",
+    "{n} {s} Mistakes Beginners Make",
+    "Stop Doing This With {s}",
+    "I Spent ${n} on {s} (Was It Worth It?)",
+    "{s} in {n} Minutes",
+    "Every {s} Tip I Wish I Knew Sooner",
+    "The Truth About {s}",
+];
+
+const SOURCES: &[&str] = &[
+    "r/Cooking",
+    "r/Coffee",
+    "search: beginner guide",
+    "channel: MKBHD",
+    "channel: Joshua Weissman",
+    "trending",
+    "search: 30 day challenge",
+    "r/running",
+];
+
+/// A realistic video title: a common `YouTube` title template filled with a subject and a number.
+pub fn arb_title() -> impl Strategy<Value = String> {
+    (
+        0..TEMPLATES.len(),
+        0..SUBJECTS.len(),
+        prop_oneof![
+            Just(3u32),
+            Just(5),
+            Just(7),
+            Just(10),
+            Just(100),
+            2020u32..2027
+        ],
+    )
+        .prop_map(|(t, s, n)| {
+            TEMPLATES[t]
+                .replace("{s}", SUBJECTS[s])
+                .replace("{n}", &n.to_string())
+        })
+}
+
+/// A realistic video: a generated title and a performance ratio between 0.1 and 12.
+pub fn arb_video() -> impl Strategy<Value = Video> {
+    (arb_title(), 0.1f64..12.0).prop_map(|(title, ratio)| Video::new(title, ratio))
+}
+
+/// A valid, realistic cluster with the given id: 1 to 12 videos (best first), `size` from the
+/// number of videos up to 60 beyond it, 0 to 7 sources, WIDE or DEEP.
+pub fn arb_cluster(id: String) -> impl Strategy<Value = Cluster> {
+    (
+        prop::collection::vec(arb_video(), 1..=12),
+        0u32..60,
+        prop::sample::subsequence(SOURCES, 0..=7),
+        any::<bool>(),
+        0.0f64..1.0,
+    )
+        .prop_map(move |(mut videos, extra_size, sources, is_wide, drift)| {
+            videos.sort_by(|a, b| b.performance_ratio.total_cmp(&a.performance_ratio));
+            let mut cluster = Cluster::new(id.clone(), videos);
+            cluster.size = cluster.size.saturating_add(extra_size);
+            cluster.avg_performance *= 0.5 + drift;
+            cluster.thread_sources = sources.into_iter().map(str::to_owned).collect();
+            cluster.is_wide = is_wide;
+            cluster
+        })
+}
+
+/// Valid clusters with unique ids `c0`, `c1`, … ; the count is drawn from `count`.
+pub fn arb_clusters(count: std::ops::Range<usize>) -> impl Strategy<Value = Vec<Cluster>> {
+    count.prop_flat_map(|n| {
+        (0..n)
+            .map(|i| arb_cluster(format!("c{i}")))
+            .collect::<Vec<_>>()
+    })
+}
+
+/// Ways a generated cluster is made invalid (or an edge case) by [`arb_dirty_clusters`].
+#[derive(Debug, Clone, Copy)]
+enum Damage {
+    None,
+    NanAverage,
+    NegativeRatio,
+    InfiniteRatio,
+    EmptyId,
+    DuplicateId,
+    NoVideos,
+    SizeBelowVideos,
+    EmptyTitle,
+    ZeroRatios,
+}
+
+fn damage(mut cluster: Cluster, how: Damage) -> Cluster {
+    match how {
+        Damage::None => {}
+        Damage::NanAverage => cluster.avg_performance = f64::NAN,
+        Damage::NegativeRatio => cluster.videos[0].performance_ratio = -1.0,
+        Damage::InfiniteRatio => cluster.videos[0].performance_ratio = f64::INFINITY,
+        Damage::EmptyId => cluster.id.clear(),
+        Damage::DuplicateId => "c0".clone_into(&mut cluster.id),
+        Damage::NoVideos => cluster.videos.clear(),
+        Damage::SizeBelowVideos => {
+            cluster.videos.push(cluster.videos[0].clone());
+            cluster.size = 1;
+        }
+        Damage::EmptyTitle => " ".clone_into(&mut cluster.videos[0].title),
+        Damage::ZeroRatios => {
+            for v in &mut cluster.videos {
+                v.performance_ratio = 0.0;
+            }
+            cluster.avg_performance = 0.0;
+        }
+    }
+    cluster
+}
+
+/// Like [`arb_clusters`], but about one cluster in six is damaged: NaN or negative numbers, an
+/// empty or duplicate id, no videos, `size` below the video count, an empty title, or all-zero
+/// ratios (valid, but the consistency ratio is undefined).
+pub fn arb_dirty_clusters(count: std::ops::Range<usize>) -> impl Strategy<Value = Vec<Cluster>> {
+    let how = prop_oneof![
+        40 => Just(Damage::None),
+        1 => Just(Damage::NanAverage),
+        1 => Just(Damage::NegativeRatio),
+        1 => Just(Damage::InfiniteRatio),
+        1 => Just(Damage::EmptyId),
+        1 => Just(Damage::DuplicateId),
+        1 => Just(Damage::NoVideos),
+        1 => Just(Damage::SizeBelowVideos),
+        1 => Just(Damage::EmptyTitle),
+        1 => Just(Damage::ZeroRatios),
+    ];
+    count.prop_flat_map(move |n| {
+        (0..n)
+            .map(|i| (arb_cluster(format!("c{i}")), how.clone()))
+            .collect::<Vec<_>>()
+            .prop_map(|pairs| pairs.into_iter().map(|(c, h)| damage(c, h)).collect())
+    })
+}
+
+/// A valid config: batch sizes 1 to 13, token targets 200 to 6000, 1 to 12 calls, thresholds
+/// 0 to 0.9, either over-budget policy.
+pub fn arb_config() -> impl Strategy<Value = BatchingConfig> {
+    (
+        1usize..=5,
+        0usize..=8,
+        200u64..=6000,
+        1usize..=12,
+        0.0f64..0.9,
+        prop_oneof![Just(OverBudget::GrowBatches), Just(OverBudget::Defer)],
+    )
+        .prop_filter_map(
+            "valid config",
+            |(min, spread, target, calls, threshold, over)| {
+                BatchingConfig::builder()
+                    .min_batch_size(min)
+                    .max_batch_size(min + spread)
+                    .target_tokens_per_batch(target)
+                    .max_total_calls(calls)
+                    .quality_threshold(threshold)
+                    .over_budget(over)
+                    .build()
+                    .ok()
+            },
+        )
+}
+
+/// Plans `clusters` with `batcher` and checks everything a plan owes its input: planning
+/// succeeds; one entry per input cluster, in input order, with its id; invalid input clusters
+/// are rejected; [`BatchPlan::check`] passes; planning again gives the same plan
+/// (determinism); the plan's JSON reads back as the same plan.
+///
+/// Returns the plan so callers can assert more. Use it inside `proptest!` with `?`.
+///
+/// # Errors
+/// A [`TestCaseError`] saying which check failed and how.
+pub fn check_plan<Q, T, S>(
+    batcher: &Batcher<Q, T, S>,
+    clusters: &[Cluster],
+) -> Result<BatchPlan, TestCaseError>
+where
+    Q: QualityScorer,
+    T: TokenEstimator,
+    S: StrategySelector,
+{
+    let fail = |what: String| TestCaseError::fail(what);
+    let plan = batcher
+        .plan(clusters)
+        .map_err(|e| fail(format!("planning failed: {e}")))?;
+    if plan.clusters.len() != clusters.len() {
+        return Err(fail(format!(
+            "accounting: {} input clusters but {} plan entries",
+            clusters.len(),
+            plan.clusters.len()
+        )));
+    }
+    for (i, (entry, cluster)) in plan.clusters.iter().zip(clusters).enumerate() {
+        if entry.id != cluster.id {
+            return Err(fail(format!(
+                "accounting: entry {i} is {:?}, input cluster {i} is {:?}",
+                entry.id, cluster.id
+            )));
+        }
+        if cluster.validate().is_err() && !matches!(entry.state, ClusterState::Rejected { .. }) {
+            return Err(fail(format!(
+                "accounting: invalid input cluster {i} ({:?}) is {}",
+                cluster.id,
+                entry.state.name()
+            )));
+        }
+    }
+    plan.check(batcher.config())
+        .map_err(|v| fail(format!("invariant violated: {v}")))?;
+    let again = batcher
+        .plan(clusters)
+        .map_err(|e| fail(format!("planning failed the second time: {e}")))?;
+    if again != plan {
+        return Err(fail("determinism: planning twice gave two plans".into()));
+    }
+    let json = serde_json::to_string(&plan).map_err(|e| fail(format!("plan to JSON: {e}")))?;
+    let back: BatchPlan =
+        serde_json::from_str(&json).map_err(|e| fail(format!("plan from JSON: {e}")))?;
+    if back != plan {
+        return Err(fail(
+            "serde: the plan's JSON does not read back as the plan".into(),
+        ));
+    }
+    Ok(plan)
+}
+
+/// The conformance suite for plug-ins: runs [`check_plan`] with `batcher` over `cases` generated
+/// inputs ([`arb_dirty_clusters`] of 0 to 60 clusters), deterministically seeded, and returns the
+/// smallest failing input found, if any.
+///
+/// # Errors
+/// proptest's [`TestError`], whose `Display` names the failed check and the minimal input.
+pub fn run_conformance<Q, T, S>(
+    batcher: &Batcher<Q, T, S>,
+    cases: u32,
+) -> Result<(), TestError<Vec<Cluster>>>
+where
+    Q: QualityScorer,
+    T: TokenEstimator,
+    S: StrategySelector,
+{
+    let config = RunnerConfig {
+        cases,
+        failure_persistence: None,
+        ..RunnerConfig::default()
+    };
+    let mut runner = TestRunner::new_with_rng(
+        config,
+        proptest::test_runner::TestRng::deterministic_rng(
+            proptest::test_runner::RngAlgorithm::ChaCha,
+        ),
+    );
+    runner.run(&arb_dirty_clusters(0..60), |clusters| {
+        check_plan(batcher, &clusters).map(|_| ())
+    })
+}
