@@ -80,9 +80,14 @@ impl Cluster {
     /// videos, a non-finite or negative `avg_performance`, then per video an empty title or a
     /// non-finite or negative `performance_ratio`.
     pub fn validate(&self) -> Result<(), Rejection> {
-        if self.id.trim().is_empty() {
+        if is_blank(&self.id) {
             return Err(Rejection::EmptyId);
         }
+        self.validate_content()
+    }
+
+    /// [`Cluster::validate`] but for the id, which the planner checks in a pass of its own.
+    pub(crate) fn validate_content(&self) -> Result<(), Rejection> {
         if self.videos.is_empty() {
             return Err(Rejection::NoVideos);
         }
@@ -92,13 +97,13 @@ impl Cluster {
                 videos: self.videos.len(),
             });
         }
-        check_number("avg_performance", self.avg_performance)?;
+        check_number(|| "avg_performance".to_owned(), self.avg_performance)?;
         for (i, video) in self.videos.iter().enumerate() {
-            if video.title.trim().is_empty() {
+            if is_blank(&video.title) {
                 return Err(Rejection::EmptyTitle { video: i });
             }
             check_number(
-                &format!("videos[{i}].performance_ratio"),
+                || format!("videos[{i}].performance_ratio"),
                 video.performance_ratio,
             )?;
         }
@@ -106,15 +111,24 @@ impl Cluster {
     }
 }
 
-fn check_number(field: &str, value: f64) -> Result<(), Rejection> {
+/// Empty or only white space (Unicode's definition). Decided by the first byte in the common
+/// case of a printable ASCII character, without decoding the string.
+pub(crate) fn is_blank(text: &str) -> bool {
+    match text.as_bytes().first() {
+        None => true,
+        Some(b) if (0x21..=0x7e).contains(b) => false,
+        Some(_) => text.chars().all(char::is_whitespace),
+    }
+}
+
+/// `field` names the place; it is only built when there is a problem to report.
+fn check_number(field: impl FnOnce() -> String, value: f64) -> Result<(), Rejection> {
     if !value.is_finite() {
-        return Err(Rejection::NonFinite {
-            field: field.to_owned(),
-        });
+        return Err(Rejection::NonFinite { field: field() });
     }
     if value < 0.0 {
         return Err(Rejection::Negative {
-            field: field.to_owned(),
+            field: field(),
             value,
         });
     }

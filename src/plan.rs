@@ -4,7 +4,7 @@
 //!
 //! Planning is synchronous, pure and runtime-free, and borrows its input.
 
-use std::collections::hash_map::Entry;
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
@@ -128,26 +128,26 @@ impl<Q: QualityScorer, T: TokenEstimator, S: StrategySelector> Batcher<Q, T, S> 
     /// # Errors
     /// [`Error::InvalidStrategy`] when the selector returns a strategy that fails
     /// [`Strategy::validate`]. Invalid clusters are not errors: they are `rejected` entries.
-    pub fn plan(&self, clusters: &[Cluster]) -> Result<BatchPlan, Error> {
+    pub fn plan<'a>(&self, clusters: &'a [Cluster]) -> Result<BatchPlan<'a>, Error> {
         let threshold = self.config.quality_threshold();
         let mut entries = Vec::with_capacity(clusters.len());
-        let mut first_seen: HashMap<&str, usize> = HashMap::with_capacity(clusters.len());
-        let mut candidates: Vec<Scored<'_>> = Vec::new();
+        let first = first_occurrences(clusters);
+        let mut candidates: Vec<Scored<'a>> = Vec::with_capacity(clusters.len());
 
         for (index, cluster) in clusters.iter().enumerate() {
             let mut entry = ClusterEntry {
-                id: cluster.id.clone(),
+                id: Cow::Borrowed(cluster.id.as_str()),
                 state: ClusterState::Deferred {
-                    reason: String::new(),
+                    reason: Cow::Borrowed(""),
                 },
                 quality: None,
                 priority: None,
                 estimated_tokens: None,
             };
-            match self.score(index, cluster, &mut first_seen) {
+            match self.score(index, cluster, first[index]) {
                 Err(rejection) => {
                     entry.state = ClusterState::Rejected {
-                        reason: rejection.to_string(),
+                        reason: Cow::Owned(rejection.to_string()),
                     };
                 }
                 Ok(scored) => {
@@ -157,10 +157,7 @@ impl<Q: QualityScorer, T: TokenEstimator, S: StrategySelector> Batcher<Q, T, S> 
                         candidates.push(scored);
                     } else {
                         entry.state = ClusterState::BelowThreshold {
-                            reason: format!(
-                                "quality {:.3} is below the threshold {threshold}",
-                                scored.quality
-                            ),
+                            reason: Cow::Borrowed(BELOW_THRESHOLD),
                         };
                     }
                 }
@@ -168,14 +165,7 @@ impl<Q: QualityScorer, T: TokenEstimator, S: StrategySelector> Batcher<Q, T, S> 
             entries.push(entry);
         }
 
-        // Highest priority first; `sort_by` is stable, so ties keep input order as the design's
-        // `Array.prototype.sort` does. Priorities are finite here, so `partial_cmp` is total.
-        candidates.sort_by(|a, b| {
-            b.priority
-                .partial_cmp(&a.priority)
-                .unwrap_or(std::cmp::Ordering::Equal)
-        });
-
+        sort_by_priority(&mut candidates);
         let strategy = self.selector.select(&candidates);
         strategy.validate().map_err(Error::InvalidStrategy)?;
 
@@ -193,7 +183,7 @@ impl<Q: QualityScorer, T: TokenEstimator, S: StrategySelector> Batcher<Q, T, S> 
                 let entry = &mut entries[candidates[k].index];
                 entry.state = ClusterState::Batched { batch: number };
                 entry.estimated_tokens = Some(tokens[k]);
-                ids.push(candidates[k].cluster.id.clone());
+                ids.push(Cow::Borrowed(candidates[k].cluster.id.as_str()));
             }
             let estimated_tokens = packer.sum(*span);
             batches.push(Batch {
@@ -208,10 +198,7 @@ impl<Q: QualityScorer, T: TokenEstimator, S: StrategySelector> Batcher<Q, T, S> 
             let entry = &mut entries[candidates[k].index];
             entry.estimated_tokens = Some(tokens[k]);
             entry.state = ClusterState::Deferred {
-                reason: format!(
-                    "over the call budget: all {} calls go to higher-priority clusters",
-                    self.config.max_total_calls()
-                ),
+                reason: Cow::Borrowed(OVER_BUDGET),
             };
         }
 
@@ -226,22 +213,15 @@ impl<Q: QualityScorer, T: TokenEstimator, S: StrategySelector> Batcher<Q, T, S> 
         &self,
         index: usize,
         cluster: &'a Cluster,
-        first_seen: &mut HashMap<&'a str, usize>,
+        first: usize,
     ) -> Result<Scored<'a>, Rejection> {
-        if cluster.id.trim().is_empty() {
+        if first == EMPTY_ID {
             return Err(Rejection::EmptyId);
         }
-        match first_seen.entry(cluster.id.as_str()) {
-            Entry::Occupied(first) => {
-                return Err(Rejection::DuplicateId {
-                    first_index: *first.get(),
-                });
-            }
-            Entry::Vacant(slot) => {
-                slot.insert(index);
-            }
+        if first != index {
+            return Err(Rejection::DuplicateId { first_index: first });
         }
-        cluster.validate()?;
+        cluster.validate_content()?;
         let quality = self.scorer.quality(cluster);
         if !quality.is_finite() {
             return Err(Rejection::ScorerOutput {
@@ -264,6 +244,66 @@ impl<Q: QualityScorer, T: TokenEstimator, S: StrategySelector> Batcher<Q, T, S> 
         })
     }
 }
+
+/// The reason given for every `below_threshold` cluster (its quality is in the entry).
+pub const BELOW_THRESHOLD: &str = "quality is below quality_threshold";
+/// The reason given for every `deferred` cluster.
+pub const OVER_BUDGET: &str =
+    "over the call budget: all max_total_calls calls go to higher-priority clusters";
+
+/// Orders `candidates` by priority, highest first; ties keep input order, as the design's stable
+/// `Array.prototype.sort` does.
+///
+/// The key maps a finite priority to an integer with the same order (`-0.0` counts as `0.0`, as
+/// in JavaScript) and the input index breaks ties, so keys are unique and the unstable sort
+/// gives exactly the stable order, without its scratch buffer.
+fn sort_by_priority(candidates: &mut [Scored<'_>]) {
+    fn descending_key(priority: f64) -> u64 {
+        let bits = (priority + 0.0).to_bits();
+        let ascending = if bits >> 63 == 1 {
+            !bits
+        } else {
+            bits | 1 << 63
+        };
+        !ascending
+    }
+    candidates.sort_unstable_by_key(|c| (descending_key(c.priority), c.index));
+}
+
+/// [`first_occurrences`]' mark for an empty or blank id.
+const EMPTY_ID: usize = usize::MAX;
+
+/// For each cluster, the input index of the first cluster with its id (its own index when it is
+/// the first), or [`EMPTY_ID`].
+///
+/// A pass of its own: reading each id is a cache miss the floor pass never pays, and a tight
+/// loop lets the CPU overlap those misses.
+fn first_occurrences(clusters: &[Cluster]) -> Vec<usize> {
+    let mut first_seen: IdMap<'_> =
+        HashMap::with_capacity_and_hasher(clusters.len(), foldhash::fast::RandomState::default());
+    clusters
+        .iter()
+        .enumerate()
+        .map(|(index, cluster)| {
+            // Touch an id a few clusters ahead so its cache miss overlaps this one's work.
+            std::hint::black_box(
+                clusters
+                    .get(index + 8)
+                    .and_then(|c| c.id.as_bytes().first().copied()),
+            );
+            if crate::model::is_blank(&cluster.id) {
+                EMPTY_ID
+            } else {
+                *first_seen.entry(cluster.id.as_str()).or_insert(index)
+            }
+        })
+        .collect()
+}
+
+/// First input index of each id. foldhash: several times faster than `SipHash` on short ids, and
+/// seeded per process, so crafted ids cannot force collisions; the plan never depends on the
+/// map's iteration order.
+type IdMap<'a> = HashMap<&'a str, usize, foldhash::fast::RandomState>;
 
 /// A contiguous run of candidates (in priority order): one batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -576,24 +616,26 @@ pub fn check_batch_shapes<B: AsRef<[u32]>>(
 
 /// The result of planning: the strategy, the batches, and every input cluster's state.
 ///
-/// Its JSON form is a public contract (see the README).
+/// A plan borrows its ids from the input clusters (planning allocates nothing per cluster);
+/// [`BatchPlan::into_owned`] detaches it. A plan read from JSON owns its data. Its JSON form is
+/// a public contract (see the README).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
-pub struct BatchPlan {
+pub struct BatchPlan<'a> {
     /// The strategy the batches are planned (and will be prompted) with.
     pub strategy: Strategy,
     /// The batches, highest priority first; each is one LLM call.
-    pub batches: Vec<Batch>,
+    pub batches: Vec<Batch<'a>>,
     /// Every input cluster, in input order, with its state.
-    pub clusters: Vec<ClusterEntry>,
+    pub clusters: Vec<ClusterEntry<'a>>,
 }
 
 /// One batch: one LLM call.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
-pub struct Batch {
+pub struct Batch<'a> {
     /// Ids of the clusters, highest priority first.
-    pub clusters: Vec<String>,
+    pub clusters: Vec<Cow<'a, str>>,
     /// Sum of the clusters' estimated prompt tokens.
     pub estimated_tokens: u64,
     /// A lone cluster whose own estimate exceeds `target_tokens_per_batch`.
@@ -604,12 +646,12 @@ pub struct Batch {
 /// One input cluster's place in the plan.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
-pub struct ClusterEntry {
+pub struct ClusterEntry<'a> {
     /// The cluster's id.
-    pub id: String,
+    pub id: Cow<'a, str>,
     /// Its state: exactly one.
     #[serde(flatten)]
-    pub state: ClusterState,
+    pub state: ClusterState<'a>,
     /// Its quality, when it was valid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quality: Option<f64>,
@@ -624,7 +666,7 @@ pub struct ClusterEntry {
 /// The state of a cluster in a plan. In JSON, `"status"` plus `"batch"` or `"reason"`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
-pub enum ClusterState {
+pub enum ClusterState<'a> {
     /// In `batches[batch]`.
     Batched {
         /// Index into [`BatchPlan::batches`].
@@ -632,22 +674,22 @@ pub enum ClusterState {
     },
     /// Quality below `quality_threshold`: not analysed.
     BelowThreshold {
-        /// Its quality and the threshold.
-        reason: String,
+        /// [`BELOW_THRESHOLD`].
+        reason: Cow<'a, str>,
     },
     /// Passed the threshold but did not fit the call budget; the lowest priorities go first.
     Deferred {
-        /// Why.
-        reason: String,
+        /// [`OVER_BUDGET`].
+        reason: Cow<'a, str>,
     },
     /// Invalid input.
     Rejected {
-        /// What is wrong and where.
-        reason: String,
+        /// What is wrong and where (the [`Rejection`]'s text).
+        reason: Cow<'a, str>,
     },
 }
 
-impl ClusterState {
+impl ClusterState<'_> {
     /// The state's name as in JSON: `batched`, `below_threshold`, `deferred` or `rejected`.
     pub fn name(&self) -> &'static str {
         match self {
@@ -701,7 +743,46 @@ pub enum InvariantViolation {
     Threshold(String),
 }
 
-impl BatchPlan {
+impl BatchPlan<'_> {
+    /// Detaches the plan from the input it borrows its ids from.
+    pub fn into_owned(self) -> BatchPlan<'static> {
+        let owned = |s: Cow<'_, str>| Cow::Owned(s.into_owned());
+        BatchPlan {
+            strategy: self.strategy,
+            batches: self
+                .batches
+                .into_iter()
+                .map(|b| Batch {
+                    clusters: b.clusters.into_iter().map(owned).collect(),
+                    estimated_tokens: b.estimated_tokens,
+                    oversized: b.oversized,
+                })
+                .collect(),
+            clusters: self
+                .clusters
+                .into_iter()
+                .map(|e| ClusterEntry {
+                    id: owned(e.id),
+                    state: match e.state {
+                        ClusterState::Batched { batch } => ClusterState::Batched { batch },
+                        ClusterState::BelowThreshold { reason } => ClusterState::BelowThreshold {
+                            reason: owned(reason),
+                        },
+                        ClusterState::Deferred { reason } => ClusterState::Deferred {
+                            reason: owned(reason),
+                        },
+                        ClusterState::Rejected { reason } => ClusterState::Rejected {
+                            reason: owned(reason),
+                        },
+                    },
+                    quality: e.quality,
+                    priority: e.priority,
+                    estimated_tokens: e.estimated_tokens,
+                })
+                .collect(),
+        }
+    }
+
     /// How many clusters are in each state.
     pub fn counts(&self) -> StateCounts {
         let mut counts = StateCounts::default();
@@ -746,7 +827,7 @@ impl BatchPlan {
         for (b, batch) in self.batches.iter().enumerate() {
             let mut tokens = Vec::with_capacity(batch.clusters.len());
             for id in &batch.clusters {
-                let entry = by_id[id.as_str()];
+                let entry = by_id[id.as_ref()];
                 let (Some(t), Some(p)) = (entry.estimated_tokens, entry.priority) else {
                     return Err(InvariantViolation::Accounting(format!(
                         "batched cluster {id:?} has no token estimate or priority"
@@ -783,13 +864,13 @@ impl BatchPlan {
         self.check_threshold_and_deferred(config, &batched_priorities)
     }
 
-    fn check_accounting(&self) -> Result<HashMap<&str, &ClusterEntry>, InvariantViolation> {
-        let mut by_id: HashMap<&str, &ClusterEntry> = HashMap::new();
+    fn check_accounting(&self) -> Result<HashMap<&str, &ClusterEntry<'_>>, InvariantViolation> {
+        let mut by_id: HashMap<&str, &ClusterEntry<'_>> = HashMap::new();
         for entry in &self.clusters {
             if matches!(entry.state, ClusterState::Rejected { .. }) {
                 continue;
             }
-            if by_id.insert(entry.id.as_str(), entry).is_some() {
+            if by_id.insert(entry.id.as_ref(), entry).is_some() {
                 return Err(InvariantViolation::Accounting(format!(
                     "id {:?} appears twice outside rejected clusters",
                     entry.id
@@ -799,7 +880,7 @@ impl BatchPlan {
         let mut placed: HashSet<&str> = HashSet::new();
         for (b, batch) in self.batches.iter().enumerate() {
             for id in &batch.clusters {
-                let Some(entry) = by_id.get(id.as_str()) else {
+                let Some(entry) = by_id.get(id.as_ref()) else {
                     return Err(InvariantViolation::Accounting(format!(
                         "batch {b} holds {id:?}, which is not a valid input cluster"
                     )));
@@ -810,7 +891,7 @@ impl BatchPlan {
                         entry.state.name()
                     )));
                 }
-                if !placed.insert(id.as_str()) {
+                if !placed.insert(id.as_ref()) {
                     return Err(InvariantViolation::Accounting(format!(
                         "{id:?} sits in the batches more than once"
                     )));
@@ -818,7 +899,7 @@ impl BatchPlan {
             }
         }
         if let Some(lost) = self.clusters.iter().find(|e| {
-            matches!(e.state, ClusterState::Batched { .. }) && !placed.contains(e.id.as_str())
+            matches!(e.state, ClusterState::Batched { .. }) && !placed.contains(e.id.as_ref())
         }) {
             return Err(InvariantViolation::Accounting(format!(
                 "{:?} is batched but in no batch",
@@ -870,7 +951,7 @@ impl BatchPlan {
     }
 }
 
-impl fmt::Display for BatchPlan {
+impl fmt::Display for BatchPlan<'_> {
     /// The design's console summary, then one line per batch.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let counts = self.counts();

@@ -220,10 +220,10 @@ pub fn arb_config() -> impl Strategy<Value = BatchingConfig> {
 ///
 /// # Errors
 /// A [`TestCaseError`] saying which check failed and how.
-pub fn check_plan<Q, T, S>(
+pub fn check_plan<'a, Q, T, S>(
     batcher: &Batcher<Q, T, S>,
-    clusters: &[Cluster],
-) -> Result<BatchPlan, TestCaseError>
+    clusters: &'a [Cluster],
+) -> Result<BatchPlan<'a>, TestCaseError>
 where
     Q: QualityScorer,
     T: TokenEstimator,
@@ -264,9 +264,9 @@ where
         return Err(fail("determinism: planning twice gave two plans".into()));
     }
     let json = serde_json::to_string(&plan).map_err(|e| fail(format!("plan to JSON: {e}")))?;
-    let back: BatchPlan =
+    let back: BatchPlan<'static> =
         serde_json::from_str(&json).map_err(|e| fail(format!("plan from JSON: {e}")))?;
-    if back != plan {
+    if back != plan.clone().into_owned() {
         return Err(fail(
             "serde: the plan's JSON does not read back as the plan".into(),
         ));

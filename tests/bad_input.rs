@@ -20,15 +20,16 @@ fn good(id: &str) -> Cluster {
     c
 }
 
-fn reason(plan: &dynbatch::BatchPlan, i: usize) -> String {
+fn reason(plan: &dynbatch::BatchPlan<'_>, i: usize) -> String {
     match &plan.clusters[i].state {
-        ClusterState::Rejected { reason } => reason.clone(),
+        ClusterState::Rejected { reason } => reason.to_string(),
         other => panic!("cluster {i} is {other:?}, not rejected"),
     }
 }
 
-fn plan_one(bad: Cluster) -> dynbatch::BatchPlan {
-    let plan = Batcher::default().plan(&[good("ok"), bad]).unwrap();
+fn plan_one(bad: Cluster) -> dynbatch::BatchPlan<'static> {
+    let input = [good("ok"), bad];
+    let plan = Batcher::default().plan(&input).unwrap().into_owned();
     plan.check(&BatchingConfig::default()).unwrap();
     // The good cluster is planned normally.
     assert!(matches!(
@@ -83,7 +84,8 @@ fn duplicate_id_the_first_one_wins() {
     // Even an invalid first occurrence keeps the id: input order decides, not validity.
     let mut first = good("dup");
     first.videos.clear();
-    let plan = Batcher::default().plan(&[first, good("dup")]).unwrap();
+    let input = [first, good("dup")];
+    let plan = Batcher::default().plan(&input).unwrap();
     assert_eq!(reason(&plan, 0), "videos is empty: nothing to analyse");
     assert_eq!(
         reason(&plan, 1),
@@ -127,7 +129,8 @@ fn zero_mean_performance_counts_as_worst_consistency() {
     c.avg_performance = 0.0;
     assert!((QualityFactors::of(&c).consistency - 0.5).abs() < f64::EPSILON);
     // Not rejected: scored, here below the threshold (size 1.0, performance 0, diversity 0.6).
-    let plan = Batcher::default().plan(&[c]).unwrap();
+    let input = [c];
+    let plan = Batcher::default().plan(&input).unwrap();
     let q = plan.clusters[0].quality.unwrap();
     assert!((q - (0.25 + 0.6 * 0.25 + 0.5 * 0.15)).abs() < 1e-12, "{q}");
     assert!(matches!(
@@ -158,10 +161,8 @@ fn scorer_returning_nan_rejects_the_cluster_not_the_plan() {
             if c.id == "bad" { f64::NAN } else { 0.9 }
         }
     }
-    let plan = Batcher::default()
-        .with_scorer(Nan)
-        .plan(&[good("ok"), good("bad")])
-        .unwrap();
+    let input = [good("ok"), good("bad")];
+    let plan = Batcher::default().with_scorer(Nan).plan(&input).unwrap();
     assert_eq!(
         reason(&plan, 1),
         "the quality scorer returned a non-finite quality (NaN)"

@@ -162,8 +162,11 @@ fn defaults_reproduce_the_design_wherever_it_is_valid() {
                     })
                     .collect();
                 let plan = Batcher::new(config.clone()).plan(&clusters).unwrap();
-                let actual: Vec<Vec<String>> =
-                    plan.batches.iter().map(|b| b.clusters.clone()).collect();
+                let actual: Vec<Vec<String>> = plan
+                    .batches
+                    .iter()
+                    .map(|b| b.clusters.iter().map(ToString::to_string).collect())
+                    .collect();
                 prop_assert_eq!(actual, expected);
                 Ok(())
             },

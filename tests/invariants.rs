@@ -11,7 +11,7 @@ use dynbatch::testing::{arb_config, arb_dirty_clusters, check_plan, run_conforma
 use dynbatch::{Batcher, BatchingConfig, Cluster, ClusterState, QualityScorer};
 use proptest::prelude::*;
 
-fn plan(config: &BatchingConfig, clusters: &[Cluster]) -> dynbatch::BatchPlan {
+fn plan<'a>(config: &BatchingConfig, clusters: &'a [Cluster]) -> dynbatch::BatchPlan<'a> {
     Batcher::new(config.clone()).plan(clusters).unwrap()
 }
 
@@ -27,13 +27,13 @@ proptest! {
         let mut seen: HashMap<&str, usize> = HashMap::new();
         for (b, batch) in plan.batches.iter().enumerate() {
             for id in &batch.clusters {
-                prop_assert!(seen.insert(id.as_str(), b).is_none(), "{} batched twice", id);
+                prop_assert!(seen.insert(id.as_ref(), b).is_none(), "{} batched twice", id);
             }
         }
         for (entry, cluster) in plan.clusters.iter().zip(&clusters) {
             prop_assert_eq!(&entry.id, &cluster.id);
             match &entry.state {
-                ClusterState::Batched { batch } => prop_assert_eq!(seen.get(entry.id.as_str()), Some(batch)),
+                ClusterState::Batched { batch } => prop_assert_eq!(seen.get(entry.id.as_ref()), Some(batch)),
                 ClusterState::Rejected { reason } | ClusterState::Deferred { reason }
                 | ClusterState::BelowThreshold { reason } => prop_assert!(!reason.is_empty()),
             }
@@ -46,7 +46,7 @@ proptest! {
     fn invariant_sizes_within_bounds(config in arb_config(), clusters in arb_dirty_clusters(0..60)) {
         let plan = plan(&config, &clusters);
         let tokens: HashMap<&str, u32> = plan.clusters.iter()
-            .filter_map(|e| Some((e.id.as_str(), e.estimated_tokens?))).collect();
+            .filter_map(|e| Some((e.id.as_ref(), e.estimated_tokens?))).collect();
         for (i, batch) in plan.batches.iter().enumerate() {
             let n = batch.clusters.len();
             prop_assert!(n >= 1 && n <= config.max_batch_size());
@@ -65,7 +65,7 @@ proptest! {
                     neighbours.push((next, &next.clusters[..need.min(next.clusters.len())]));
                 }
                 for (other, lend) in neighbours {
-                    let lend_tokens: u64 = lend.iter().map(|id| u64::from(tokens[id.as_str()])).sum();
+                    let lend_tokens: u64 = lend.iter().map(|id| u64::from(tokens[id.as_ref()])).sum();
                     let merge = n + other.clusters.len() <= max && sum + other.estimated_tokens <= target;
                     let borrow = other.clusters.len() >= min + need && sum + lend_tokens <= target;
                     prop_assert!(!merge && !borrow, "batch {} of {} could reach the minimum", i, n);
@@ -100,9 +100,9 @@ proptest! {
     fn invariant_order_priority_and_threshold(config in arb_config(), clusters in arb_dirty_clusters(0..60)) {
         let plan = plan(&config, &clusters);
         let entry: HashMap<&str, &dynbatch::ClusterEntry> =
-            plan.clusters.iter().filter(|e| e.priority.is_some()).map(|e| (e.id.as_str(), e)).collect();
+            plan.clusters.iter().filter(|e| e.priority.is_some()).map(|e| (e.id.as_ref(), e)).collect();
         let order: Vec<f64> = plan.batches.iter().flat_map(|b| &b.clusters)
-            .map(|id| entry[id.as_str()].priority.unwrap()).collect();
+            .map(|id| entry[id.as_ref()].priority.unwrap()).collect();
         prop_assert!(order.windows(2).all(|w| w[0] >= w[1]), "batched priorities rise: {:?}", order);
         let lowest = order.last().copied().unwrap_or(f64::INFINITY);
         for e in &plan.clusters {

@@ -34,11 +34,11 @@ fn cluster(i: usize, band: Band) -> Cluster {
     c
 }
 
-fn sizes(plan: &dynbatch::BatchPlan) -> Vec<usize> {
+fn sizes(plan: &dynbatch::BatchPlan<'_>) -> Vec<usize> {
     plan.batches.iter().map(|b| b.clusters.len()).collect()
 }
 
-fn tokens(plan: &dynbatch::BatchPlan) -> Vec<u64> {
+fn tokens(plan: &dynbatch::BatchPlan<'_>) -> Vec<u64> {
     plan.batches.iter().map(|b| b.estimated_tokens).collect()
 }
 
@@ -127,11 +127,7 @@ fn scenario_3_many_high_quality_clusters() {
 fn wide_and_high_performing_clusters_lead() {
     let input: Vec<Cluster> = (0..25).map(|i| cluster(i, Band::High)).collect();
     let plan = Batcher::default().plan(&input).unwrap();
-    let first: Vec<&str> = plan.batches[0]
-        .clusters
-        .iter()
-        .map(String::as_str)
-        .collect();
+    let first: Vec<&str> = plan.batches[0].clusters.iter().map(AsRef::as_ref).collect();
     // i % 4 == 0 are WIDE: s00, s04, s08, s12, s16, s20, s24 — input order among equals.
     assert_eq!(first, vec!["s00", "s04", "s08", "s12", "s16", "s20"]);
 }
