@@ -1,10 +1,13 @@
 #![doc = include_str!("../README.md")]
 
+pub mod backend;
 pub mod config;
 pub mod error;
 pub mod model;
 pub mod plan;
+pub mod prompt;
 pub mod quality;
+pub mod response;
 pub mod strategy;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -1,0 +1,313 @@
+//! [`LlmBackend`]: "a chat request in, a chat response out", and the types it speaks.
+//!
+//! A backend knows nothing of plans or clusters, so any LLM client becomes one in a few lines.
+//! [`BackendError`] classifies failures the way the official `OpenAI` SDKs do, so the runner can
+//! tell what to retry.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+/// Who wrote a chat message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Instructions.
+    System,
+    /// The request.
+    User,
+    /// The model.
+    Assistant,
+}
+
+/// One chat message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// Who wrote it.
+    pub role: Role,
+    /// What it says.
+    pub content: String,
+}
+
+/// The output format asked for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ResponseFormat {
+    /// Any JSON object (`{"type": "json_object"}`), the design's choice.
+    JsonObject,
+    /// JSON matching a schema (`{"type": "json_schema", ...}`), strict or not.
+    JsonSchema {
+        /// The schema's name.
+        name: String,
+        /// The JSON schema.
+        schema: serde_json::Value,
+        /// Whether the server must follow it exactly.
+        strict: bool,
+    },
+}
+
+/// A chat-completion request, as the runner sends it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatRequest {
+    /// Model name, e.g. `gpt-4o-mini`.
+    pub model: String,
+    /// System prompt, then user prompt.
+    pub messages: Vec<ChatMessage>,
+    /// Sampling temperature.
+    pub temperature: f64,
+    /// Most tokens to generate.
+    pub max_tokens: u32,
+    /// The output format.
+    pub response_format: ResponseFormat,
+}
+
+/// Why the model stopped.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum FinishReason {
+    /// It finished its answer.
+    Stop,
+    /// It hit `max_tokens`: the answer is truncated.
+    Length,
+    /// A content filter cut it.
+    ContentFilter,
+    /// Anything else the server said.
+    Other(String),
+}
+
+impl From<String> for FinishReason {
+    fn from(s: String) -> Self {
+        match s.as_str() {
+            "stop" => Self::Stop,
+            "length" => Self::Length,
+            "content_filter" => Self::ContentFilter,
+            _ => Self::Other(s),
+        }
+    }
+}
+
+impl From<FinishReason> for String {
+    fn from(r: FinishReason) -> Self {
+        match r {
+            FinishReason::Stop => "stop".into(),
+            FinishReason::Length => "length".into(),
+            FinishReason::ContentFilter => "content_filter".into(),
+            FinishReason::Other(s) => s,
+        }
+    }
+}
+
+/// Tokens a call used, as the server reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenUsage {
+    /// Prompt tokens.
+    pub prompt_tokens: u64,
+    /// Completion tokens.
+    pub completion_tokens: u64,
+}
+
+/// A chat-completion response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatResponse {
+    /// The model's text.
+    pub content: String,
+    /// Why it stopped.
+    pub finish_reason: FinishReason,
+    /// Tokens used, when the server says.
+    pub usage: Option<TokenUsage>,
+    /// The model that answered.
+    pub model: String,
+    /// The model's refusal message, when it refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<String>,
+}
+
+/// A failed call. Retryable ones: rate limited, overloaded, timeout, connection. Permanent
+/// ones: authentication, bad request, quota exhausted, content filter.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackendError {
+    /// 429: too many requests. Retryable, after `retry_after` when the server gave one.
+    #[error("rate limited{}: {message}", fmt_after(*retry_after))]
+    RateLimited {
+        /// The server's requested delay.
+        retry_after: Option<Duration>,
+        /// The server's message.
+        message: String,
+    },
+    /// 5xx or an overloaded server. Retryable.
+    #[error("server error{}{}: {message}", status.map(|s| format!(" {s}")).unwrap_or_default(), fmt_after(*retry_after))]
+    Overloaded {
+        /// The HTTP status, if any.
+        status: Option<u16>,
+        /// The server's requested delay.
+        retry_after: Option<Duration>,
+        /// The server's message.
+        message: String,
+    },
+    /// The request took too long. Retryable.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    /// The connection failed. Retryable.
+    #[error("connection failed: {0}")]
+    Connection(String),
+    /// 401/403: bad or missing credentials. Permanent.
+    #[error("authentication failed: {0}")]
+    Authentication(String),
+    /// 400 and other 4xx: the request itself is wrong. Permanent.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// 429 `insufficient_quota`: no credit left. Permanent.
+    #[error("quota exhausted: {0}")]
+    QuotaExhausted(String),
+    /// The provider refused the content. Permanent.
+    #[error("content filtered: {0}")]
+    ContentFilter(String),
+    /// Anything else, with whether retrying may help.
+    #[error("{source}")]
+    Other {
+        /// Whether retrying may help.
+        retryable: bool,
+        /// The underlying error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+fn fmt_after(after: Option<Duration>) -> String {
+    after
+        .map(|d| format!(" (retry after {d:?})"))
+        .unwrap_or_default()
+}
+
+impl BackendError {
+    /// Whether the runner may retry the call.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::RateLimited { .. }
+            | Self::Overloaded { .. }
+            | Self::Timeout(_)
+            | Self::Connection(_) => true,
+            Self::Authentication(_)
+            | Self::BadRequest(_)
+            | Self::QuotaExhausted(_)
+            | Self::ContentFilter(_) => false,
+            Self::Other { retryable, .. } => *retryable,
+        }
+    }
+
+    /// The delay the server asked for, if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::RateLimited { retry_after, .. } | Self::Overloaded { retry_after, .. } => {
+                *retry_after
+            }
+            _ => None,
+        }
+    }
+
+    /// A short name of the class, for reports: `rate_limited`, `overloaded`, `timeout`, ...
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::RateLimited { .. } => "rate_limited",
+            Self::Overloaded { .. } => "overloaded",
+            Self::Timeout(_) => "timeout",
+            Self::Connection(_) => "connection",
+            Self::Authentication(_) => "authentication",
+            Self::BadRequest(_) => "bad_request",
+            Self::QuotaExhausted(_) => "quota_exhausted",
+            Self::ContentFilter(_) => "content_filter",
+            Self::Other { .. } => "other",
+        }
+    }
+}
+
+/// An LLM that answers chat requests.
+///
+/// One required method. Implementations are `Send + Sync + Debug`; `&T`, `Box<T>` and `Arc<T>`
+/// forward to `T`, so `Arc<dyn LlmBackend>` works.
+///
+/// ```
+/// use async_trait::async_trait;
+/// use dynbatch::backend::{BackendError, ChatRequest, ChatResponse, FinishReason, LlmBackend};
+///
+/// #[derive(Debug)]
+/// struct Echo;
+///
+/// #[async_trait]
+/// impl LlmBackend for Echo {
+///     async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, BackendError> {
+///         Ok(ChatResponse {
+///             content: r#"{"clusters": []}"#.into(),
+///             finish_reason: FinishReason::Stop,
+///             usage: None,
+///             model: request.model.clone(),
+///             refusal: None,
+///         })
+///     }
+/// }
+/// ```
+#[async_trait]
+pub trait LlmBackend: Send + Sync + fmt::Debug {
+    /// Sends one request.
+    async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, BackendError>;
+}
+
+#[async_trait]
+impl<T: LlmBackend + ?Sized> LlmBackend for &T {
+    async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, BackendError> {
+        (**self).complete(request).await
+    }
+}
+
+#[async_trait]
+impl<T: LlmBackend + ?Sized> LlmBackend for Box<T> {
+    async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, BackendError> {
+        (**self).complete(request).await
+    }
+}
+
+#[async_trait]
+impl<T: LlmBackend + ?Sized> LlmBackend for Arc<T> {
+    async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, BackendError> {
+        (**self).complete(request).await
+    }
+}
+
+const _: Option<&dyn LlmBackend> = None;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_classes() {
+        let after = Some(Duration::from_secs(2));
+        let rl = BackendError::RateLimited {
+            retry_after: after,
+            message: "slow down".into(),
+        };
+        assert!(rl.is_retryable());
+        assert_eq!(rl.retry_after(), after);
+        assert_eq!(rl.to_string(), "rate limited (retry after 2s): slow down");
+        assert!(BackendError::Timeout(Duration::from_secs(1)).is_retryable());
+        assert!(!BackendError::Authentication("no key".into()).is_retryable());
+        assert!(!BackendError::QuotaExhausted("pay up".into()).is_retryable());
+        let e = BackendError::Overloaded {
+            status: Some(503),
+            retry_after: None,
+            message: "busy".into(),
+        };
+        assert_eq!(e.to_string(), "server error 503: busy");
+    }
+
+    #[test]
+    fn finish_reason_round_trips() {
+        for s in ["stop", "length", "content_filter", "tool_calls"] {
+            let r = FinishReason::from(s.to_owned());
+            assert_eq!(String::from(r), s);
+        }
+    }
+}
