@@ -13,6 +13,9 @@ pub enum Error {
     /// A [`StrategySelector`](crate::StrategySelector) returned a strategy that cannot be planned.
     #[error("the strategy selector returned an invalid strategy: {0}")]
     InvalidStrategy(String),
+    /// A plan given to the runner was not made from the clusters given with it.
+    #[error("the plan does not belong to these clusters: {0}")]
+    PlanMismatch(String),
     /// An error from a plug-in or another library.
     #[error(transparent)]
     Other(#[from] Box<dyn std::error::Error + Send + Sync>),

@@ -4,13 +4,16 @@ pub mod backend;
 pub mod config;
 pub mod error;
 pub mod model;
+pub mod patterns;
 pub mod plan;
 pub mod prompt;
 pub mod quality;
 pub mod response;
+pub mod run;
 pub mod strategy;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod timer;
 pub mod tokens;
 
 pub use config::{BatchingConfig, BatchingConfigBuilder, ConfigError, OverBudget};

@@ -1,0 +1,397 @@
+//! Consolidation of the patterns found across clusters and batches (the design's undefined
+//! `consolidatePatterns`), and the [`DiscoveryReport`] a run produces, with its usage and cost.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::plan::BatchPlan;
+use crate::response::Pattern;
+
+/// Price of a model, in US dollars per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ModelPrice {
+    /// Per million prompt tokens.
+    pub input_per_million: f64,
+    /// Per million completion tokens.
+    pub output_per_million: f64,
+}
+
+/// Prices per model name, for cost estimates. `Default` holds `OpenAI`'s list prices for the
+/// gpt-4o and gpt-4.1 families (standard tier; check them against your contract).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PriceTable(pub BTreeMap<String, ModelPrice>);
+
+impl Default for PriceTable {
+    fn default() -> Self {
+        let price = |i, o| ModelPrice {
+            input_per_million: i,
+            output_per_million: o,
+        };
+        Self(BTreeMap::from([
+            ("gpt-4o-mini".to_owned(), price(0.15, 0.60)),
+            ("gpt-4o".to_owned(), price(2.50, 10.00)),
+            ("gpt-4.1".to_owned(), price(2.00, 8.00)),
+            ("gpt-4.1-mini".to_owned(), price(0.40, 1.60)),
+            ("gpt-4.1-nano".to_owned(), price(0.10, 0.40)),
+        ]))
+    }
+}
+
+impl PriceTable {
+    /// Cost of the tokens on `model`; `None` for a model not in the table.
+    pub fn cost(&self, model: &str, prompt_tokens: u64, completion_tokens: u64) -> Option<f64> {
+        let p = self.0.get(model)?;
+        #[allow(clippy::cast_precision_loss)] // token counts are far below 2^52
+        Some(
+            (prompt_tokens as f64 * p.input_per_million
+                + completion_tokens as f64 * p.output_per_million)
+                / 1e6,
+        )
+    }
+}
+
+/// Calls, tokens and cost of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunUsage {
+    /// Batches in the plan: one call each if nothing goes wrong.
+    pub calls_planned: u64,
+    /// Calls sent, retries included.
+    pub calls_made: u64,
+    /// Retries of retryable errors.
+    pub retries: u64,
+    /// Requests split in two after an unusable answer.
+    pub splits: u64,
+    /// Re-asks of clusters an answer left out.
+    pub reasks: u64,
+    /// Calls beyond one per planned batch.
+    pub extra_calls: u64,
+    /// The cap on `extra_calls`.
+    pub max_extra_calls: u64,
+    /// The plan's estimate of the prompt tokens of all batches.
+    pub estimated_prompt_tokens: u64,
+    /// Prompt tokens the backend reported.
+    pub prompt_tokens: u64,
+    /// Completion tokens the backend reported.
+    pub completion_tokens: u64,
+    /// Responses that reported usage.
+    pub usage_reported: u64,
+    /// The model asked for.
+    pub model: String,
+    /// Cost of the reported tokens; `None` when the model has no price.
+    pub estimated_cost_usd: Option<f64>,
+}
+
+/// Final state of a batched cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeStatus {
+    /// Its patterns are in the report.
+    Succeeded,
+    /// No usable answer; see `reason`.
+    Failed,
+}
+
+/// What became of one batched cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterOutcome {
+    /// The cluster's id.
+    pub id: String,
+    /// Its planned batch.
+    pub batch: usize,
+    /// Succeeded or failed.
+    pub status: OutcomeStatus,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Calls that included it.
+    pub attempts: u32,
+}
+
+/// The validated patterns of one cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterPatterns {
+    /// The cluster's id.
+    pub id: String,
+    /// Its patterns, as the model gave them.
+    pub patterns: Vec<Pattern>,
+}
+
+/// A cluster's patterns with what consolidation weighs them by.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Support {
+    /// The cluster's id.
+    pub id: String,
+    /// Its priority in the plan.
+    pub priority: f64,
+    /// Its mean performance.
+    pub avg_performance: f64,
+    /// WIDE or DEEP.
+    pub is_wide: bool,
+    /// Its patterns.
+    pub patterns: Vec<Pattern>,
+}
+
+/// A pattern after consolidation, with provenance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConsolidatedPattern {
+    /// The name of the first (highest-priority) occurrence.
+    pub pattern: String,
+    /// Its template, if any occurrence had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// Ids of the supporting clusters, highest priority first.
+    pub clusters: Vec<String>,
+    /// Grounded example titles (real titles of supporting clusters), without repeats.
+    pub examples: Vec<String>,
+    /// Σ over supporting clusters of priority × mean performance.
+    pub evidence: f64,
+    /// Some supporting cluster is WIDE, or it spans several clusters.
+    pub wide: bool,
+    /// How many raw patterns were merged into it.
+    pub occurrences: usize,
+}
+
+/// Text reduced for comparison: lower case; placeholders (`[X]`, `{topic}`, `<n>`) and numbers
+/// become one token each; other punctuation dropped.
+pub fn normalize(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut depth = 0usize;
+    for c in text.chars() {
+        match c {
+            '[' | '{' | '<' => {
+                if depth == 0 {
+                    out.push_str(" _slot_ ");
+                }
+                depth += 1;
+            }
+            ']' | '}' | '>' => depth = depth.saturating_sub(1),
+            _ if depth > 0 => {}
+            c if c.is_ascii_digit() => {
+                if !out.ends_with("_num_ ") {
+                    out.push_str(" _num_ ");
+                }
+            }
+            c if c.is_alphanumeric() => out.extend(c.to_lowercase()),
+            '\'' | '’' => {}
+            _ => out.push(' '),
+        }
+    }
+    out.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn jaccard(a: &BTreeSet<&str>, b: &BTreeSet<&str>) -> f64 {
+    let inter = a.intersection(b).count();
+    let union = a.union(b).count();
+    #[allow(clippy::cast_precision_loss)] // word counts are tiny
+    if union == 0 {
+        1.0
+    } else {
+        inter as f64 / union as f64
+    }
+}
+
+/// Merges the same pattern found in several clusters or batches: identical normalised text
+/// first, then near-duplicates whose word sets have a Jaccard similarity of at least
+/// `threshold`. Clusters are considered in order of priority (then id), patterns in the order
+/// given, so the result is deterministic. Sorted by evidence, highest first.
+pub fn consolidate(support: &[Support], threshold: f64) -> Vec<ConsolidatedPattern> {
+    struct Group {
+        key: String,
+        out: ConsolidatedPattern,
+    }
+    let mut order: Vec<&Support> = support.iter().collect();
+    order.sort_by(|a, b| {
+        b.priority
+            .total_cmp(&a.priority)
+            .then_with(|| a.id.cmp(&b.id))
+    });
+    let mut groups: Vec<Group> = Vec::new();
+    for s in order {
+        for p in &s.patterns {
+            let key = normalize(p.template.as_deref().unwrap_or(&p.pattern));
+            let words: BTreeSet<&str> = key.split(' ').collect();
+            let found = groups.iter().position(|g| g.key == key).or_else(|| {
+                groups
+                    .iter()
+                    .position(|g| jaccard(&g.key.split(' ').collect(), &words) >= threshold)
+            });
+            let g = if let Some(i) = found {
+                &mut groups[i]
+            } else {
+                groups.push(Group {
+                    key,
+                    out: ConsolidatedPattern {
+                        pattern: p.pattern.clone(),
+                        template: None,
+                        clusters: Vec::new(),
+                        examples: Vec::new(),
+                        evidence: 0.0,
+                        wide: false,
+                        occurrences: 0,
+                    },
+                });
+                let last = groups.len() - 1;
+                &mut groups[last]
+            };
+            let out = &mut g.out;
+            out.occurrences += 1;
+            if out.template.is_none() {
+                out.template.clone_from(&p.template);
+            }
+            if !out.clusters.contains(&s.id) {
+                out.clusters.push(s.id.clone());
+                out.evidence += s.priority * s.avg_performance;
+            }
+            out.wide |= s.is_wide;
+            for e in p.examples.iter().filter(|e| e.grounded) {
+                if !out.examples.contains(&e.title) {
+                    out.examples.push(e.title.clone());
+                }
+            }
+        }
+    }
+    let mut out: Vec<ConsolidatedPattern> = groups
+        .into_iter()
+        .map(|mut g| {
+            g.out.wide |= g.out.clusters.len() > 1;
+            g.out
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        b.evidence
+            .total_cmp(&a.evidence)
+            .then_with(|| a.pattern.cmp(&b.pattern))
+    });
+    out
+}
+
+/// Everything a run produced. Its JSON form is a public contract (see the README).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct DiscoveryReport<'a> {
+    /// The concept analysed.
+    pub concept: String,
+    /// The plan that was run.
+    pub plan: BatchPlan<'a>,
+    /// One per batched cluster, in plan order.
+    pub outcomes: Vec<ClusterOutcome>,
+    /// Consolidated patterns, by evidence.
+    pub patterns: Vec<ConsolidatedPattern>,
+    /// Patterns per succeeded cluster.
+    pub cluster_patterns: Vec<ClusterPatterns>,
+    /// Calls, tokens, cost.
+    pub usage: RunUsage,
+    /// Things the answers got wrong that did not stop the run.
+    pub warnings: Vec<String>,
+}
+
+impl DiscoveryReport<'_> {
+    /// Succeeded and failed batched clusters.
+    pub fn outcome_counts(&self) -> (usize, usize) {
+        let ok = self
+            .outcomes
+            .iter()
+            .filter(|o| o.status == OutcomeStatus::Succeeded)
+            .count();
+        (ok, self.outcomes.len() - ok)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::response::Example;
+
+    fn pattern(name: &str, template: Option<&str>, examples: &[(&str, bool)]) -> Pattern {
+        Pattern {
+            pattern: name.into(),
+            template: template.map(Into::into),
+            examples: examples
+                .iter()
+                .map(|(t, g)| Example {
+                    title: (*t).into(),
+                    grounded: *g,
+                })
+                .collect(),
+            rationale: None,
+        }
+    }
+
+    #[test]
+    fn normalize_folds_case_placeholders_and_numbers() {
+        assert_eq!(
+            normalize("I Tried [X] for 30 Days!"),
+            "i tried _slot_ for _num_ days"
+        );
+        assert_eq!(
+            normalize("i tried {topic} for 100 days"),
+            "i tried _slot_ for _num_ days"
+        );
+        assert_eq!(
+            normalize("Why Your Espresso's Sour"),
+            "why your espressos sour"
+        );
+    }
+
+    #[test]
+    fn consolidation_merges_with_provenance_and_sorts_by_evidence() {
+        let support = vec![
+            Support {
+                id: "a".into(),
+                priority: 1.2,
+                avg_performance: 4.0,
+                is_wide: false,
+                patterns: vec![
+                    pattern(
+                        "30-day challenge",
+                        Some("I Tried [X] for 30 Days"),
+                        &[("I Tried A for 30 Days", true), ("fake", false)],
+                    ),
+                    pattern(
+                        "Mistakes list",
+                        Some("[N] [X] Mistakes Beginners Make"),
+                        &[],
+                    ),
+                ],
+            },
+            Support {
+                id: "b".into(),
+                priority: 0.8,
+                avg_performance: 2.0,
+                is_wide: false,
+                patterns: vec![pattern(
+                    "Challenge",
+                    Some("I tried {thing} for 100 days"),
+                    &[("I Tried B for 100 Days", true)],
+                )],
+            },
+        ];
+        let out = consolidate(&support, 0.6);
+        assert_eq!(out.len(), 2);
+        let first = &out[0];
+        assert_eq!(first.pattern, "30-day challenge");
+        assert_eq!(first.clusters, vec!["a", "b"]);
+        assert_eq!(
+            first.examples,
+            vec!["I Tried A for 30 Days", "I Tried B for 100 Days"]
+        );
+        assert!(first.wide);
+        assert!((first.evidence - (1.2 * 4.0 + 0.8 * 2.0)).abs() < 1e-12);
+        assert_eq!(out[1].clusters, vec!["a"]);
+        assert!(!out[1].wide);
+        // Deterministic whatever the input order.
+        let mut reversed = support.clone();
+        reversed.reverse();
+        assert_eq!(consolidate(&reversed, 0.6), out);
+    }
+
+    #[test]
+    fn prices() {
+        let t = PriceTable::default();
+        let c = t.cost("gpt-4o-mini", 1_000_000, 1_000_000).unwrap();
+        assert!((c - 0.75).abs() < 1e-9);
+        assert_eq!(t.cost("unknown", 1, 1), None);
+    }
+}

@@ -1,0 +1,448 @@
+//! The runner under every scripted fault, on Tokio's paused clock (no real sleeping): retries,
+//! splits, re-asks, final states and accounting.
+
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dynbatch::backend::mock::{MockBackend, MockStep};
+use dynbatch::patterns::{DiscoveryReport, OutcomeStatus};
+use dynbatch::run::{RunConfig, RunEvent, Runner};
+use dynbatch::timer::TokioTimer;
+use dynbatch::{Batcher, BatchingConfig, Cluster, ClusterState, Video};
+use tokio::time::Instant;
+
+/// `n` high-quality clusters whose titles share skeletons, so the mock finds patterns.
+fn clusters(n: usize) -> Vec<Cluster> {
+    (0..n)
+        .map(|i| {
+            let topic = ["Espresso", "Sourdough", "Chess", "Running"][i % 4];
+            let mut c = Cluster::new(
+                format!("c{i:02}"),
+                vec![
+                    Video::new(format!("I Tried {topic} for 30 Days"), 5.0),
+                    Video::new(format!("I Tried {topic} Gear for 100 Days"), 4.6),
+                    Video::new(format!("Why {topic} Is Overrated"), 4.4),
+                    Video::new(format!("Why Cheap {topic} Is Overrated"), 4.2),
+                ],
+            );
+            c.size = 20;
+            c.avg_performance = 4.5;
+            c.thread_sources = (0..5).map(|s| format!("source {s}")).collect();
+            c.is_wide = i % 3 == 0;
+            c
+        })
+        .collect()
+}
+
+/// 9 clusters with a batch size of 3: three batches of three (THOROUGH).
+fn nine() -> Vec<Cluster> {
+    clusters(9)
+}
+
+fn runner(mock: &MockBackend, config: RunConfig) -> Runner<MockBackend, TokioTimer> {
+    Runner::new(mock.clone(), TokioTimer).with_config(config)
+}
+
+async fn discover<'a>(
+    input: &'a [Cluster],
+    mock: &MockBackend,
+    config: RunConfig,
+) -> DiscoveryReport<'a> {
+    let report = Batcher::default()
+        .discover(input, "home hobbies", &runner(mock, config))
+        .await
+        .unwrap();
+    assert_accounted(input, &report);
+    report
+}
+
+/// Every input cluster has exactly one final state across plan and report.
+fn assert_accounted(input: &[Cluster], report: &DiscoveryReport<'_>) {
+    let batched: Vec<&str> = report
+        .plan
+        .batches
+        .iter()
+        .flat_map(|b| b.clusters.iter().map(AsRef::as_ref))
+        .collect();
+    let outcomes: Vec<&str> = report.outcomes.iter().map(|o| o.id.as_str()).collect();
+    assert_eq!(
+        outcomes, batched,
+        "one outcome per batched cluster, in plan order"
+    );
+    for entry in &report.plan.clusters {
+        let has_outcome = outcomes.contains(&entry.id.as_ref());
+        assert_eq!(
+            has_outcome,
+            matches!(entry.state, ClusterState::Batched { .. }),
+            "{}",
+            entry.id
+        );
+    }
+    assert_eq!(report.plan.clusters.len(), input.len());
+    for o in &report.outcomes {
+        assert_eq!(
+            o.status == OutcomeStatus::Failed,
+            o.reason.is_some(),
+            "{o:?}"
+        );
+        assert!(o.attempts >= 1 || o.status == OutcomeStatus::Failed);
+    }
+    let u = &report.usage;
+    assert!(u.calls_made <= u.calls_planned + u.max_extra_calls, "{u:?}");
+    assert!(u.extra_calls <= u.max_extra_calls);
+}
+
+fn status(report: &DiscoveryReport<'_>, id: &str) -> (OutcomeStatus, Option<String>, u32) {
+    let o = report.outcomes.iter().find(|o| o.id == id).unwrap();
+    (o.status, o.reason.clone(), o.attempts)
+}
+
+#[tokio::test(start_paused = true)]
+async fn everything_succeeds_with_one_call_per_batch() {
+    let input = nine();
+    let mock = MockBackend::new();
+    let report = discover(&input, &mock, RunConfig::default()).await;
+    assert_eq!(report.outcome_counts(), (9, 0));
+    assert_eq!(report.usage.calls_planned, 3);
+    assert_eq!(report.usage.calls_made, 3);
+    assert_eq!(
+        (
+            report.usage.retries,
+            report.usage.splits,
+            report.usage.reasks
+        ),
+        (0, 0, 0)
+    );
+    assert!(report.usage.prompt_tokens > 0 && report.usage.estimated_cost_usd.unwrap() > 0.0);
+    // The mock derives real skeletons; consolidation merges them across clusters.
+    let top = &report.patterns[0];
+    assert!(top.clusters.len() > 1 && top.wide, "{top:?}");
+    // "I Tried Espresso [X] for [X] Days" and "I Tried Chess [X] for [X] Days" are one pattern.
+    let tried = report
+        .patterns
+        .iter()
+        .find(|p| {
+            p.template
+                .as_deref()
+                .is_some_and(|t| t.starts_with("I Tried"))
+        })
+        .unwrap();
+    assert!(tried.clusters.len() >= 4, "{tried:?}");
+    assert!(
+        report
+            .cluster_patterns
+            .iter()
+            .all(|c| !c.patterns.is_empty())
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn rate_limit_waits_for_retry_after_then_succeeds() {
+    let input = clusters(3);
+    let mock = MockBackend::scripted([
+        MockStep::RateLimited(Some(Duration::from_secs(7))),
+        MockStep::Answer,
+    ]);
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = events.clone();
+    let runner =
+        runner(&mock, RunConfig::default()).on_event(move |e| sink.lock().unwrap().push(e.clone()));
+    let start = Instant::now();
+    let report = Batcher::default()
+        .discover(&input, "x", &runner)
+        .await
+        .unwrap();
+    assert!(
+        start.elapsed() >= Duration::from_secs(7),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(report.outcome_counts(), (3, 0));
+    assert_eq!((report.usage.retries, report.usage.calls_made), (1, 2));
+    assert_eq!(status(&report, "c00").2, 2);
+    let events = events.lock().unwrap();
+    assert!(matches!(
+        events[0],
+        RunEvent::BatchStarted { clusters: 3, .. }
+    ));
+    assert!(
+        matches!(events[1], RunEvent::Retried { attempt: 1, delay, .. } if delay == Duration::from_secs(7))
+    );
+    assert!(matches!(events[2], RunEvent::Succeeded { clusters: 3, .. }));
+    assert_eq!(mock.remaining(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn server_errors_until_retries_run_out_fail_only_that_batch() {
+    let input = nine();
+    let mock = MockBackend::scripted([
+        MockStep::ServerError,
+        MockStep::ServerError,
+        MockStep::ServerError,
+    ])
+    .then_answer();
+    let config = RunConfig {
+        concurrency: 1,
+        ..RunConfig::default()
+    };
+    let start = Instant::now();
+    let report = discover(&input, &mock, config).await;
+    // Back-off 0.5 s then 1 s, each minus up to 25% jitter.
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1125) && waited <= Duration::from_millis(1500),
+        "{waited:?}"
+    );
+    assert_eq!(report.outcome_counts(), (6, 3));
+    let first = &report.plan.batches[0].clusters[0];
+    let (s, reason, attempts) = status(&report, first);
+    assert_eq!(s, OutcomeStatus::Failed);
+    assert_eq!(attempts, 3);
+    assert!(
+        reason
+            .unwrap()
+            .starts_with("overloaded after 3 attempts: server error 500")
+    );
+    assert_eq!((report.usage.retries, report.usage.calls_made), (2, 5));
+}
+
+#[tokio::test(start_paused = true)]
+async fn permanent_errors_fail_at_once() {
+    for (step, kind) in [
+        (MockStep::Unauthorized, "authentication"),
+        (MockStep::QuotaExhausted, "quota_exhausted"),
+    ] {
+        let input = clusters(3);
+        let mock = MockBackend::scripted([step]);
+        let report = discover(&input, &mock, RunConfig::default()).await;
+        assert_eq!(report.outcome_counts(), (0, 3));
+        let (_, reason, attempts) = status(&report, "c00");
+        assert_eq!(attempts, 1);
+        assert!(reason.unwrap().starts_with(&format!("{kind}: ")));
+        assert_eq!(report.usage.calls_made, 1);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_beyond_the_limit_fails_without_sleeping() {
+    let input = clusters(3);
+    let mock = MockBackend::scripted([MockStep::RateLimited(Some(Duration::from_secs(600)))]);
+    let start = Instant::now();
+    let report = discover(&input, &mock, RunConfig::default()).await;
+    assert!(start.elapsed() < Duration::from_secs(1));
+    assert!(
+        status(&report, "c00")
+            .1
+            .unwrap()
+            .contains("more than max_retry_after")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn slow_backend_times_out_and_is_retried() {
+    let input = clusters(3);
+    let mock = MockBackend::new().with_latency(Duration::from_secs(90), TokioTimer);
+    let config = RunConfig {
+        request_timeout: Duration::from_secs(30),
+        max_retries: 1,
+        ..RunConfig::default()
+    };
+    let start = Instant::now();
+    let report = discover(&input, &mock, config).await;
+    assert_eq!(report.outcome_counts(), (0, 3));
+    let (_, reason, attempts) = status(&report, "c00");
+    assert_eq!(attempts, 2);
+    assert!(reason.unwrap().starts_with("timeout after 2 attempts"));
+    assert!(
+        start.elapsed() >= Duration::from_secs(60) && start.elapsed() < Duration::from_secs(62)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn unusable_answers_split_the_batch_down_to_single_clusters() {
+    for fault in [MockStep::Truncated, MockStep::Malformed, MockStep::Refusal] {
+        let input = clusters(3);
+        let mock = MockBackend::scripted([fault.clone()]).then_answer();
+        let report = discover(&input, &mock, RunConfig::default()).await;
+        assert_eq!(report.outcome_counts(), (3, 0), "{fault:?}");
+        assert_eq!(
+            (report.usage.splits, report.usage.calls_made),
+            (1, 3),
+            "{fault:?}"
+        );
+        // Halves: 1 cluster, then 2.
+        let sizes: Vec<usize> = mock
+            .requests()
+            .iter()
+            .map(|r| r.messages[1].content.matches("\nCLUSTER ").count())
+            .collect();
+        assert_eq!(sizes, vec![3, 1, 2], "{fault:?}");
+    }
+    // A lone cluster cannot be split: it fails with the reason.
+    let input = clusters(3);
+    let mock = MockBackend::scripted([MockStep::Truncated, MockStep::Truncated, MockStep::Answer]);
+    let report = discover(&input, &mock, RunConfig::default()).await;
+    assert_eq!(report.outcome_counts(), (2, 1));
+    let failed = report
+        .outcomes
+        .iter()
+        .find(|o| o.status == OutcomeStatus::Failed)
+        .unwrap();
+    assert!(
+        failed
+            .reason
+            .as_ref()
+            .unwrap()
+            .contains("cut off at max_tokens"),
+        "{failed:?}"
+    );
+    assert_eq!(report.usage.splits, 1);
+    assert_eq!(mock.remaining(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn missing_clusters_are_asked_again_once() {
+    let input = clusters(3);
+    let mock = MockBackend::scripted([MockStep::Missing(vec![2]), MockStep::Answer]);
+    let report = discover(&input, &mock, RunConfig::default()).await;
+    assert_eq!(report.outcome_counts(), (3, 0));
+    assert_eq!(report.usage.reasks, 1);
+    let asked_again = &mock.requests()[1].messages[1].content;
+    assert!(asked_again.starts_with("Analyze 1 video clusters"));
+
+    let mock = MockBackend::scripted([MockStep::Missing(vec![2]), MockStep::Missing(vec![1])]);
+    let report = discover(&input, &mock, RunConfig::default()).await;
+    assert_eq!(report.outcome_counts(), (2, 1));
+    let failed = report
+        .outcomes
+        .iter()
+        .find(|o| o.status == OutcomeStatus::Failed)
+        .unwrap();
+    assert_eq!(
+        failed.reason.as_deref(),
+        Some("not answered, even when asked again")
+    );
+    assert_eq!(failed.attempts, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn unknown_cluster_numbers_are_reported_not_used() {
+    let input = clusters(3);
+    let mock = MockBackend::scripted([MockStep::UnknownCluster(42)]);
+    let report = discover(&input, &mock, RunConfig::default()).await;
+    assert_eq!(report.outcome_counts(), (3, 0));
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.contains("names cluster 42")),
+        "{:?}",
+        report.warnings
+    );
+    assert!(report.patterns.iter().all(|p| p.pattern != "Invented …"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_extra_call_cap_is_respected_and_reported() {
+    let input = nine();
+    let mock = MockBackend::scripted([
+        MockStep::ServerError,
+        MockStep::Truncated,
+        MockStep::ServerError,
+    ])
+    .then_answer();
+    let config = RunConfig {
+        max_extra_calls: 1,
+        concurrency: 1,
+        ..RunConfig::default()
+    };
+    let report = discover(&input, &mock, config).await;
+    assert_eq!(report.usage.extra_calls, 1);
+    assert!(report.outcomes.iter().any(|o| {
+        o.reason
+            .as_deref()
+            .is_some_and(|r| r.contains("extra-call budget exhausted"))
+    }));
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrency_bounds_requests_in_flight_and_keeps_plan_order() {
+    let input = clusters(24); // EFFICIENT/BALANCED: several batches
+    let mock = MockBackend::new().with_latency(Duration::from_secs(1), TokioTimer);
+    let plan = Batcher::default().plan(&input).unwrap();
+    let batches = u32::try_from(plan.batches.len()).unwrap();
+    let start = Instant::now();
+    let report = runner(
+        &mock,
+        RunConfig {
+            concurrency: 2,
+            ..RunConfig::default()
+        },
+    )
+    .run(plan, &input, "x")
+    .await
+    .unwrap();
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_secs(u64::from(batches.div_ceil(2)))
+    );
+    assert_eq!(
+        report.outcome_counts(),
+        (
+            input.len() - report.plan.counts().deferred - report.plan.counts().below_threshold,
+            0
+        )
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_the_future_starts_no_new_request() {
+    let input = nine();
+    let mock = MockBackend::new().with_latency(Duration::from_secs(10), TokioTimer);
+    let runner = runner(
+        &mock,
+        RunConfig {
+            concurrency: 1,
+            ..RunConfig::default()
+        },
+    );
+    let batcher = Batcher::default();
+    let run = batcher.discover(&input, "x", &runner);
+    assert!(
+        tokio::time::timeout(Duration::from_secs(15), run)
+            .await
+            .is_err()
+    );
+    assert_eq!(mock.calls(), 2);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(mock.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_exhausted_script_fails_loudly() {
+    let input = clusters(3);
+    let mock = MockBackend::scripted([]);
+    let report = discover(&input, &mock, RunConfig::default()).await;
+    assert!(
+        status(&report, "c00")
+            .1
+            .unwrap()
+            .contains("MockBackend script exhausted: it had 0 steps")
+    );
+    assert_eq!(mock.overrun(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_plan_from_other_clusters_is_an_error() {
+    let input = nine();
+    let other = clusters(4);
+    let plan = Batcher::default().plan(&other).unwrap();
+    let err = runner(&MockBackend::new(), RunConfig::default())
+        .run(plan, &input, "x")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("plan does not belong"), "{err}");
+    let _ = BatchingConfig::default();
+}
