@@ -61,9 +61,18 @@ for i in range(40):
     shown = min(size, rng.choice([5, 8, 10, 12]))
     spread = rng.choice([0.1, 0.25, 0.5, 0.9])
     videos = []
+    seen = set()
     for _ in range(shown):
         ratio = max(0.05, rng.gauss(avg, avg * spread))
-        videos.append({"title": title(template, keys), "performance_ratio": round(ratio, 2),
+        name = title(template, keys)
+        for _ in range(20):  # a cluster repeats a formula, not a title
+            if name not in seen:
+                break
+            name = title(template, keys)
+        if name in seen:
+            continue
+        seen.add(name)
+        videos.append({"title": name, "performance_ratio": round(ratio, 2),
                        "video_id": "".join(rng.choice("abcdefghijklmnopqrstuvwxyzABCDEFGHIJ0123456789-_")
                                            for _ in range(11)),
                        "views": int(rng.lognormvariate(11, 1.2))})

@@ -181,7 +181,7 @@ pub fn normalize(text: &str) -> String {
     out.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-fn jaccard(a: &BTreeSet<&str>, b: &BTreeSet<&str>) -> f64 {
+fn jaccard(a: &BTreeSet<String>, b: &BTreeSet<String>) -> f64 {
     let inter = a.intersection(b).count();
     let union = a.union(b).count();
     #[allow(clippy::cast_precision_loss)] // word counts are tiny
@@ -199,6 +199,7 @@ fn jaccard(a: &BTreeSet<&str>, b: &BTreeSet<&str>) -> f64 {
 pub fn consolidate(support: &[Support], threshold: f64) -> Vec<ConsolidatedPattern> {
     struct Group {
         key: String,
+        words: BTreeSet<String>,
         out: ConsolidatedPattern,
     }
     let mut order: Vec<&Support> = support.iter().collect();
@@ -211,17 +212,18 @@ pub fn consolidate(support: &[Support], threshold: f64) -> Vec<ConsolidatedPatte
     for s in order {
         for p in &s.patterns {
             let key = normalize(p.template.as_deref().unwrap_or(&p.pattern));
-            let words: BTreeSet<&str> = key.split(' ').collect();
+            let words: BTreeSet<String> = key.split(' ').map(str::to_owned).collect();
             let found = groups.iter().position(|g| g.key == key).or_else(|| {
                 groups
                     .iter()
-                    .position(|g| jaccard(&g.key.split(' ').collect(), &words) >= threshold)
+                    .position(|g| jaccard(&g.words, &words) >= threshold)
             });
             let g = if let Some(i) = found {
                 &mut groups[i]
             } else {
                 groups.push(Group {
                     key,
+                    words,
                     out: ConsolidatedPattern {
                         pattern: p.pattern.clone(),
                         template: None,

@@ -105,7 +105,47 @@ pub struct Validated {
     /// Cluster numbers in the answer that the batch does not have (not used).
     pub unknown_clusters: Vec<i64>,
     /// Problems worth reporting that did not stop the answer from being used.
-    pub warnings: Vec<String>,
+    pub warnings: Vec<Warning>,
+}
+
+/// A problem with an answer that did not stop it from being used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Warning {
+    /// The cluster at this position of the batch got a pattern count outside the range asked.
+    PatternCount {
+        /// Position in the batch (0-based).
+        position: usize,
+        /// Patterns given.
+        count: usize,
+        /// The range asked for.
+        range: PatternRange,
+    },
+    /// The cluster at this position was answered more than once; the answers were merged.
+    AnsweredTwice {
+        /// Position in the batch (0-based).
+        position: usize,
+    },
+}
+
+impl Warning {
+    /// Position in the batch of the cluster concerned.
+    pub fn position(&self) -> usize {
+        match *self {
+            Self::PatternCount { position, .. } | Self::AnsweredTwice { position } => position,
+        }
+    }
+}
+
+impl std::fmt::Display for Warning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::PatternCount { count, range, .. } => {
+                write!(f, "{count} patterns, outside the {range} asked for")
+            }
+            Self::AnsweredTwice { .. } => f.write_str("answered twice; the answers were merged"),
+        }
+    }
 }
 
 impl Validated {
@@ -166,8 +206,7 @@ pub fn validate(
             .collect();
         match &mut out.patterns[i] {
             Some(existing) => {
-                out.warnings
-                    .push(format!("cluster {} answered twice; merged", answer.cluster));
+                out.warnings.push(Warning::AnsweredTwice { position: i });
                 existing.extend(patterns);
             }
             slot @ None => *slot = Some(patterns),
@@ -177,10 +216,11 @@ pub fn validate(
         if let Some(p) = p {
             let n = u32::try_from(p.len()).unwrap_or(u32::MAX);
             if n < range.min || n > range.max {
-                out.warnings.push(format!(
-                    "cluster {} has {n} patterns, outside {range}",
-                    i + 1
-                ));
+                out.warnings.push(Warning::PatternCount {
+                    position: i,
+                    count: p.len(),
+                    range,
+                });
             }
         }
     }
@@ -244,9 +284,11 @@ mod tests {
         let p = &v.patterns[0].as_ref().unwrap()[0];
         assert!(p.examples[0].grounded);
         assert!(!p.examples[1].grounded);
+        assert_eq!(v.warnings.len(), 1);
+        assert_eq!(v.warnings[0].position(), 0);
         assert_eq!(
-            v.warnings,
-            vec!["cluster 1 has 1 patterns, outside 3-5".to_owned()]
+            v.warnings[0].to_string(),
+            "1 patterns, outside the 3-5 asked for"
         );
     }
 }

@@ -482,11 +482,13 @@ impl<B: LlmBackend, T: Timer> Ctx<'_, '_, '_, B, T> {
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             for n in &validated.unknown_clusters {
                 warnings.push(format!(
-                    "batch {batch}: the answer names cluster {n}, which the request did not have"
+                    "batch {}: the answer names cluster {n}, which the request did not have",
+                    batch + 1
                 ));
             }
             for w in &validated.warnings {
-                warnings.push(format!("batch {batch}: {w}"));
+                let id = &self.clusters[unit.members[w.position()]].id;
+                warnings.push(format!("batch {}: cluster {id}: {w}", batch + 1));
             }
         }
         let missing: Vec<usize> = validated
@@ -701,24 +703,6 @@ fn backoff(config: &RunConfig, batch: usize, attempt: u32) -> Duration {
     delay.mul_f64(1.0 - 0.25 * jitter)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_follows_the_sdks() {
-        let c = RunConfig::default();
-        for attempt in 1..=8 {
-            let d = backoff(&c, 0, attempt);
-            let full = (0.5 * f64::from(2u32.pow(attempt - 1))).min(8.0);
-            assert!(
-                d.as_secs_f64() <= full && d.as_secs_f64() >= full * 0.75,
-                "{attempt}: {d:?}"
-            );
-        }
-    }
-}
-
 impl<Q, E, S> crate::plan::Batcher<Q, E, S>
 where
     Q: crate::quality::QualityScorer,
@@ -738,5 +722,23 @@ where
     ) -> Result<DiscoveryReport<'a>, Error> {
         let plan = self.plan(clusters)?;
         runner.run(plan, clusters, concept).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_follows_the_sdks() {
+        let c = RunConfig::default();
+        for attempt in 1..=8 {
+            let d = backoff(&c, 0, attempt);
+            let full = (0.5 * f64::from(2u32.pow(attempt - 1))).min(8.0);
+            assert!(
+                d.as_secs_f64() <= full && d.as_secs_f64() >= full * 0.75,
+                "{attempt}: {d:?}"
+            );
+        }
     }
 }

@@ -72,6 +72,8 @@ enum AfterScript {
 struct State {
     script: VecDeque<MockStep>,
     requests: Vec<ChatRequest>,
+    /// How often each user prompt (by hash) was sent.
+    seen: std::collections::HashMap<u64, u64>,
     calls: u64,
     overrun: u64,
 }
@@ -173,12 +175,10 @@ impl MockBackend {
     fn next_step(&self, request: &ChatRequest) -> Result<MockStep, BackendError> {
         let mut state = self.lock();
         state.calls += 1;
-        let prompt = user_text(request);
-        let repeats = state
-            .requests
-            .iter()
-            .filter(|r| user_text(r) == prompt)
-            .count() as u64;
+        let prompt_hash = fnv(user_text(request).as_bytes());
+        let seen = state.seen.entry(prompt_hash).or_insert(0);
+        let repeats = *seen;
+        *seen += 1;
         state.requests.push(request.clone());
         if let Some(step) = state.script.pop_front() {
             return Ok(step);
@@ -193,7 +193,7 @@ impl MockBackend {
             });
         }
         if let Some((rate, seed)) = self.faults {
-            let roll = mix(seed ^ fnv(prompt.as_bytes()) ^ repeats.wrapping_mul(0x9E37_79B9));
+            let roll = mix(seed ^ prompt_hash ^ repeats.wrapping_mul(0x9E37_79B9));
             #[allow(clippy::cast_precision_loss)] // 53 bits of a hash: a uniform fraction
             let fraction = (roll >> 11) as f64 / (1u64 << 53) as f64;
             if fraction < rate {
@@ -384,13 +384,15 @@ type Skeleton = (String, Vec<String>);
 #[allow(clippy::many_single_char_names)] // the textbook LCS names
 fn skeleton<'w>(a: &[&'w str], b: &[&str]) -> Vec<&'w str> {
     let (n, m) = (a.len(), b.len());
-    let mut table = vec![vec![0usize; m + 1]; n + 1];
+    let width = m + 1;
+    // table[i * width + j]: LCS length of a[i..] and b[j..].
+    let mut table = vec![0usize; (n + 1) * width];
     for i in (0..n).rev() {
         for j in (0..m).rev() {
-            table[i][j] = if a[i].eq_ignore_ascii_case(b[j]) {
-                table[i + 1][j + 1] + 1
+            table[i * width + j] = if a[i].eq_ignore_ascii_case(b[j]) {
+                table[(i + 1) * width + j + 1] + 1
             } else {
-                table[i + 1][j].max(table[i][j + 1])
+                table[(i + 1) * width + j].max(table[i * width + j + 1])
             };
         }
     }
@@ -408,7 +410,7 @@ fn skeleton<'w>(a: &[&'w str], b: &[&str]) -> Vec<&'w str> {
             j += 1;
         } else {
             gap = true;
-            if table[i + 1][j] >= table[i][j + 1] {
+            if table[(i + 1) * width + j] >= table[i * width + j + 1] {
                 i += 1;
             } else {
                 j += 1;

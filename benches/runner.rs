@@ -1,0 +1,96 @@
+//! The runner's own overhead: 64 batches against the mock with latency L on the real clock, at
+//! concurrency C. The ideal wall time is ceil(64 / C) × L; everything above it is the runner
+//! (rendering, parsing, validation, consolidation) plus the mock's own answer building.
+//!
+//! ```text
+//! cargo bench --bench runner --features mock,tokio
+//! ```
+
+#![allow(clippy::panic)]
+
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use dynbatch::backend::mock::MockBackend;
+use dynbatch::run::{RunConfig, Runner};
+use dynbatch::timer::TokioTimer;
+use dynbatch::{Batcher, BatchingConfig, Cluster, Video};
+
+const BATCHES: usize = 64;
+const LATENCY: Duration = Duration::from_millis(250);
+
+fn clusters() -> Vec<Cluster> {
+    (0..BATCHES * 3)
+        .map(|i| {
+            let topic = [
+                "Espresso",
+                "Sourdough",
+                "Chess",
+                "Running",
+                "Python",
+                "Van Life",
+            ][i % 6];
+            let videos = (0..8)
+                .map(|k| {
+                    Video::new(
+                        format!("I Tried {topic} Setup {k} for {} Days", 7 * (k + 1)),
+                        5.0 - f64::from(k) * 0.2,
+                    )
+                })
+                .collect();
+            let mut c = Cluster::new(format!("c{i}"), videos);
+            c.size = 20;
+            c.avg_performance = 4.5;
+            c.thread_sources = (0..5).map(|s| format!("source {s}")).collect();
+            c
+        })
+        .collect()
+}
+
+fn bench(c: &mut Criterion) {
+    let input = clusters();
+    let config = BatchingConfig::builder()
+        .min_batch_size(3)
+        .max_batch_size(3)
+        .max_total_calls(BATCHES)
+        .build()
+        .unwrap_or_default();
+    let plan = Batcher::new(config)
+        .plan(&input)
+        .unwrap_or_else(|e| panic!("plan: {e}"));
+    assert_eq!(plan.batches.len(), BATCHES);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_time()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut group = c.benchmark_group("runner_64_batches_250ms");
+    group.sample_size(10);
+    for concurrency in [4usize, 16, 64] {
+        let runner = Runner::new(
+            MockBackend::new().with_latency(LATENCY, TokioTimer),
+            TokioTimer,
+        )
+        .with_config(RunConfig {
+            concurrency,
+            ..RunConfig::default()
+        });
+        group.bench_with_input(
+            BenchmarkId::new("concurrency", concurrency),
+            &concurrency,
+            |b, _| {
+                b.to_async(&rt).iter(|| async {
+                    let report = runner
+                        .run(plan.clone(), &input, "hobbies")
+                        .await
+                        .unwrap_or_else(|e| panic!("{e}"));
+                    assert_eq!(report.outcome_counts().1, 0);
+                    report.usage.calls_made
+                });
+            },
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,354 @@
+//! The whole pipeline on a clusters file, with the offline mock backend.
+//!
+//! ```text
+//! cargo run --example discover -- [FILE|-] [--concept TEXT] [--concurrency N] [--config CONFIG.json]
+//!                                  [--dry-run] [--json] [--fail-rate P --seed S]
+//! ```
+//!
+//! FILE defaults to the bundled `examples/data/clusters.json`. Human output (plan summary,
+//! progress, the top consolidated patterns with provenance, usage and cost) goes to stderr;
+//! `--json` prints the `DiscoveryReport` on stdout. `--dry-run` prints every rendered request
+//! and the cost estimate and makes no call. `--fail-rate P --seed S` makes the mock inject a
+//! reproducible mix of faults into a fraction P of calls. Bad input: one message, exit code 2.
+
+use std::io::Read;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use dynbatch::backend::mock::MockBackend;
+use dynbatch::patterns::DiscoveryReport;
+use dynbatch::run::{RunConfig, RunEvent, Runner};
+use dynbatch::timer::TokioTimer;
+use dynbatch::{Batcher, BatchingConfig, Cluster};
+use indicatif::{ProgressBar, ProgressStyle};
+
+const BUNDLED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/clusters.json");
+const USAGE: &str = "usage: discover [FILE|-] [--concept TEXT] [--concurrency N] [--config CONFIG.json] \
+                     [--dry-run] [--json] [--fail-rate P --seed S]";
+/// Simulated latency of the mock, so the progress is visible.
+const MOCK_LATENCY: Duration = Duration::from_millis(400);
+
+#[derive(Debug, Default)]
+struct Args {
+    file: Option<String>,
+    concept: Option<String>,
+    concurrency: Option<usize>,
+    config: Option<String>,
+    dry_run: bool,
+    json: bool,
+    fail_rate: Option<f64>,
+    seed: Option<u64>,
+}
+
+fn parse_args() -> Result<Option<Args>, String> {
+    let mut args = Args::default();
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| {
+            it.next()
+                .ok_or_else(|| format!("{name} needs a value\n{USAGE}"))
+        };
+        match arg.as_str() {
+            "--concept" => args.concept = Some(value("--concept")?),
+            "--concurrency" => {
+                let v = value("--concurrency")?;
+                let n: usize = v
+                    .parse()
+                    .map_err(|_| format!("--concurrency {v:?} is not a whole number"))?;
+                if n == 0 {
+                    return Err("--concurrency must be at least 1".into());
+                }
+                args.concurrency = Some(n);
+            }
+            "--config" => args.config = Some(value("--config")?),
+            "--fail-rate" => {
+                let v = value("--fail-rate")?;
+                let p: f64 = v
+                    .parse()
+                    .map_err(|_| format!("--fail-rate {v:?} is not a number"))?;
+                if !(0.0..=1.0).contains(&p) {
+                    return Err(format!("--fail-rate {p} is outside 0..=1"));
+                }
+                args.fail_rate = Some(p);
+            }
+            "--seed" => {
+                let v = value("--seed")?;
+                args.seed = Some(
+                    v.parse()
+                        .map_err(|_| format!("--seed {v:?} is not a whole number"))?,
+                );
+            }
+            "--dry-run" => args.dry_run = true,
+            "--json" => args.json = true,
+            "-h" | "--help" => {
+                eprintln!("{USAGE}");
+                return Ok(None);
+            }
+            flag if flag.starts_with("--") => {
+                return Err(format!("unknown option {flag}\n{USAGE}"));
+            }
+            path if args.file.is_none() => args.file = Some(path.to_owned()),
+            extra => return Err(format!("unexpected argument {extra:?}\n{USAGE}")),
+        }
+    }
+    if args.seed.is_some() && args.fail_rate.is_none() {
+        return Err("--seed goes with --fail-rate".into());
+    }
+    Ok(Some(args))
+}
+
+fn read(path: &str) -> Result<String, String> {
+    if path == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| format!("standard input: {e}"))?;
+        Ok(text)
+    } else {
+        std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run() -> Result<(), String> {
+    let Some(args) = parse_args()? else {
+        return Ok(());
+    };
+    let config = match &args.config {
+        Some(path) => serde_json::from_str::<BatchingConfig>(&read(path)?)
+            .map_err(|e| format!("{path}: {e}"))?,
+        None => BatchingConfig::default(),
+    };
+    let path = args.file.clone().unwrap_or_else(|| BUNDLED.to_owned());
+    let clusters: Vec<Cluster> = serde_json::from_str(&read(&path)?)
+        .map_err(|e| format!("{path}: not a JSON array of clusters: {e}"))?;
+    let concept = args
+        .concept
+        .clone()
+        .unwrap_or_else(|| "home espresso".to_owned());
+
+    let plan = Batcher::new(config)
+        .plan(&clusters)
+        .map_err(|e| e.to_string())?;
+    eprint!("{plan}");
+
+    let mut mock = MockBackend::new().with_latency(MOCK_LATENCY, TokioTimer);
+    if let Some(rate) = args.fail_rate {
+        mock = mock.with_faults(rate, args.seed.unwrap_or(0));
+        eprintln!(
+            "mock backend: injecting faults into {:.0}% of calls (seed {})",
+            rate * 100.0,
+            args.seed.unwrap_or(0)
+        );
+    } else {
+        eprintln!("mock backend: offline, answers derived from the prompts");
+    }
+    let run_config = RunConfig {
+        concurrency: args.concurrency.unwrap_or(4),
+        ..RunConfig::default()
+    };
+
+    if args.dry_run {
+        return dry_run(
+            &Runner::new(mock, TokioTimer).with_config(run_config),
+            &plan,
+            &clusters,
+            &concept,
+        );
+    }
+
+    let bar = progress_bar(plan.batches.iter().map(|b| b.clusters.len() as u64).sum());
+    let progress = bar.clone();
+    let runner = Runner::new(mock, TokioTimer)
+        .with_config(run_config)
+        .on_event(move |event| show(&progress, event));
+    let report = runner
+        .run(plan, &clusters, &concept)
+        .await
+        .map_err(|e| e.to_string())?;
+    bar.finish_and_clear();
+    summary(&report);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+        );
+    }
+    Ok(())
+}
+
+fn progress_bar(clusters: u64) -> ProgressBar {
+    let bar = ProgressBar::new(clusters);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} clusters {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar
+}
+
+/// Moves the bar and notes retries, splits and re-asks. A hidden bar (stderr not a terminal)
+/// drops its `println`, so the notes then go to stderr directly.
+fn show(bar: &ProgressBar, event: &RunEvent) {
+    let note = |line: String| {
+        if bar.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            bar.println(line);
+        }
+    };
+    match event {
+        RunEvent::Succeeded { clusters, .. } | RunEvent::Failed { clusters, .. } => {
+            bar.inc(*clusters as u64);
+        }
+        RunEvent::Retried {
+            batch,
+            delay,
+            error,
+            ..
+        } => {
+            note(format!(
+                "  batch {}: retry in {delay:.1?} after {error}",
+                batch + 1
+            ));
+        }
+        RunEvent::Split {
+            batch,
+            clusters,
+            reason,
+        } => {
+            note(format!(
+                "  batch {}: split {clusters} clusters: {reason}",
+                batch + 1
+            ));
+        }
+        RunEvent::Reasked { batch, clusters } => {
+            note(format!(
+                "  batch {}: asking {clusters} left-out clusters again",
+                batch + 1
+            ));
+        }
+        _ => {}
+    }
+}
+
+fn dry_run(
+    runner: &Runner<MockBackend, TokioTimer>,
+    plan: &dynbatch::BatchPlan<'_>,
+    clusters: &[Cluster],
+    concept: &str,
+) -> Result<(), String> {
+    let requests = runner
+        .requests(plan, clusters, concept)
+        .map_err(|e| e.to_string())?;
+    let config = runner.config();
+    let mut max_completion = 0u64;
+    for (i, (request, batch)) in requests.iter().zip(&plan.batches).enumerate() {
+        println!(
+            "=== request {} of {}: {} clusters, ~{} estimated prompt tokens, max_tokens {}, temperature {}",
+            i + 1,
+            requests.len(),
+            batch.clusters.len(),
+            batch.estimated_tokens,
+            request.max_tokens,
+            request.temperature
+        );
+        for message in &request.messages {
+            println!("--- {:?}\n{}", message.role, message.content);
+        }
+        max_completion += u64::from(request.max_tokens);
+    }
+    let prompt: u64 = plan.batches.iter().map(|b| b.estimated_tokens).sum();
+    match config
+        .prices
+        .cost(&config.request.model, prompt, max_completion)
+    {
+        Some(cost) => eprintln!(
+            "dry run: {} requests, ~{prompt} prompt tokens, at most {max_completion} completion tokens: at most ${cost:.4} on {}",
+            requests.len(),
+            config.request.model
+        ),
+        None => eprintln!(
+            "dry run: {} requests; no price for {}",
+            requests.len(),
+            config.request.model
+        ),
+    }
+    Ok(())
+}
+
+fn summary(report: &DiscoveryReport<'_>) {
+    let (ok, failed) = report.outcome_counts();
+    eprintln!(
+        "\nTop patterns for \"{}\" ({ok} clusters succeeded, {failed} failed):",
+        report.concept
+    );
+    eprintln!(
+        "  {:<44} {:>8} {:>4}  {:<5} example",
+        "template", "evidence", "#", "wide"
+    );
+    for p in report.patterns.iter().take(10) {
+        let template = p.template.as_deref().unwrap_or(&p.pattern);
+        let example = p.examples.first().map_or("", String::as_str);
+        eprintln!(
+            "  {:<44} {:>8.2} {:>4}  {:<5} {}",
+            truncate(template, 44),
+            p.evidence,
+            p.clusters.len(),
+            if p.wide { "WIDE" } else { "" },
+            truncate(example, 50)
+        );
+        eprintln!("  {:<44} from {}", "", truncate(&p.clusters.join(", "), 70));
+    }
+    for o in report.outcomes.iter().filter(|o| o.reason.is_some()) {
+        eprintln!(
+            "  failed: {} after {} attempts: {}",
+            o.id,
+            o.attempts,
+            o.reason.as_deref().unwrap_or("")
+        );
+    }
+    let u = &report.usage;
+    eprintln!(
+        "\nUsage: {} calls planned, {} made ({} retries, {} splits, {} re-asks; {} of {} extra calls)",
+        u.calls_planned,
+        u.calls_made,
+        u.retries,
+        u.splits,
+        u.reasks,
+        u.extra_calls,
+        u.max_extra_calls
+    );
+    eprintln!(
+        "Tokens: ~{} estimated prompt, {} prompt and {} completion reported; cost {} on {}",
+        u.estimated_prompt_tokens,
+        u.prompt_tokens,
+        u.completion_tokens,
+        u.estimated_cost_usd
+            .map_or_else(|| "unknown".to_owned(), |c| format!("${c:.5}")),
+        u.model
+    );
+    for w in report.warnings.iter().take(5) {
+        eprintln!("warning: {w}");
+    }
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_owned()
+    } else {
+        let mut s: String = text.chars().take(max - 1).collect();
+        s.push('…');
+        s
+    }
+}
