@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::plan::BatchPlan;
+use crate::plan::{BatchPlan, InvariantViolation};
 use crate::response::Pattern;
 
 /// Price of a model, in US dollars per million tokens.
@@ -71,6 +71,8 @@ pub struct RunUsage {
     pub max_extra_calls: u64,
     /// The plan's estimate of the prompt tokens of all batches.
     pub estimated_prompt_tokens: u64,
+    /// The completion tokens the planned requests may use at most (their `max_tokens`).
+    pub estimated_completion_tokens: u64,
     /// Prompt tokens the backend reported.
     pub prompt_tokens: u64,
     /// Completion tokens the backend reported.
@@ -290,6 +292,74 @@ pub struct DiscoveryReport<'a> {
 }
 
 impl DiscoveryReport<'_> {
+    /// Detaches the report from the input its plan borrows ids from.
+    pub fn into_owned(self) -> DiscoveryReport<'static> {
+        DiscoveryReport {
+            concept: self.concept,
+            plan: self.plan.into_owned(),
+            outcomes: self.outcomes,
+            patterns: self.patterns,
+            cluster_patterns: self.cluster_patterns,
+            usage: self.usage,
+            warnings: self.warnings,
+        }
+    }
+
+    /// Checks the report's accounting: one outcome per batched cluster of the plan, in plan
+    /// order, naming its batch; a reason exactly for the failed ones; patterns exactly for
+    /// the succeeded ones. With the plan's own states, every input cluster then has exactly one
+    /// final state.
+    ///
+    /// # Errors
+    /// [`InvariantViolation::Accounting`] saying what is off.
+    pub fn check_accounting(&self) -> Result<(), InvariantViolation> {
+        let fail = |m: String| Err(InvariantViolation::Accounting(m));
+        let planned: Vec<(usize, &str)> = self
+            .plan
+            .batches
+            .iter()
+            .enumerate()
+            .flat_map(|(b, batch)| batch.clusters.iter().map(move |id| (b, id.as_ref())))
+            .collect();
+        if planned.len() != self.outcomes.len() {
+            return fail(format!(
+                "{} batched clusters but {} outcomes",
+                planned.len(),
+                self.outcomes.len()
+            ));
+        }
+        let with_patterns: BTreeSet<&str> = self
+            .cluster_patterns
+            .iter()
+            .map(|c| c.id.as_str())
+            .collect();
+        for ((batch, id), o) in planned.into_iter().zip(&self.outcomes) {
+            if o.id != id || o.batch != batch {
+                return fail(format!(
+                    "outcome {:?} (batch {}) where the plan has {id:?} (batch {batch})",
+                    o.id, o.batch
+                ));
+            }
+            let succeeded = o.status == OutcomeStatus::Succeeded;
+            if succeeded == o.reason.is_some() {
+                return fail(format!(
+                    "outcome {id:?} is {:?} with reason {:?}",
+                    o.status, o.reason
+                ));
+            }
+            if succeeded != with_patterns.contains(id) {
+                return fail(format!(
+                    "outcome {id:?} is {:?} but its patterns disagree",
+                    o.status
+                ));
+            }
+        }
+        if with_patterns.len() != self.outcome_counts().0 {
+            return fail("patterns listed for a cluster that is not a succeeded outcome".into());
+        }
+        Ok(())
+    }
+
     /// Succeeded and failed batched clusters.
     pub fn outcome_counts(&self) -> (usize, usize) {
         let ok = self

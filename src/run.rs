@@ -647,6 +647,10 @@ impl<B: LlmBackend, T: Timer> Ctx<'_, '_, '_, B, T> {
             extra_calls: c.extra_used.load(Ordering::Relaxed),
             max_extra_calls: config.max_extra_calls,
             estimated_prompt_tokens: plan.batches.iter().map(|b| b.estimated_tokens).sum(),
+            estimated_completion_tokens: members
+                .iter()
+                .map(|m| u64::from(config.request.max_tokens(m.len())))
+                .sum(),
             prompt_tokens,
             completion_tokens,
             usage_reported: c.reported_usage.load(Ordering::Relaxed),

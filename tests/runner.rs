@@ -81,6 +81,7 @@ fn assert_accounted(input: &[Cluster], report: &DiscoveryReport<'_>) {
         );
     }
     assert_eq!(report.plan.clusters.len(), input.len());
+    report.check_accounting().unwrap();
     for o in &report.outcomes {
         assert_eq!(
             o.status == OutcomeStatus::Failed,

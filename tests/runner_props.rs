@@ -60,6 +60,7 @@ proptest! {
             prop_assert_eq!(o.status == OutcomeStatus::Succeeded, succeeded.contains(&o.id.as_str()));
             prop_assert_eq!(o.status == OutcomeStatus::Failed, o.reason.is_some());
         }
+        report.check_accounting().map_err(|e| TestCaseError::fail(e.to_string()))?;
         let u = &report.usage;
         prop_assert!(u.extra_calls <= max_extra_calls);
         prop_assert_eq!(u.calls_made, mock.calls());
