@@ -173,7 +173,8 @@ impl<Q: QualityScorer, T: TokenEstimator, S: StrategySelector> Batcher<Q, T, S> 
             .iter()
             .map(|c| self.estimator.estimate(c.cluster, &strategy))
             .collect();
-        let packer = Packer::new(&tokens, &self.config);
+        let overhead = self.estimator.request_overhead(&strategy);
+        let packer = Packer::new(&tokens, overhead, &self.config);
         let spans = packer.pack(strategy.batch_size);
 
         let mut batches = Vec::with_capacity(spans.len());
@@ -185,7 +186,7 @@ impl<Q: QualityScorer, T: TokenEstimator, S: StrategySelector> Batcher<Q, T, S> 
                 entry.estimated_tokens = Some(tokens[k]);
                 ids.push(Cow::Borrowed(candidates[k].cluster.id.as_str()));
             }
-            let estimated_tokens = packer.sum(*span);
+            let estimated_tokens = u64::from(overhead) + packer.sum(*span);
             batches.push(Batch {
                 clusters: ids,
                 estimated_tokens,
@@ -204,6 +205,7 @@ impl<Q: QualityScorer, T: TokenEstimator, S: StrategySelector> Batcher<Q, T, S> 
 
         Ok(BatchPlan {
             strategy,
+            request_overhead_tokens: overhead,
             batches,
             clusters: entries,
         })
@@ -322,11 +324,13 @@ impl Span {
 struct Packer<'a> {
     tokens: &'a [u32],
     prefix: Vec<u64>,
+    /// Tokens every request carries besides its clusters.
+    overhead: u32,
     config: &'a BatchingConfig,
 }
 
 impl<'a> Packer<'a> {
-    fn new(tokens: &'a [u32], config: &'a BatchingConfig) -> Self {
+    fn new(tokens: &'a [u32], overhead: u32, config: &'a BatchingConfig) -> Self {
         let mut prefix = Vec::with_capacity(tokens.len() + 1);
         let mut total = 0u64;
         prefix.push(0);
@@ -337,8 +341,16 @@ impl<'a> Packer<'a> {
         Self {
             tokens,
             prefix,
+            overhead,
             config,
         }
+    }
+
+    /// The token target left for clusters once the request's own overhead is paid.
+    fn target(&self) -> u64 {
+        self.config
+            .target_tokens_per_batch()
+            .saturating_sub(u64::from(self.overhead))
     }
 
     fn sum(&self, span: Span) -> u64 {
@@ -393,7 +405,7 @@ impl<'a> Packer<'a> {
     /// small first group), fits the budget and passes [`check_batch_shapes`].
     fn as_designed(&self, strategy_batch_size: Option<usize>) -> Option<Vec<Span>> {
         let min = self.config.min_batch_size();
-        let target = self.config.target_tokens_per_batch();
+        let target = self.target();
         let cap = strategy_batch_size.unwrap_or(self.config.max_batch_size());
         let n = self.tokens.len();
         let mut out: Vec<Span> = Vec::new();
@@ -420,7 +432,7 @@ impl<'a> Packer<'a> {
         let spans = self.rebalance(&out).unwrap_or(out);
         let members: Vec<&[u32]> = spans.iter().map(|s| &self.tokens[s.start..s.end]).collect();
         (spans.len() <= self.config.max_total_calls()
-            && check_batch_shapes(&members, self.config).is_ok())
+            && check_batch_shapes(&members, self.overhead, self.config).is_ok())
         .then_some(spans)
     }
 
@@ -428,7 +440,7 @@ impl<'a> Packer<'a> {
     /// and a stop once `limit` batches are closed (the rest is then deferred, and nothing
     /// deferred takes clusters from a batch that is kept).
     fn greedy(&self, cap: usize, limit: usize) -> Vec<Span> {
-        let target = self.config.target_tokens_per_batch();
+        let target = self.target();
         let mut out = Vec::new();
         let mut start = 0;
         let mut current = 0u64;
@@ -463,7 +475,7 @@ impl<'a> Packer<'a> {
     /// small first group; we never drop).
     fn close(&self, out: &mut Vec<Span>, group: Span) {
         let (min, max) = (self.config.min_batch_size(), self.config.max_batch_size());
-        let target = self.config.target_tokens_per_batch();
+        let target = self.target();
         let Some(prev) = out.last_mut() else {
             out.push(group);
             return;
@@ -527,7 +539,7 @@ impl<'a> Packer<'a> {
             .iter()
             .map(|s| &self.tokens[s.start..s.end])
             .collect();
-        check_batch_shapes(&members, self.config).ok()?;
+        check_batch_shapes(&members, self.overhead, self.config).ok()?;
         // Evenness is not worth more batches below the minimum: [3, 3, 1] with a minimum and
         // maximum of 3 stays, rather than becoming [3, 2, 2].
         let small = |spans: &[Span]| {
@@ -541,7 +553,8 @@ impl<'a> Packer<'a> {
 }
 
 /// Checks the size and token invariants of batches given as the token estimates of their
-/// members, in plan order.
+/// members, in plan order; each batch also carries `overhead` tokens (see
+/// [`TokenEstimator::request_overhead`]).
 ///
 /// - sizes: no batch is empty or above `max_batch_size`. A batch is below `min_batch_size` only
 ///   when it cannot reach the minimum with a neighbouring batch: merging with the previous or
@@ -556,10 +569,14 @@ impl<'a> Packer<'a> {
 /// The first violation found.
 pub fn check_batch_shapes<B: AsRef<[u32]>>(
     batches: &[B],
+    overhead: u32,
     config: &BatchingConfig,
 ) -> Result<(), InvariantViolation> {
     let (min, max) = (config.min_batch_size(), config.max_batch_size());
-    let target = config.target_tokens_per_batch();
+    // Sums below are of the clusters only; the overhead is paid once per batch.
+    let target = config
+        .target_tokens_per_batch()
+        .saturating_sub(u64::from(overhead));
     let sums: Vec<u64> = batches
         .iter()
         .map(|b| b.as_ref().iter().map(|&t| u64::from(t)).sum())
@@ -624,10 +641,19 @@ pub fn check_batch_shapes<B: AsRef<[u32]>>(
 pub struct BatchPlan<'a> {
     /// The strategy the batches are planned (and will be prompted) with.
     pub strategy: Strategy,
+    /// Tokens every request carries besides its clusters, included in each batch's
+    /// `estimated_tokens` (0 with the design's estimator).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub request_overhead_tokens: u32,
     /// The batches, highest priority first; each is one LLM call.
     pub batches: Vec<Batch<'a>>,
     /// Every input cluster, in input order, with its state.
     pub clusters: Vec<ClusterEntry<'a>>,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// One batch: one LLM call.
@@ -636,9 +662,9 @@ pub struct BatchPlan<'a> {
 pub struct Batch<'a> {
     /// Ids of the clusters, highest priority first.
     pub clusters: Vec<Cow<'a, str>>,
-    /// Sum of the clusters' estimated prompt tokens.
+    /// Estimated prompt tokens: the request overhead plus the clusters' estimates.
     pub estimated_tokens: u64,
-    /// A lone cluster whose own estimate exceeds `target_tokens_per_batch`.
+    /// A lone cluster that, with the request overhead, exceeds `target_tokens_per_batch`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub oversized: bool,
 }
@@ -749,6 +775,7 @@ impl BatchPlan<'_> {
         let owned = |s: Cow<'_, str>| Cow::Owned(s.into_owned());
         BatchPlan {
             strategy: self.strategy,
+            request_overhead_tokens: self.request_overhead_tokens,
             batches: self
                 .batches
                 .into_iter()
@@ -836,10 +863,11 @@ impl BatchPlan<'_> {
                 tokens.push(t);
                 batched_priorities.push(p);
             }
-            let sum: u64 = tokens.iter().map(|&t| u64::from(t)).sum();
+            let sum: u64 = u64::from(self.request_overhead_tokens)
+                + tokens.iter().map(|&t| u64::from(t)).sum::<u64>();
             if sum != batch.estimated_tokens {
                 return Err(InvariantViolation::Tokens(format!(
-                    "batch {b} says {} estimated tokens, its clusters sum to {sum}",
+                    "batch {b} says {} estimated tokens, overhead and clusters sum to {sum}",
                     batch.estimated_tokens
                 )));
             }
@@ -852,7 +880,7 @@ impl BatchPlan<'_> {
             }
             members.push(tokens);
         }
-        check_batch_shapes(&members, config)?;
+        check_batch_shapes(&members, self.request_overhead_tokens, config)?;
         if let Some(w) = batched_priorities.windows(2).position(|w| w[0] < w[1]) {
             return Err(InvariantViolation::Order(format!(
                 "priority rises from {} to {} at batched cluster {} in plan order",

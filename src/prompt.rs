@@ -179,46 +179,69 @@ pub fn to_fixed(x: f64, digits: usize) -> String {
 
 /// The user prompt: the design's `buildAdaptivePrompt`, line for line, with untrusted text
 /// sanitised.
+///
+/// It is assembled from pieces whose joints fall on the tokenizer's pre-tokenization
+/// boundaries, so token counts add up exactly: [`prompt_header`] + for each cluster
+/// [`cluster_block`], with [`BLOCK_SEPARATOR`] between two blocks, + [`prompt_tail`].
 pub fn user_prompt(
     concept: &str,
     strategy: &Strategy,
     clusters: &[PromptCluster<'_>],
     max_text_chars: usize,
 ) -> String {
-    let range = strategy.patterns_per_cluster;
-    let mut out = String::with_capacity(256 + clusters.len() * 700);
-    let _ = write!(
-        out,
-        "\nAnalyze {} video clusters for \"{}\":\nStrategy: {} ({range} patterns per cluster)\n\n",
-        clusters.len(),
-        sanitize(concept, max_text_chars),
-        strategy.kind,
-    );
+    let mut out = prompt_header(concept, strategy, clusters.len(), max_text_chars);
     for (idx, c) in clusters.iter().enumerate() {
         if idx > 0 {
-            out.push_str("\n---\n");
+            out.push_str(BLOCK_SEPARATOR);
         }
-        render_cluster(&mut out, idx + 1, c, strategy, max_text_chars);
+        out.push_str(&cluster_block(idx + 1, c, strategy, max_text_chars));
     }
+    out.push_str(&prompt_tail(strategy));
+    out
+}
+
+/// What stands between two cluster blocks: the `)` that closes the last ratio of the previous
+/// block and the design's `---` separator.
+pub const BLOCK_SEPARATOR: &str = ")\n\n---\n\n";
+
+/// The prompt's first lines, up to the first `CLUSTER` header.
+pub fn prompt_header(
+    concept: &str,
+    strategy: &Strategy,
+    clusters: usize,
+    max_text_chars: usize,
+) -> String {
+    format!(
+        "Analyze {clusters} video clusters for \"{}\":\nStrategy: {} ({} patterns per cluster)\n\n\n",
+        sanitize(concept, max_text_chars),
+        strategy.kind,
+        strategy.patterns_per_cluster,
+    )
+}
+
+/// The prompt's end: the `)` closing the last ratio, then the closing instruction and the
+/// strategy's extra line.
+pub fn prompt_tail(strategy: &Strategy) -> String {
     let (thorough, other) = match (&strategy.kind, &strategy.instruction) {
         (StrategyKind::Thorough, Some(line)) => (line.as_str(), ""),
         (_, Some(line)) => ("", line.as_str()),
         (_, None) => ("", ""),
     };
-    let _ = write!(
-        out,
-        "\n\nIdentify {range} title patterns per cluster.\n{thorough}\n{other}\n"
+    let closing = format!(
+        "Identify {} title patterns per cluster.\n{thorough}\n{other}",
+        strategy.patterns_per_cluster
     );
-    out.trim().to_owned()
+    format!(")\n\n\n{}", closing.trim_end())
 }
 
-fn render_cluster(
-    out: &mut String,
+/// One cluster's block, from `CLUSTER n` to the `x` of its last title's ratio (the closing `)`
+/// belongs to what follows: [`BLOCK_SEPARATOR`] or [`prompt_tail`]).
+pub fn cluster_block(
     number: usize,
     c: &PromptCluster<'_>,
     strategy: &Strategy,
     max_chars: usize,
-) {
+) -> String {
     let cluster = c.cluster;
     let sources: Vec<Cow<'_, str>> = cluster
         .thread_sources
@@ -226,9 +249,10 @@ fn render_cluster(
         .take(5)
         .map(|s| sanitize(s, max_chars))
         .collect();
+    let mut out = String::with_capacity(200 + cluster.videos.len() * 80);
     let _ = write!(
         out,
-        "\nCLUSTER {number} [{}] - Quality: {}%\nSources: {}{}\nSize: {} videos | Avg: {}x\n\nTop performers:\n",
+        "CLUSTER {number} [{}] - Quality: {}%\nSources: {}{}\nSize: {} videos | Avg: {}x\n\nTop performers:\n",
         if cluster.is_wide { "WIDE" } else { "DEEP" },
         to_fixed(c.quality * 100.0, 0),
         sources.join(", "),
@@ -241,20 +265,18 @@ fn render_cluster(
         to_fixed(cluster.avg_performance, 1),
     );
     let shown = (cluster.size as usize).min(strategy.videos_per_cluster);
-    let lines: Vec<String> = cluster
-        .videos
-        .iter()
-        .take(shown)
-        .map(|v| {
-            format!(
-                "- \"{}\" ({}x)",
-                sanitize(&v.title, max_chars),
-                to_fixed(v.performance_ratio, 1)
-            )
-        })
-        .collect();
-    out.push_str(&lines.join("\n"));
-    out.push('\n');
+    for (i, v) in cluster.videos.iter().take(shown).enumerate() {
+        if i > 0 {
+            out.push_str(")\n");
+        }
+        let _ = write!(
+            out,
+            "- \"{}\" ({}x",
+            sanitize(&v.title, max_chars),
+            to_fixed(v.performance_ratio, 1)
+        );
+    }
+    out
 }
 
 /// The system prompt (the design's `getSystemPrompt` is undefined): the task, the exact JSON

@@ -13,6 +13,15 @@ use crate::strategy::Strategy;
 pub trait TokenEstimator: Send + Sync {
     /// Estimated prompt tokens of `cluster` under `strategy`.
     fn estimate(&self, cluster: &Cluster, strategy: &Strategy) -> u32;
+
+    /// Tokens every request carries whatever its clusters (system prompt, the user prompt's
+    /// header and closing lines, the chat format's overhead). A batch's estimate is this plus
+    /// its clusters' estimates. Defaults to 0, as in the design, whose per-cluster figure
+    /// includes its share of the instructions.
+    fn request_overhead(&self, strategy: &Strategy) -> u32 {
+        let _ = strategy;
+        0
+    }
 }
 
 /// The design's `estimateTokensForCluster`: `200 + 25 × min(size, 8)`.
@@ -38,17 +47,26 @@ impl<T: TokenEstimator + ?Sized> TokenEstimator for &T {
     fn estimate(&self, cluster: &Cluster, strategy: &Strategy) -> u32 {
         (**self).estimate(cluster, strategy)
     }
+    fn request_overhead(&self, strategy: &Strategy) -> u32 {
+        (**self).request_overhead(strategy)
+    }
 }
 
 impl<T: TokenEstimator + ?Sized> TokenEstimator for Box<T> {
     fn estimate(&self, cluster: &Cluster, strategy: &Strategy) -> u32 {
         (**self).estimate(cluster, strategy)
     }
+    fn request_overhead(&self, strategy: &Strategy) -> u32 {
+        (**self).request_overhead(strategy)
+    }
 }
 
 impl<T: TokenEstimator + ?Sized> TokenEstimator for Arc<T> {
     fn estimate(&self, cluster: &Cluster, strategy: &Strategy) -> u32 {
         (**self).estimate(cluster, strategy)
+    }
+    fn request_overhead(&self, strategy: &Strategy) -> u32 {
+        (**self).request_overhead(strategy)
     }
 }
 

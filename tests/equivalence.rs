@@ -98,7 +98,7 @@ fn shapes_ok(batches: &[Vec<usize>], tokens: &[u32], config: &BatchingConfig) ->
         .iter()
         .map(|b| b.iter().map(|&i| tokens[i]).collect())
         .collect();
-    check_batch_shapes(&members, config).is_ok()
+    check_batch_shapes(&members, 0, config).is_ok()
 }
 
 /// Every invariant the design's output must meet for the equivalence to apply.
