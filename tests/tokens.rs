@@ -2,7 +2,7 @@
 //! token count of the request the runner sends, to the token, for every strategy and for
 //! hostile text (very long titles, emoji, combining marks, right-to-left scripts).
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::cast_precision_loss)]
 
 use dynbatch::backend::mock::MockBackend;
 use dynbatch::run::Runner;
