@@ -79,10 +79,32 @@ pub struct RunUsage {
     pub completion_tokens: u64,
     /// Responses that reported usage.
     pub usage_reported: u64,
+    /// How far the prompt estimate was off, over the requests that reported usage:
+    /// (reported − estimated) / estimated. `None` without reported usage.
+    pub prompt_estimate_error: Option<f64>,
     /// The model asked for.
     pub model: String,
     /// Cost of the reported tokens; `None` when the model has no price.
     pub estimated_cost_usd: Option<f64>,
+}
+
+/// One answered request: the plan's prompt estimate next to what the backend reported.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestRecord {
+    /// Planned batch index.
+    pub batch: usize,
+    /// Clusters in the request (fewer than the batch after a split or for a re-ask).
+    pub clusters: usize,
+    /// The estimate: the plan's request overhead plus its clusters' estimates.
+    pub estimated_prompt_tokens: u64,
+    /// Prompt tokens the backend reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens: Option<u64>,
+    /// Completion tokens the backend reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_tokens: Option<u64>,
+    /// The request's `max_tokens`.
+    pub max_tokens: u32,
 }
 
 /// Final state of a batched cluster.
@@ -285,6 +307,8 @@ pub struct DiscoveryReport<'a> {
     pub patterns: Vec<ConsolidatedPattern>,
     /// Patterns per succeeded cluster.
     pub cluster_patterns: Vec<ClusterPatterns>,
+    /// Every answered request, by batch: estimated and reported tokens.
+    pub requests: Vec<RequestRecord>,
     /// Calls, tokens, cost.
     pub usage: RunUsage,
     /// Things the answers got wrong that did not stop the run.
@@ -300,6 +324,7 @@ impl DiscoveryReport<'_> {
             outcomes: self.outcomes,
             patterns: self.patterns,
             cluster_patterns: self.cluster_patterns,
+            requests: self.requests,
             usage: self.usage,
             warnings: self.warnings,
         }

@@ -39,10 +39,14 @@ pub struct RequestSettings {
     pub model: String,
     /// Output format. Default JSON object.
     pub output: OutputMode,
-    /// `max_tokens` per cluster in the batch. Default 300.
-    pub max_tokens_per_cluster: u32,
+    /// How `max_tokens` grows with the batch. Default: 300 per cluster, as the design.
+    pub output_budget: OutputBudget,
     /// Cap on `max_tokens`. Default 4000.
     pub max_tokens_cap: u32,
+    /// The model's limits, when known: `max_tokens` never exceeds `max_output_tokens`, and a
+    /// request whose estimated prompt plus `max_tokens` exceeds `context_window` is split (or,
+    /// for a single cluster, failed) before it is sent. Default: none.
+    pub model_limits: Option<ModelLimits>,
     /// Longest title or source shown, in characters; longer ones end in `…`. Default 200.
     pub max_text_chars: usize,
 }
@@ -52,20 +56,43 @@ impl Default for RequestSettings {
         Self {
             model: "gpt-4o-mini".into(),
             output: OutputMode::JsonObject,
-            max_tokens_per_cluster: 300,
+            output_budget: OutputBudget::PerCluster(300),
             max_tokens_cap: 4000,
+            model_limits: None,
             max_text_chars: 200,
         }
     }
 }
 
 impl RequestSettings {
-    /// `min(max_tokens_per_cluster × clusters, max_tokens_cap)`, the design's output budget.
-    pub fn max_tokens(&self, clusters: usize) -> u32 {
+    /// `max_tokens` for a batch of `clusters` under `strategy`: the output budget, capped by
+    /// `max_tokens_cap` and the model's `max_output_tokens`.
+    pub fn max_tokens(&self, clusters: usize, strategy: &Strategy) -> u32 {
         let n = u32::try_from(clusters).unwrap_or(u32::MAX);
-        self.max_tokens_per_cluster
+        let per_cluster = match self.output_budget {
+            OutputBudget::PerCluster(tokens) => tokens,
+            OutputBudget::PerPattern {
+                tokens_per_pattern,
+                per_cluster,
+            } => strategy
+                .patterns_per_cluster
+                .max
+                .saturating_mul(tokens_per_pattern)
+                .saturating_add(per_cluster),
+        };
+        let limit = self.model_limits.map_or(u32::MAX, |l| l.max_output_tokens);
+        per_cluster
             .saturating_mul(n)
             .min(self.max_tokens_cap)
+            .min(limit)
+    }
+
+    /// Whether a request with this estimated prompt and `max_tokens` fits the model's context
+    /// window (always, when no limits are set).
+    pub fn fits(&self, estimated_prompt_tokens: u64, max_tokens: u32) -> bool {
+        self.model_limits.is_none_or(|l| {
+            estimated_prompt_tokens + u64::from(max_tokens) <= u64::from(l.context_window)
+        })
     }
 
     /// The full request for one batch.
@@ -88,7 +115,7 @@ impl RequestSettings {
                 },
             ],
             temperature: strategy.temperature,
-            max_tokens: self.max_tokens(clusters.len()),
+            max_tokens: self.max_tokens(clusters.len(), strategy),
             response_format: match self.output {
                 OutputMode::JsonObject => ResponseFormat::JsonObject,
                 OutputMode::StrictSchema => ResponseFormat::JsonSchema {
@@ -99,6 +126,39 @@ impl RequestSettings {
             },
         }
     }
+}
+
+/// How a request's `max_tokens` is set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputBudget {
+    /// This many tokens per cluster (the design: 300).
+    PerCluster(u32),
+    /// From the answer's expected size: per cluster, the strategy's most patterns ×
+    /// `tokens_per_pattern`, plus `per_cluster` for the cluster's JSON framing.
+    PerPattern {
+        /// Tokens one pattern takes in the answer (name, template, examples, rationale).
+        tokens_per_pattern: u32,
+        /// Tokens per cluster besides its patterns.
+        per_cluster: u32,
+    },
+}
+
+/// A model's token limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelLimits {
+    /// Prompt plus completion tokens the model accepts (128 000 for gpt-4o-mini).
+    pub context_window: u32,
+    /// Most completion tokens it generates (16 384 for gpt-4o-mini).
+    pub max_output_tokens: u32,
+}
+
+impl ModelLimits {
+    /// gpt-4o and gpt-4o-mini: 128 000 tokens of context, 16 384 of output.
+    pub const GPT_4O: Self = Self {
+        context_window: 128_000,
+        max_output_tokens: 16_384,
+    };
 }
 
 /// Makes untrusted text safe to place inside a quoted line of the prompt: control characters,
@@ -379,7 +439,27 @@ mod tests {
     #[test]
     fn max_tokens_follows_the_design() {
         let s = RequestSettings::default();
-        assert_eq!(s.max_tokens(3), 900);
-        assert_eq!(s.max_tokens(20), 4000);
+        let t = Strategy::thorough();
+        assert_eq!(s.max_tokens(3, &t), 900);
+        assert_eq!(s.max_tokens(20, &t), 4000);
+        let per_pattern = RequestSettings {
+            output_budget: OutputBudget::PerPattern {
+                tokens_per_pattern: 60,
+                per_cluster: 20,
+            },
+            model_limits: Some(ModelLimits {
+                context_window: 2000,
+                max_output_tokens: 1000,
+            }),
+            ..RequestSettings::default()
+        };
+        // THOROUGH asks for up to 8 patterns: 8 × 60 + 20 = 500 per cluster.
+        assert_eq!(per_pattern.max_tokens(1, &t), 500);
+        assert_eq!(per_pattern.max_tokens(3, &t), 1000); // the model's output limit
+        // EFFICIENT asks for up to 4: (4 × 60 + 20) × 3 = 780.
+        assert_eq!(per_pattern.max_tokens(3, &Strategy::efficient()), 780);
+        assert!(per_pattern.fits(1000, 1000));
+        assert!(!per_pattern.fits(1001, 1000));
+        assert!(s.fits(u64::MAX / 2, 4000));
     }
 }

@@ -21,8 +21,8 @@ use crate::backend::{BackendError, ChatResponse, FinishReason, LlmBackend};
 use crate::error::Error;
 use crate::model::Cluster;
 use crate::patterns::{
-    ClusterOutcome, ClusterPatterns, DiscoveryReport, OutcomeStatus, PriceTable, RunUsage, Support,
-    consolidate,
+    ClusterOutcome, ClusterPatterns, DiscoveryReport, OutcomeStatus, PriceTable, RequestRecord,
+    RunUsage, Support, consolidate,
 };
 use crate::plan::{BatchPlan, ClusterState};
 use crate::prompt::{PromptCluster, RequestSettings};
@@ -239,6 +239,7 @@ impl<B: LlmBackend, T: Timer> Runner<B, T> {
             counters: Counters::default(),
             results: Mutex::new(HashMap::new()),
             warnings: Mutex::new(Vec::new()),
+            records: Mutex::new(Vec::new()),
         };
         let concurrency = self.config.concurrency.max(1);
         futures::stream::iter(members.iter().enumerate())
@@ -330,6 +331,7 @@ struct Ctx<'r, 'p, 'a, B, T> {
     counters: Counters,
     results: Mutex<HashMap<usize, ClusterResult>>,
     warnings: Mutex<Vec<String>>,
+    records: Mutex<Vec<RequestRecord>>,
 }
 
 /// One request's worth of clusters.
@@ -382,7 +384,23 @@ impl<B: LlmBackend, T: Timer> Ctx<'_, '_, '_, B, T> {
             reask: false,
         }];
         let mut first_call = true;
+        let settings = &self.runner.config.request;
         while let Some(unit) = stack.pop() {
+            let estimated = self.estimated_tokens(&unit.members);
+            let max_tokens = settings.max_tokens(unit.members.len(), &self.plan.strategy);
+            if !settings.fits(estimated, max_tokens) {
+                // Found before any call: split without spending one.
+                let reason = format!(
+                    "the estimated prompt ({estimated} tokens) plus max_tokens ({max_tokens}) exceeds the context window ({})",
+                    settings.model_limits.map_or(0, |l| l.context_window)
+                );
+                if unit.members.len() > 1 {
+                    self.split(batch, unit, reason, &mut stack);
+                } else {
+                    self.fail(batch, &unit.members, &reason);
+                }
+                continue;
+            }
             if !first_call && !self.reserve_extra() {
                 self.fail(
                     batch,
@@ -406,11 +424,7 @@ impl<B: LlmBackend, T: Timer> Ctx<'_, '_, '_, B, T> {
                 .config
                 .request
                 .request(self.concept, &self.plan.strategy, &prompt);
-        let estimated_tokens = unit
-            .members
-            .iter()
-            .map(|&m| u64::from(self.plan.clusters[m].estimated_tokens.unwrap_or(0)))
-            .sum();
+        let estimated_tokens = self.estimated_tokens(&unit.members);
         self.emit(&RunEvent::BatchStarted {
             batch,
             clusters: unit.members.len(),
@@ -420,6 +434,17 @@ impl<B: LlmBackend, T: Timer> Ctx<'_, '_, '_, B, T> {
             Ok(response) => response,
             Err(reason) => return self.fail(batch, &unit.members, &reason),
         };
+        self.records
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(RequestRecord {
+                batch,
+                clusters: unit.members.len(),
+                estimated_prompt_tokens: estimated_tokens,
+                prompt_tokens: response.usage.map(|u| u.prompt_tokens),
+                completion_tokens: response.usage.map(|u| u.completion_tokens),
+                max_tokens: request.max_tokens,
+            });
         if let Some(usage) = response.usage {
             self.counters
                 .prompt_tokens
@@ -441,27 +466,41 @@ impl<B: LlmBackend, T: Timer> Ctx<'_, '_, '_, B, T> {
         };
         if let Some(reason) = unusable {
             if unit.members.len() > 1 {
-                self.counters.splits.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(batch, clusters = unit.members.len(), %reason, "splitting");
-                self.emit(&RunEvent::Split {
-                    batch,
-                    clusters: unit.members.len(),
-                    reason,
-                });
-                let (first, second) = unit.members.split_at(unit.members.len() / 2);
-                // A stack: push the second half first so the first half runs first.
-                stack.push(Unit {
-                    members: second.to_vec(),
-                    reask: unit.reask,
-                });
-                stack.push(Unit {
-                    members: first.to_vec(),
-                    reask: unit.reask,
-                });
+                self.split(batch, unit, reason, stack);
             } else {
                 self.fail(batch, &unit.members, &reason);
             }
         }
+    }
+
+    /// The plan's estimate of a request with these clusters.
+    fn estimated_tokens(&self, members: &[usize]) -> u64 {
+        u64::from(self.plan.request_overhead_tokens)
+            + members
+                .iter()
+                .map(|&m| u64::from(self.plan.clusters[m].estimated_tokens.unwrap_or(0)))
+                .sum::<u64>()
+    }
+
+    /// Sends a request's clusters out again in two halves, the first half first.
+    fn split(&self, batch: usize, unit: Unit, reason: String, stack: &mut Vec<Unit>) {
+        self.counters.splits.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(batch, clusters = unit.members.len(), %reason, "splitting");
+        self.emit(&RunEvent::Split {
+            batch,
+            clusters: unit.members.len(),
+            reason,
+        });
+        let (first, second) = unit.members.split_at(unit.members.len() / 2);
+        // A stack: push the second half first so the first half runs first.
+        stack.push(Unit {
+            members: second.to_vec(),
+            reask: unit.reask,
+        });
+        stack.push(Unit {
+            members: first.to_vec(),
+            reask: unit.reask,
+        });
     }
 
     fn accept(
@@ -637,6 +676,19 @@ impl<B: LlmBackend, T: Timer> Ctx<'_, '_, '_, B, T> {
         let config = &self.runner.config;
         let c = &self.counters;
         let prompt_tokens = c.prompt_tokens.load(Ordering::Relaxed);
+        let mut requests = self
+            .records
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        requests.sort_by_key(|r| r.batch); // stable: a batch's requests stay in order
+        let (estimated, reported) = requests
+            .iter()
+            .filter_map(|r| Some((r.estimated_prompt_tokens, r.prompt_tokens?)))
+            .fold((0u64, 0u64), |(e, a), (re, ra)| (e + re, a + ra));
+        #[allow(clippy::cast_precision_loss)] // token counts are far below 2^52
+        let prompt_estimate_error =
+            (estimated > 0).then(|| (reported as f64 - estimated as f64) / estimated as f64);
         let completion_tokens = c.completion_tokens.load(Ordering::Relaxed);
         let usage = RunUsage {
             calls_planned: plan.batches.len() as u64,
@@ -649,11 +701,12 @@ impl<B: LlmBackend, T: Timer> Ctx<'_, '_, '_, B, T> {
             estimated_prompt_tokens: plan.batches.iter().map(|b| b.estimated_tokens).sum(),
             estimated_completion_tokens: members
                 .iter()
-                .map(|m| u64::from(config.request.max_tokens(m.len())))
+                .map(|m| u64::from(config.request.max_tokens(m.len(), &plan.strategy)))
                 .sum(),
             prompt_tokens,
             completion_tokens,
             usage_reported: c.reported_usage.load(Ordering::Relaxed),
+            prompt_estimate_error,
             model: config.request.model.clone(),
             estimated_cost_usd: config.prices.cost(
                 &config.request.model,
@@ -667,6 +720,7 @@ impl<B: LlmBackend, T: Timer> Ctx<'_, '_, '_, B, T> {
             plan,
             outcomes,
             cluster_patterns,
+            requests,
             usage,
             warnings: self
                 .warnings

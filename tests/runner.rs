@@ -447,3 +447,81 @@ async fn a_plan_from_other_clusters_is_an_error() {
     assert!(err.to_string().contains("plan does not belong"), "{err}");
     let _ = BatchingConfig::default();
 }
+
+#[tokio::test(start_paused = true)]
+async fn requests_too_big_for_the_context_window_are_split_before_any_call() {
+    use dynbatch::prompt::{ModelLimits, RequestSettings};
+    // One THOROUGH batch of 3 clusters at 400 estimated tokens each, max_tokens 300 each.
+    let input = clusters(3);
+    let limits = |context_window| RunConfig {
+        request: RequestSettings {
+            model_limits: Some(ModelLimits {
+                context_window,
+                max_output_tokens: 500,
+            }),
+            ..RequestSettings::default()
+        },
+        ..RunConfig::default()
+    };
+    // 1200 + 500 > 1200: split 1 + 2; 800 + 500 > 1200: split again; 400 + 300 fits.
+    let mock = MockBackend::new();
+    let report = discover(&input, &mock, limits(1200)).await;
+    assert_eq!(report.outcome_counts(), (3, 0));
+    assert_eq!(
+        (report.usage.splits, report.usage.calls_made, mock.calls()),
+        (2, 3, 3)
+    );
+    assert!(mock.requests().iter().all(|r| {
+        r.messages[1]
+            .content
+            .starts_with("Analyze 1 video clusters")
+    }));
+    // A single cluster that cannot fit fails with the figures, and nothing is sent.
+    let mock = MockBackend::new();
+    let report = discover(&input, &mock, limits(500)).await;
+    assert_eq!(report.outcome_counts(), (0, 3));
+    assert_eq!(mock.calls(), 0);
+    assert_eq!(
+        status(&report, "c00").1.as_deref(),
+        Some(
+            "the estimated prompt (400 tokens) plus max_tokens (300) exceeds the context window (500)"
+        )
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_report_compares_estimated_and_reported_prompt_tokens() {
+    let input = nine();
+    let mock = MockBackend::scripted([MockStep::Truncated]).then_answer();
+    let report = discover(
+        &input,
+        &mock,
+        RunConfig {
+            concurrency: 1,
+            ..RunConfig::default()
+        },
+    )
+    .await;
+    // 3 planned requests + 2 halves, each answered and recorded, in batch order.
+    assert_eq!(report.requests.len(), 5);
+    assert!(report.requests.windows(2).all(|w| w[0].batch <= w[1].batch));
+    assert_eq!(
+        report
+            .requests
+            .iter()
+            .map(|r| r.clusters)
+            .collect::<Vec<_>>(),
+        vec![3, 1, 2, 3, 3]
+    );
+    assert_eq!(report.requests[1].estimated_prompt_tokens, 400);
+    let reported: u64 = report.requests.iter().filter_map(|r| r.prompt_tokens).sum();
+    assert_eq!(reported, report.usage.prompt_tokens);
+    let estimated: u64 = report
+        .requests
+        .iter()
+        .map(|r| r.estimated_prompt_tokens)
+        .sum();
+    #[allow(clippy::cast_precision_loss)]
+    let expected = (reported as f64 - estimated as f64) / estimated as f64;
+    assert!((report.usage.prompt_estimate_error.unwrap() - expected).abs() < 1e-12);
+}
