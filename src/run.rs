@@ -395,7 +395,7 @@ impl<B: LlmBackend, T: Timer> Ctx<'_, '_, '_, B, T> {
                     settings.model_limits.map_or(0, |l| l.context_window)
                 );
                 if unit.members.len() > 1 {
-                    self.split(batch, unit, reason, &mut stack);
+                    self.split(batch, &unit, reason, &mut stack);
                 } else {
                     self.fail(batch, &unit.members, &reason);
                 }
@@ -466,7 +466,7 @@ impl<B: LlmBackend, T: Timer> Ctx<'_, '_, '_, B, T> {
         };
         if let Some(reason) = unusable {
             if unit.members.len() > 1 {
-                self.split(batch, unit, reason, stack);
+                self.split(batch, &unit, reason, stack);
             } else {
                 self.fail(batch, &unit.members, &reason);
             }
@@ -483,7 +483,7 @@ impl<B: LlmBackend, T: Timer> Ctx<'_, '_, '_, B, T> {
     }
 
     /// Sends a request's clusters out again in two halves, the first half first.
-    fn split(&self, batch: usize, unit: Unit, reason: String, stack: &mut Vec<Unit>) {
+    fn split(&self, batch: usize, unit: &Unit, reason: String, stack: &mut Vec<Unit>) {
         self.counters.splits.fetch_add(1, Ordering::Relaxed);
         tracing::info!(batch, clusters = unit.members.len(), %reason, "splitting");
         self.emit(&RunEvent::Split {
