@@ -5,7 +5,7 @@
 //! ```
 //!
 //! For each strategy it plans the clusters with the design's estimator, renders every request
-//! exactly as the runner would, counts its tokens with o200k_base (the gpt-4o family's
+//! exactly as the runner would, counts its tokens with `o200k_base` (the gpt-4o family's
 //! tokenizer, chat overhead included), and prints the design's estimate, the exact estimator's
 //! and the true count, as a Markdown table.
 
@@ -13,7 +13,9 @@ use std::process::ExitCode;
 
 use dynbatch::prompt::{PromptCluster, RequestSettings};
 use dynbatch::tokens::{Encoding, TiktokenEstimator};
-use dynbatch::{Batcher, BatchingConfig, Cluster, Scored, Strategy, StrategySelector, TokenEstimator};
+use dynbatch::{
+    Batcher, BatchingConfig, Cluster, Scored, Strategy, StrategySelector, TokenEstimator,
+};
 
 const BUNDLED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/clusters.json");
 
@@ -53,13 +55,24 @@ fn run() -> Result<(), String> {
     }
     let text = std::fs::read_to_string(&file).map_err(|e| format!("{file}: {e}"))?;
     let clusters: Vec<Cluster> = serde_json::from_str(&text).map_err(|e| format!("{file}: {e}"))?;
-    let exact = TiktokenEstimator::new(Encoding::O200kBase, concept.as_str()).map_err(|e| e.to_string())?;
+    let exact =
+        TiktokenEstimator::new(Encoding::O200kBase, concept.as_str()).map_err(|e| e.to_string())?;
     let settings = RequestSettings::default();
-    let config = BatchingConfig::builder().max_total_calls(1000).build().map_err(|e| e.to_string())?;
+    let config = BatchingConfig::builder()
+        .max_total_calls(1000)
+        .build()
+        .map_err(|e| e.to_string())?;
 
-    println!("| strategy | batches | design estimate | exact estimator | rendered requests (o200k_base) | design error | exact error |");
+    println!(
+        "| strategy | batches | design estimate | exact estimator | rendered requests (o200k_base) | design error | exact error |"
+    );
     println!("|---|---:|---:|---:|---:|---:|---:|");
-    for strategy in [Strategy::thorough(), Strategy::adaptive(), Strategy::efficient(), Strategy::balanced()] {
+    for strategy in [
+        Strategy::thorough(),
+        Strategy::adaptive(),
+        Strategy::efficient(),
+        Strategy::balanced(),
+    ] {
         let plan = Batcher::new(config.clone())
             .with_selector(Fixed(strategy.clone()))
             .plan(&clusters)
@@ -71,13 +84,19 @@ fn run() -> Result<(), String> {
                 .iter()
                 .filter_map(|id| {
                     let i = plan.clusters.iter().position(|e| e.id == *id)?;
-                    Some(PromptCluster { cluster: &clusters[i], quality: plan.clusters[i].quality.unwrap_or(0.0) })
+                    Some(PromptCluster {
+                        cluster: &clusters[i],
+                        quality: plan.clusters[i].quality.unwrap_or(0.0),
+                    })
                 })
                 .collect();
             let request = settings.request(&concept, &plan.strategy, &members);
             design += batch.estimated_tokens;
             estimated += u64::from(exact.request_overhead(&strategy))
-                + members.iter().map(|m| u64::from(exact.estimate(m.cluster, &strategy))).sum::<u64>();
+                + members
+                    .iter()
+                    .map(|m| u64::from(exact.estimate(m.cluster, &strategy)))
+                    .sum::<u64>();
             truth += exact.count_request(&request);
         }
         println!(
