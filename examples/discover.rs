@@ -338,6 +338,13 @@ fn summary(report: &DiscoveryReport<'_>) {
             .map_or_else(|| "unknown".to_owned(), |c| format!("${c:.5}")),
         u.model
     );
+    if let Some(error) = u.prompt_estimate_error {
+        eprintln!(
+            "Prompt estimate vs reported, over {} answered requests: {:+.1}% (the mock reports characters / 4)",
+            report.requests.len(),
+            error * 100.0
+        );
+    }
     for w in report.warnings.iter().take(5) {
         eprintln!("warning: {w}");
     }
