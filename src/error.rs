@@ -16,6 +16,12 @@ pub enum Error {
     /// A plan given to the runner was not made from the clusters given with it.
     #[error("the plan does not belong to these clusters: {0}")]
     PlanMismatch(String),
+    /// A backend could not be set up (bad URL, missing API key, invalid header).
+    #[error("backend: {0}")]
+    Backend(String),
+    /// Reading or writing a file of this crate's formats (e.g. Batch API JSONL).
+    #[error("{0}")]
+    Format(String),
     /// An error from a plug-in or another library.
     #[error(transparent)]
     Other(#[from] Box<dyn std::error::Error + Send + Sync>),

@@ -269,6 +269,7 @@ impl LlmBackend for MockBackend {
             finish_reason,
             model: request.model.clone(),
             refusal,
+            request_id: None,
         })
     }
 }

@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 
 #[cfg(feature = "mock")]
 pub mod mock;
+#[cfg(feature = "openai")]
+pub mod openai;
 
 /// Who wrote a chat message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -126,6 +128,9 @@ pub struct ChatResponse {
     /// The model's refusal message, when it refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refusal: Option<String>,
+    /// The server's request id (`x-request-id`), when it sent one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 /// A failed call. Retryable ones: rate limited, overloaded, timeout, connection. Permanent
@@ -248,6 +253,7 @@ impl BackendError {
 ///             usage: None,
 ///             model: request.model.clone(),
 ///             refusal: None,
+///             request_id: None,
 ///         })
 ///     }
 /// }

@@ -1,0 +1,477 @@
+//! [`OpenAiBackend`] (feature `openai`): chat completions over HTTP, for `OpenAI` itself and every
+//! server that speaks its protocol (Azure `OpenAI`, vLLM, Ollama, llama.cpp's server, LM Studio).
+//!
+//! Only what this crate sends and reads is modelled: no general client. Errors are classified
+//! the way the official SDKs do; the API key never appears in `Debug`, logs, errors or reports.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    BackendError, ChatRequest, ChatResponse, FinishReason, LlmBackend, ResponseFormat, TokenUsage,
+};
+use crate::error::Error;
+
+/// The default base URL.
+pub const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
+
+/// Which field carries the output limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MaxTokensField {
+    /// `max_tokens`, which every compatible server understands. The default.
+    #[default]
+    MaxTokens,
+    /// `max_completion_tokens`, which `OpenAI`'s reasoning models require.
+    MaxCompletionTokens,
+}
+
+/// An API key, redacted in `Debug`.
+#[derive(Clone)]
+struct ApiKey(String);
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiKey(<redacted>)")
+    }
+}
+
+/// Builds an [`OpenAiBackend`].
+#[derive(Debug, Clone)]
+pub struct OpenAiBuilder {
+    base_url: String,
+    api_key: Option<ApiKey>,
+    model: Option<String>,
+    organization: Option<String>,
+    project: Option<String>,
+    headers: Vec<(String, String)>,
+    request_timeout: Duration,
+    connect_timeout: Duration,
+    max_tokens_field: MaxTokensField,
+}
+
+impl Default for OpenAiBuilder {
+    fn default() -> Self {
+        Self {
+            base_url: OPENAI_BASE_URL.to_owned(),
+            api_key: None,
+            model: None,
+            organization: None,
+            project: None,
+            headers: Vec::new(),
+            request_timeout: Duration::from_secs(600),
+            connect_timeout: Duration::from_secs(10),
+            max_tokens_field: MaxTokensField::MaxTokens,
+        }
+    }
+}
+
+impl OpenAiBuilder {
+    /// The API's base URL, up to and including `/v1`. Default `https://api.openai.com/v1`.
+    #[must_use]
+    pub fn base_url(mut self, url: impl Into<String>) -> Self {
+        self.base_url = url.into();
+        self
+    }
+    /// The API key, sent as `Authorization: Bearer`.
+    #[must_use]
+    pub fn api_key(mut self, key: impl Into<String>) -> Self {
+        self.api_key = Some(ApiKey(key.into()));
+        self
+    }
+    /// A model that replaces every request's `model` (e.g. a local server's model name).
+    #[must_use]
+    pub fn model(mut self, model: impl Into<String>) -> Self {
+        self.model = Some(model.into());
+        self
+    }
+    /// The `OpenAI-Organization` header.
+    #[must_use]
+    pub fn organization(mut self, organization: impl Into<String>) -> Self {
+        self.organization = Some(organization.into());
+        self
+    }
+    /// The `OpenAI-Project` header.
+    #[must_use]
+    pub fn project(mut self, project: impl Into<String>) -> Self {
+        self.project = Some(project.into());
+        self
+    }
+    /// An extra header on every request (e.g. Azure's `api-key`).
+    #[must_use]
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+    /// The whole request's timeout. Default 600 s, as the SDKs.
+    #[must_use]
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+    /// The connection timeout. Default 10 s.
+    #[must_use]
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+    /// Which field carries `max_tokens`.
+    #[must_use]
+    pub fn max_tokens_field(mut self, field: MaxTokensField) -> Self {
+        self.max_tokens_field = field;
+        self
+    }
+
+    /// Builds the backend.
+    ///
+    /// # Errors
+    /// [`Error::Backend`] for a base URL that does not parse, a missing API key (except for a
+    /// server on loopback: local servers need none), or a header that is not valid HTTP.
+    pub fn build(self) -> Result<OpenAiBackend, Error> {
+        let fail = |m: String| Error::Backend(m);
+        let url = reqwest::Url::parse(&self.base_url)
+            .map_err(|e| fail(format!("base URL {:?}: {e}", self.base_url)))?;
+        if self.api_key.is_none() && !is_loopback(&url) {
+            return Err(fail(format!(
+                "no API key for {}: set OPENAI_API_KEY (only a server on loopback may go without)",
+                self.base_url
+            )));
+        }
+        let mut headers = HeaderMap::new();
+        let mut add = |name: &str, value: &str, secret: bool| -> Result<(), Error> {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|e| fail(format!("header name {name:?}: {e}")))?;
+            let mut value = HeaderValue::from_str(value)
+                .map_err(|_| fail(format!("header {name}: the value is not valid HTTP")))?;
+            value.set_sensitive(secret);
+            headers.insert(name, value);
+            Ok(())
+        };
+        if let Some(ApiKey(key)) = &self.api_key {
+            add("authorization", &format!("Bearer {key}"), true)?;
+        }
+        if let Some(org) = &self.organization {
+            add("openai-organization", org, false)?;
+        }
+        if let Some(project) = &self.project {
+            add("openai-project", project, false)?;
+        }
+        for (name, value) in &self.headers {
+            let secret =
+                name.eq_ignore_ascii_case("api-key") || name.eq_ignore_ascii_case("authorization");
+            add(name, value, secret)?;
+        }
+        let client = reqwest::Client::builder()
+            .default_headers(headers)
+            .timeout(self.request_timeout)
+            .connect_timeout(self.connect_timeout)
+            .build()
+            .map_err(|e| fail(format!("HTTP client: {e}")))?;
+        let endpoint = format!("{}/chat/completions", self.base_url.trim_end_matches('/'));
+        Ok(OpenAiBackend {
+            client,
+            endpoint,
+            config: self,
+        })
+    }
+}
+
+fn is_loopback(url: &reqwest::Url) -> bool {
+    match url.host_str() {
+        Some("localhost") => true,
+        Some(host) => host
+            .trim_matches(|c| c == '[' || c == ']')
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback()),
+        None => false,
+    }
+}
+
+/// Chat completions over HTTP. See the module docs.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), dynbatch::Error> {
+/// use dynbatch::backend::openai::OpenAiBackend;
+/// // OPENAI_API_KEY, and optionally OPENAI_BASE_URL and OPENAI_MODEL
+/// let backend = OpenAiBackend::from_env()?;
+/// // or a local server, no key needed on loopback:
+/// let local = OpenAiBackend::builder().base_url("http://127.0.0.1:11434/v1").model("llama3.2").build()?;
+/// # Ok(()) }
+/// ```
+pub struct OpenAiBackend {
+    client: reqwest::Client,
+    endpoint: String,
+    config: OpenAiBuilder,
+}
+
+impl fmt::Debug for OpenAiBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpenAiBackend")
+            .field("endpoint", &self.endpoint)
+            .field(
+                "api_key",
+                &self.config.api_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field("model", &self.config.model)
+            .field("max_tokens_field", &self.config.max_tokens_field)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OpenAiBackend {
+    /// A builder with the defaults.
+    pub fn builder() -> OpenAiBuilder {
+        OpenAiBuilder::default()
+    }
+
+    /// From `OPENAI_API_KEY`, `OPENAI_BASE_URL` and `OPENAI_MODEL`.
+    ///
+    /// # Errors
+    /// As [`OpenAiBuilder::build`]: no key for a server that is not on loopback, a bad URL.
+    pub fn from_env() -> Result<Self, Error> {
+        let var = |name| {
+            std::env::var(name)
+                .ok()
+                .filter(|v: &String| !v.trim().is_empty())
+        };
+        let mut builder = Self::builder();
+        if let Some(url) = var("OPENAI_BASE_URL") {
+            builder = builder.base_url(url);
+        }
+        if let Some(key) = var("OPENAI_API_KEY") {
+            builder = builder.api_key(key);
+        }
+        if let Some(model) = var("OPENAI_MODEL") {
+            builder = builder.model(model);
+        }
+        builder.build()
+    }
+
+    /// The URL requests go to.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// The JSON body sent for `request`.
+    pub fn body(&self, request: &ChatRequest) -> serde_json::Value {
+        let mut body = serde_json::json!({
+            "model": self.config.model.as_deref().unwrap_or(&request.model),
+            "messages": request.messages,
+            "temperature": request.temperature,
+            "response_format": match &request.response_format {
+                ResponseFormat::JsonObject => serde_json::json!({"type": "json_object"}),
+                ResponseFormat::JsonSchema { name, schema, strict } => serde_json::json!({
+                    "type": "json_schema",
+                    "json_schema": {"name": name, "schema": schema, "strict": strict},
+                }),
+            },
+        });
+        let field = match self.config.max_tokens_field {
+            MaxTokensField::MaxTokens => "max_tokens",
+            MaxTokensField::MaxCompletionTokens => "max_completion_tokens",
+        };
+        body[field] = request.max_tokens.into();
+        body
+    }
+}
+
+#[derive(Deserialize)]
+struct WireResponse {
+    #[serde(default)]
+    model: Option<String>,
+    choices: Vec<WireChoice>,
+    #[serde(default)]
+    usage: Option<TokenUsage>,
+}
+
+#[derive(Deserialize)]
+struct WireChoice {
+    message: WireMessage,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireMessage {
+    #[serde(default)]
+    content: Option<String>,
+    #[serde(default)]
+    refusal: Option<String>,
+}
+
+#[async_trait]
+impl LlmBackend for OpenAiBackend {
+    async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, BackendError> {
+        let response = self
+            .client
+            .post(&self.endpoint)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(self.body(request).to_string())
+            .send()
+            .await
+            .map_err(|e| transport_error(&e, self.config.request_timeout))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let request_id = header(&headers, "x-request-id");
+        log_rate_limits(&headers, request_id.as_deref());
+        let text = response
+            .text()
+            .await
+            .map_err(|e| transport_error(&e, self.config.request_timeout))?;
+        if !status.is_success() {
+            return Err(classify(
+                status.as_u16(),
+                &headers,
+                &text,
+                request_id.as_deref(),
+            ));
+        }
+        let wire: WireResponse = serde_json::from_str(&text).map_err(|e| BackendError::Other {
+            retryable: false,
+            source: format!(
+                "the server's 200 response is not a chat completion ({e}){}: {}",
+                id_note(request_id.as_deref()),
+                snippet(&text)
+            )
+            .into(),
+        })?;
+        let Some(choice) = wire.choices.into_iter().next() else {
+            return Err(BackendError::Other {
+                retryable: true,
+                source: format!(
+                    "the response has no choices{}",
+                    id_note(request_id.as_deref())
+                )
+                .into(),
+            });
+        };
+        Ok(ChatResponse {
+            content: choice.message.content.unwrap_or_default(),
+            finish_reason: choice
+                .finish_reason
+                .map_or(FinishReason::Stop, FinishReason::from),
+            usage: wire.usage,
+            model: wire.model.unwrap_or_else(|| request.model.clone()),
+            refusal: choice.message.refusal.filter(|r| !r.is_empty()),
+            request_id,
+        })
+    }
+}
+
+fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers.get(name)?.to_str().ok().map(str::to_owned)
+}
+
+fn id_note(request_id: Option<&str>) -> String {
+    request_id
+        .map(|id| format!(" (request {id})"))
+        .unwrap_or_default()
+}
+
+fn snippet(text: &str) -> String {
+    let cut: String = text.chars().take(300).collect();
+    if cut.len() < text.len() {
+        format!("{cut}…")
+    } else {
+        cut
+    }
+}
+
+fn log_rate_limits(headers: &HeaderMap, request_id: Option<&str>) {
+    let get = |name| header(headers, name);
+    tracing::debug!(
+        request_id,
+        remaining_requests = get("x-ratelimit-remaining-requests"),
+        remaining_tokens = get("x-ratelimit-remaining-tokens"),
+        reset_requests = get("x-ratelimit-reset-requests"),
+        reset_tokens = get("x-ratelimit-reset-tokens"),
+        "rate limits"
+    );
+}
+
+fn transport_error(e: &reqwest::Error, timeout: Duration) -> BackendError {
+    if e.is_timeout() {
+        BackendError::Timeout(timeout)
+    } else {
+        // Connection refused or reset, DNS, TLS, a body cut short: all worth a retry. The
+        // error text names the URL, never the headers.
+        BackendError::Connection(e.to_string())
+    }
+}
+
+/// The server's delay: `retry-after-ms`, else `retry-after` as seconds or an HTTP date.
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    if let Some(ms) = header(headers, "retry-after-ms").and_then(|v| v.trim().parse::<f64>().ok()) {
+        return Duration::try_from_secs_f64(ms / 1000.0).ok();
+    }
+    let value = header(headers, "retry-after")?;
+    if let Ok(secs) = value.trim().parse::<f64>() {
+        return Duration::try_from_secs_f64(secs).ok();
+    }
+    let at = httpdate::parse_http_date(value.trim()).ok()?;
+    Some(
+        at.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+/// Maps a non-2xx response as the official SDKs do: `x-should-retry` first; then 408, 409,
+/// 429 and 5xx retryable (429 with `insufficient_quota` permanent); other 4xx permanent.
+pub fn classify(
+    status: u16,
+    headers: &HeaderMap,
+    body: &str,
+    request_id: Option<&str>,
+) -> BackendError {
+    #[derive(Deserialize)]
+    struct Wrapper {
+        error: ApiError,
+    }
+    #[derive(Deserialize)]
+    struct ApiError {
+        #[serde(default)]
+        message: Option<String>,
+        #[serde(default, rename = "type")]
+        kind: Option<String>,
+        #[serde(default)]
+        code: Option<serde_json::Value>,
+    }
+    let parsed = serde_json::from_str::<Wrapper>(body).ok().map(|w| w.error);
+    let quota = parsed.as_ref().is_some_and(|e| {
+        e.kind.as_deref() == Some("insufficient_quota")
+            || e.code.as_ref().and_then(serde_json::Value::as_str) == Some("insufficient_quota")
+    });
+    let message = format!(
+        "HTTP {status}{}: {}",
+        id_note(request_id),
+        parsed
+            .and_then(|e| e.message)
+            .unwrap_or_else(|| snippet(body))
+    );
+    let after = retry_after(headers);
+    let should_retry = header(headers, "x-should-retry").map(|v| v.trim() == "true");
+    let retryable = should_retry.unwrap_or(matches!(status, 408 | 409 | 429 | 500..=599)) && !quota;
+    match (retryable, status) {
+        (true, 429) => BackendError::RateLimited {
+            retry_after: after,
+            message,
+        },
+        (true, _) => BackendError::Overloaded {
+            status: Some(status),
+            retry_after: after,
+            message,
+        },
+        (false, 429) if quota => BackendError::QuotaExhausted(message),
+        (false, 401 | 403) => BackendError::Authentication(message),
+        (false, 400..=499) => BackendError::BadRequest(message),
+        (false, _) => BackendError::Other {
+            retryable: false,
+            source: message.into(),
+        },
+    }
+}
