@@ -15,6 +15,7 @@ use std::io::Read;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use dynbatch::backend::LlmBackend;
 use dynbatch::backend::mock::MockBackend;
 use dynbatch::patterns::DiscoveryReport;
 use dynbatch::run::{RunConfig, RunEvent, Runner};
@@ -142,25 +143,15 @@ async fn run() -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     eprint!("{plan}");
 
-    let mut mock = MockBackend::new().with_latency(MOCK_LATENCY, TokioTimer);
-    if let Some(rate) = args.fail_rate {
-        mock = mock.with_faults(rate, args.seed.unwrap_or(0));
-        eprintln!(
-            "mock backend: injecting faults into {:.0}% of calls (seed {})",
-            rate * 100.0,
-            args.seed.unwrap_or(0)
-        );
-    } else {
-        eprintln!("mock backend: offline, answers derived from the prompts");
-    }
-    let run_config = RunConfig {
+    let mut run_config = RunConfig {
         concurrency: args.concurrency.unwrap_or(4),
         ..RunConfig::default()
     };
+    let backend = backend(&args, &mut run_config)?;
 
     if args.dry_run {
         return dry_run(
-            &Runner::new(mock, TokioTimer).with_config(run_config),
+            &Runner::new(backend, TokioTimer).with_config(run_config),
             &plan,
             &clusters,
             &concept,
@@ -169,7 +160,7 @@ async fn run() -> Result<(), String> {
 
     let bar = progress_bar(plan.batches.iter().map(|b| b.clusters.len() as u64).sum());
     let progress = bar.clone();
-    let runner = Runner::new(mock, TokioTimer)
+    let runner = Runner::new(backend, TokioTimer)
         .with_config(run_config)
         .on_event(move |event| show(&progress, event));
     let report = runner
@@ -185,6 +176,42 @@ async fn run() -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+/// The real backend when built with `--features openai` and `OPENAI_API_KEY` or
+/// `OPENAI_BASE_URL` is set; otherwise the offline mock.
+fn backend(args: &Args, run_config: &mut RunConfig) -> Result<Box<dyn LlmBackend>, String> {
+    #[cfg(feature = "openai")]
+    if std::env::var_os("OPENAI_API_KEY").is_some() || std::env::var_os("OPENAI_BASE_URL").is_some()
+    {
+        if args.fail_rate.is_some() {
+            return Err("--fail-rate injects faults into the mock backend; unset OPENAI_API_KEY and OPENAI_BASE_URL".into());
+        }
+        let backend =
+            dynbatch::backend::openai::OpenAiBackend::from_env().map_err(|e| e.to_string())?;
+        if let Ok(model) = std::env::var("OPENAI_MODEL") {
+            run_config.request.model = model;
+        }
+        eprintln!(
+            "backend: {} (model {}), from the OPENAI_* environment variables",
+            backend.endpoint(),
+            run_config.request.model
+        );
+        return Ok(Box::new(backend));
+    }
+    let _ = &run_config;
+    let mut mock = MockBackend::new().with_latency(MOCK_LATENCY, TokioTimer);
+    if let Some(rate) = args.fail_rate {
+        mock = mock.with_faults(rate, args.seed.unwrap_or(0));
+        eprintln!(
+            "mock backend: injecting faults into {:.0}% of calls (seed {})",
+            rate * 100.0,
+            args.seed.unwrap_or(0)
+        );
+    } else {
+        eprintln!("mock backend: offline, answers derived from the prompts");
+    }
+    Ok(Box::new(mock))
 }
 
 fn progress_bar(clusters: u64) -> ProgressBar {
@@ -243,7 +270,7 @@ fn show(bar: &ProgressBar, event: &RunEvent) {
 }
 
 fn dry_run(
-    runner: &Runner<MockBackend, TokioTimer>,
+    runner: &Runner<Box<dyn LlmBackend>, TokioTimer>,
     plan: &dynbatch::BatchPlan<'_>,
     clusters: &[Cluster],
     concept: &str,
