@@ -55,6 +55,10 @@ pub struct RunConfig {
     pub merge_similarity: f64,
     /// Seed of the back-off jitter (runs are reproducible). Default 0.
     pub jitter_seed: u64,
+    /// Split requests whose answer is unusable and ask again for clusters an answer left out.
+    /// Default `true`; with `false` those clusters fail with the reason (one call per batch,
+    /// as when importing Batch API results).
+    pub split_and_reask: bool,
 }
 
 impl Default for RunConfig {
@@ -71,6 +75,7 @@ impl Default for RunConfig {
             prices: PriceTable::default(),
             merge_similarity: 0.6,
             jitter_seed: 0,
+            split_and_reask: true,
         }
     }
 }
@@ -204,17 +209,7 @@ impl<B: LlmBackend, T: Timer> Runner<B, T> {
         clusters: &[Cluster],
         concept: &str,
     ) -> Result<Vec<crate::backend::ChatRequest>, Error> {
-        let members = batch_members(plan, clusters)?;
-        Ok(members
-            .iter()
-            .map(|m| {
-                self.config.request.request(
-                    concept,
-                    &plan.strategy,
-                    &prompt_clusters(plan, clusters, m),
-                )
-            })
-            .collect())
+        render_requests(plan, clusters, concept, &self.config.request)
     }
 
     /// Executes `plan` (made from `clusters`) and consolidates what the model found.
@@ -252,6 +247,23 @@ impl<B: LlmBackend, T: Timer> Runner<B, T> {
             .await;
         Ok(ctx.finish(plan.clone(), &members))
     }
+}
+
+/// Every request the plan's batches would send, in plan order, rendered with `settings`.
+///
+/// # Errors
+/// [`Error::PlanMismatch`] when `plan` was not made from `clusters`.
+pub fn render_requests(
+    plan: &BatchPlan<'_>,
+    clusters: &[Cluster],
+    concept: &str,
+    settings: &RequestSettings,
+) -> Result<Vec<crate::backend::ChatRequest>, Error> {
+    let members = batch_members(plan, clusters)?;
+    Ok(members
+        .iter()
+        .map(|m| settings.request(concept, &plan.strategy, &prompt_clusters(plan, clusters, m)))
+        .collect())
 }
 
 /// Input indices of each batch's clusters, checking that the plan belongs to the input.
@@ -465,7 +477,7 @@ impl<B: LlmBackend, T: Timer> Ctx<'_, '_, '_, B, T> {
             },
         };
         if let Some(reason) = unusable {
-            if unit.members.len() > 1 {
+            if unit.members.len() > 1 && self.runner.config.split_and_reask {
                 self.split(batch, &unit, reason, stack);
             } else {
                 self.fail(batch, &unit.members, &reason);
@@ -559,7 +571,9 @@ impl<B: LlmBackend, T: Timer> Ctx<'_, '_, '_, B, T> {
         if missing.is_empty() {
             return;
         }
-        if unit.reask {
+        if !self.runner.config.split_and_reask {
+            self.fail(batch, &missing, "not answered");
+        } else if unit.reask {
             self.fail(batch, &missing, "not answered, even when asked again");
         } else {
             self.counters.reasks.fetch_add(1, Ordering::Relaxed);

@@ -11,6 +11,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "openai")]
+pub mod batch_api;
 #[cfg(feature = "mock")]
 pub mod mock;
 #[cfg(feature = "openai")]

@@ -259,25 +259,39 @@ impl OpenAiBackend {
 
     /// The JSON body sent for `request`.
     pub fn body(&self, request: &ChatRequest) -> serde_json::Value {
-        let mut body = serde_json::json!({
-            "model": self.config.model.as_deref().unwrap_or(&request.model),
-            "messages": request.messages,
-            "temperature": request.temperature,
-            "response_format": match &request.response_format {
-                ResponseFormat::JsonObject => serde_json::json!({"type": "json_object"}),
-                ResponseFormat::JsonSchema { name, schema, strict } => serde_json::json!({
-                    "type": "json_schema",
-                    "json_schema": {"name": name, "schema": schema, "strict": strict},
-                }),
-            },
-        });
-        let field = match self.config.max_tokens_field {
-            MaxTokensField::MaxTokens => "max_tokens",
-            MaxTokensField::MaxCompletionTokens => "max_completion_tokens",
-        };
-        body[field] = request.max_tokens.into();
-        body
+        request_body(
+            request,
+            self.config.model.as_deref(),
+            self.config.max_tokens_field,
+        )
     }
+}
+
+/// The chat-completions JSON body for `request`: its model (or `model`, when given), messages,
+/// temperature, response format, and `max_tokens` in the chosen field.
+pub fn request_body(
+    request: &ChatRequest,
+    model: Option<&str>,
+    max_tokens_field: MaxTokensField,
+) -> serde_json::Value {
+    let mut body = serde_json::json!({
+        "model": model.unwrap_or(&request.model),
+        "messages": request.messages,
+        "temperature": request.temperature,
+        "response_format": match &request.response_format {
+            ResponseFormat::JsonObject => serde_json::json!({"type": "json_object"}),
+            ResponseFormat::JsonSchema { name, schema, strict } => serde_json::json!({
+                "type": "json_schema",
+                "json_schema": {"name": name, "schema": schema, "strict": strict},
+            }),
+        },
+    });
+    let field = match max_tokens_field {
+        MaxTokensField::MaxTokens => "max_tokens",
+        MaxTokensField::MaxCompletionTokens => "max_completion_tokens",
+    };
+    body[field] = request.max_tokens.into();
+    body
 }
 
 #[derive(Deserialize)]
@@ -323,44 +337,54 @@ impl LlmBackend for OpenAiBackend {
             .text()
             .await
             .map_err(|e| transport_error(&e, self.config.request_timeout))?;
-        if !status.is_success() {
-            return Err(classify(
-                status.as_u16(),
-                &headers,
-                &text,
-                request_id.as_deref(),
-            ));
-        }
-        let wire: WireResponse = serde_json::from_str(&text).map_err(|e| BackendError::Other {
-            retryable: false,
+        parse_response(status.as_u16(), &headers, &text, request_id, &request.model)
+    }
+}
+
+/// Reads a chat-completions HTTP response: a 2xx body into a [`ChatResponse`], anything else
+/// into a [`BackendError`] (see [`classify`]).
+///
+/// # Errors
+/// The classified error, or a non-retryable one for a 2xx body that is not a completion.
+pub fn parse_response(
+    status: u16,
+    headers: &HeaderMap,
+    text: &str,
+    request_id: Option<String>,
+    requested_model: &str,
+) -> Result<ChatResponse, BackendError> {
+    if !(200..300).contains(&status) {
+        return Err(classify(status, headers, text, request_id.as_deref()));
+    }
+    let wire: WireResponse = serde_json::from_str(text).map_err(|e| BackendError::Other {
+        retryable: false,
+        source: format!(
+            "the server's {status} response is not a chat completion ({e}){}: {}",
+            id_note(request_id.as_deref()),
+            snippet(text)
+        )
+        .into(),
+    })?;
+    let Some(choice) = wire.choices.into_iter().next() else {
+        return Err(BackendError::Other {
+            retryable: true,
             source: format!(
-                "the server's 200 response is not a chat completion ({e}){}: {}",
-                id_note(request_id.as_deref()),
-                snippet(&text)
+                "the response has no choices{}",
+                id_note(request_id.as_deref())
             )
             .into(),
-        })?;
-        let Some(choice) = wire.choices.into_iter().next() else {
-            return Err(BackendError::Other {
-                retryable: true,
-                source: format!(
-                    "the response has no choices{}",
-                    id_note(request_id.as_deref())
-                )
-                .into(),
-            });
-        };
-        Ok(ChatResponse {
-            content: choice.message.content.unwrap_or_default(),
-            finish_reason: choice
-                .finish_reason
-                .map_or(FinishReason::Stop, FinishReason::from),
-            usage: wire.usage,
-            model: wire.model.unwrap_or_else(|| request.model.clone()),
-            refusal: choice.message.refusal.filter(|r| !r.is_empty()),
-            request_id,
-        })
-    }
+        });
+    };
+    Ok(ChatResponse {
+        content: choice.message.content.unwrap_or_default(),
+        finish_reason: choice
+            .finish_reason
+            .map_or(FinishReason::Stop, FinishReason::from),
+        usage: wire.usage,
+        model: wire.model.unwrap_or_else(|| requested_model.to_owned()),
+        refusal: choice.message.refusal.filter(|r| !r.is_empty()),
+        request_id,
+    })
 }
 
 fn header(headers: &HeaderMap, name: &str) -> Option<String> {
