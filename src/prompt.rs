@@ -29,6 +29,10 @@ pub enum OutputMode {
     JsonObject,
     /// `response_format: json_schema` with [`response_schema`], strict.
     StrictSchema,
+    /// `response_format: {"type": "json_object", "schema": ...}` with [`response_schema`]: how
+    /// llama.cpp servers and llama-cpp-python constrain output to a schema (the latter rejects
+    /// `json_schema`).
+    JsonObjectWithSchema,
 }
 
 /// What every request of a run is rendered with. `Default` is the design's.
@@ -118,6 +122,9 @@ impl RequestSettings {
             max_tokens: self.max_tokens(clusters.len(), strategy),
             response_format: match self.output {
                 OutputMode::JsonObject => ResponseFormat::JsonObject,
+                OutputMode::JsonObjectWithSchema => ResponseFormat::JsonObjectWithSchema {
+                    schema: response_schema(),
+                },
                 OutputMode::StrictSchema => ResponseFormat::JsonSchema {
                     name: "title_patterns".into(),
                     schema: response_schema(),

@@ -428,3 +428,34 @@ fn construction_needs_a_key_except_on_loopback_and_debug_redacts_it() {
     );
     assert_eq!(b.endpoint(), "https://api.openai.com/v1/chat/completions");
 }
+
+#[tokio::test]
+async fn json_object_with_schema_is_sent_the_llama_cpp_way() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(completion("{}", "stop")))
+        .mount(&server)
+        .await;
+    let backend = OpenAiBackend::builder()
+        .base_url(format!("{}/v1", server.uri()))
+        .build()
+        .unwrap();
+    let settings = RequestSettings {
+        output: OutputMode::JsonObjectWithSchema,
+        ..RequestSettings::default()
+    };
+    let input = clusters(1);
+    let prompt = [dynbatch::prompt::PromptCluster {
+        cluster: &input[0],
+        quality: 0.9,
+    }];
+    backend
+        .complete(&settings.request("espresso", &dynbatch::Strategy::balanced(), &prompt))
+        .await
+        .unwrap();
+    let body = body_of(&server, 0).await;
+    assert_eq!(
+        body["response_format"],
+        json!({"type": "json_object", "schema": dynbatch::prompt::response_schema()})
+    );
+}

@@ -45,6 +45,12 @@ pub struct ChatMessage {
 pub enum ResponseFormat {
     /// Any JSON object (`{"type": "json_object"}`), the design's choice.
     JsonObject,
+    /// A JSON object constrained by a schema the way llama.cpp servers and llama-cpp-python
+    /// take it: `{"type": "json_object", "schema": ...}`.
+    JsonObjectWithSchema {
+        /// The JSON schema.
+        schema: serde_json::Value,
+    },
     /// JSON matching a schema (`{"type": "json_schema", ...}`), strict or not.
     JsonSchema {
         /// The schema's name.

@@ -280,6 +280,9 @@ pub fn request_body(
         "temperature": request.temperature,
         "response_format": match &request.response_format {
             ResponseFormat::JsonObject => serde_json::json!({"type": "json_object"}),
+            ResponseFormat::JsonObjectWithSchema { schema } => {
+                serde_json::json!({"type": "json_object", "schema": schema})
+            }
             ResponseFormat::JsonSchema { name, schema, strict } => serde_json::json!({
                 "type": "json_schema",
                 "json_schema": {"name": name, "schema": schema, "strict": strict},
