@@ -18,13 +18,14 @@ use std::time::Duration;
 use dynbatch::backend::LlmBackend;
 use dynbatch::backend::mock::MockBackend;
 use dynbatch::patterns::DiscoveryReport;
+use dynbatch::prompt::OutputMode;
 use dynbatch::run::{RunConfig, RunEvent, Runner};
 use dynbatch::timer::TokioTimer;
 use dynbatch::{Batcher, BatchingConfig, Cluster};
 use indicatif::{ProgressBar, ProgressStyle};
 
 const BUNDLED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/clusters.json");
-const USAGE: &str = "usage: discover [FILE|-] [--concept TEXT] [--concurrency N] [--config CONFIG.json] \
+const USAGE: &str = "usage: discover [FILE|-] [--concept TEXT] [--concurrency N] [--config CONFIG.json] [--output object|strict|object-schema] \
                      [--dry-run] [--json] [--fail-rate P --seed S]";
 /// Simulated latency of the mock, so the progress is visible.
 const MOCK_LATENCY: Duration = Duration::from_millis(400);
@@ -36,6 +37,7 @@ struct Args {
     concurrency: Option<usize>,
     config: Option<String>,
     dry_run: bool,
+    output: Option<OutputMode>,
     json: bool,
     fail_rate: Option<f64>,
     seed: Option<u64>,
@@ -78,6 +80,19 @@ fn parse_args() -> Result<Option<Args>, String> {
                     v.parse()
                         .map_err(|_| format!("--seed {v:?} is not a whole number"))?,
                 );
+            }
+            "--output" => {
+                let v = value("--output")?;
+                args.output = Some(match v.as_str() {
+                    "object" => OutputMode::JsonObject,
+                    "strict" => OutputMode::StrictSchema,
+                    "object-schema" => OutputMode::JsonObjectWithSchema,
+                    other => {
+                        return Err(format!(
+                            "--output {other:?}: object, strict or object-schema"
+                        ));
+                    }
+                });
             }
             "--dry-run" => args.dry_run = true,
             "--json" => args.json = true,
@@ -147,6 +162,9 @@ async fn run() -> Result<(), String> {
         concurrency: args.concurrency.unwrap_or(4),
         ..RunConfig::default()
     };
+    if let Some(output) = args.output {
+        run_config.request.output = output;
+    }
     let backend = backend(&args, &mut run_config)?;
 
     if args.dry_run {

@@ -417,6 +417,13 @@ fn construction_needs_a_key_except_on_loopback_and_debug_redacts_it() {
             .build()
             .is_err()
     );
+    // Azure OpenAI: the key in an `api-key` header counts as a key, and is redacted too.
+    let azure = OpenAiBackend::builder()
+        .base_url("https://myres.openai.azure.com/openai/v1")
+        .header("api-key", "azure-SECRET")
+        .build()
+        .unwrap();
+    assert!(!format!("{azure:?}").contains("azure-SECRET"));
     let b = OpenAiBackend::builder()
         .api_key("sk-live-TOPSECRET")
         .build()

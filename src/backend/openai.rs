@@ -130,13 +130,18 @@ impl OpenAiBuilder {
     /// Builds the backend.
     ///
     /// # Errors
-    /// [`Error::Backend`] for a base URL that does not parse, a missing API key (except for a
-    /// server on loopback: local servers need none), or a header that is not valid HTTP.
+    /// [`Error::Backend`] for a base URL that does not parse, a missing API key (neither a key
+    /// nor an `api-key` header, except for a server on loopback: local servers need none), or a
+    /// header that is not valid HTTP.
     pub fn build(self) -> Result<OpenAiBackend, Error> {
         let fail = |m: String| Error::Backend(m);
         let url = reqwest::Url::parse(&self.base_url)
             .map_err(|e| fail(format!("base URL {:?}: {e}", self.base_url)))?;
-        if self.api_key.is_none() && !is_loopback(&url) {
+        let keyed_header = self
+            .headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("api-key"));
+        if self.api_key.is_none() && !keyed_header && !is_loopback(&url) {
             return Err(fail(format!(
                 "no API key for {}: set OPENAI_API_KEY (only a server on loopback may go without)",
                 self.base_url
@@ -229,7 +234,8 @@ impl OpenAiBackend {
         OpenAiBuilder::default()
     }
 
-    /// From `OPENAI_API_KEY`, `OPENAI_BASE_URL` and `OPENAI_MODEL`.
+    /// From `OPENAI_API_KEY`, `OPENAI_BASE_URL` and `OPENAI_MODEL`; with
+    /// `OPENAI_API_KEY_HEADER=api-key` the key goes in an `api-key` header (Azure `OpenAI`).
     ///
     /// # Errors
     /// As [`OpenAiBuilder::build`]: no key for a server that is not on loopback, a bad URL.
@@ -244,7 +250,13 @@ impl OpenAiBackend {
             builder = builder.base_url(url);
         }
         if let Some(key) = var("OPENAI_API_KEY") {
-            builder = builder.api_key(key);
+            // Azure OpenAI takes its key in an `api-key` header rather than as a bearer token.
+            builder = match var("OPENAI_API_KEY_HEADER") {
+                Some(header) if header.eq_ignore_ascii_case("api-key") => {
+                    builder.header("api-key", key)
+                }
+                _ => builder.api_key(key),
+            };
         }
         if let Some(model) = var("OPENAI_MODEL") {
             builder = builder.model(model);
