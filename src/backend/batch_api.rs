@@ -14,7 +14,7 @@ use reqwest::header::HeaderMap;
 use serde::Deserialize;
 
 use super::openai::{MaxTokensField, parse_response, request_body};
-use super::{BackendError, ChatRequest, ChatResponse, LlmBackend, Role};
+use super::{BackendError, ChatRequest, ChatResponse, LlmBackend};
 use crate::error::Error;
 use crate::model::Cluster;
 use crate::patterns::DiscoveryReport;
@@ -116,12 +116,7 @@ struct Replay {
 #[async_trait]
 impl LlmBackend for Replay {
     async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, BackendError> {
-        let prompt: String = request
-            .messages
-            .iter()
-            .filter(|m| m.role == Role::User)
-            .map(|m| m.content.as_str())
-            .collect();
+        let prompt = request.user_text();
         let permanent = |m: String| BackendError::Other {
             retryable: false,
             source: m.into(),
@@ -240,13 +235,7 @@ pub async fn import<'a>(
     let lines_found = ids.iter().filter(|id| results.contains_key(*id)).count() as u64;
     let mut by_prompt = HashMap::new();
     for (request, id) in requests.iter().zip(&ids) {
-        let prompt: String = request
-            .messages
-            .iter()
-            .filter(|m| m.role == Role::User)
-            .map(|m| m.content.as_str())
-            .collect();
-        by_prompt.insert(prompt, (id.clone(), results.get(id).cloned()));
+        by_prompt.insert(request.user_text(), (id.clone(), results.get(id).cloned()));
     }
     let mut replay_config = config.clone();
     replay_config.split_and_reask = false;

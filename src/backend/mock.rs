@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{BackendError, ChatRequest, ChatResponse, FinishReason, LlmBackend, Role, TokenUsage};
+use super::{BackendError, ChatRequest, ChatResponse, FinishReason, LlmBackend, TokenUsage};
 use crate::timer::Timer;
 
 /// What one scripted call does.
@@ -175,7 +175,7 @@ impl MockBackend {
     fn next_step(&self, request: &ChatRequest) -> Result<MockStep, BackendError> {
         let mut state = self.lock();
         state.calls += 1;
-        let prompt_hash = fnv(user_text(request).as_bytes());
+        let prompt_hash = fnv(request.user_text().as_bytes());
         let seen = state.seen.entry(prompt_hash).or_insert(0);
         let repeats = *seen;
         *seen += 1;
@@ -214,7 +214,7 @@ impl LlmBackend for MockBackend {
             timer.sleep(self.latency).await;
         }
         let answer = |missing: &[i64], extra: Option<i64>| {
-            answer_from_prompt(&user_text(request), missing, extra)
+            answer_from_prompt(&request.user_text(), missing, extra)
         };
         let (content, finish_reason, refusal) = match step {
             MockStep::Answer => (answer(&[], None), FinishReason::Stop, None),
@@ -272,15 +272,6 @@ impl LlmBackend for MockBackend {
             request_id: None,
         })
     }
-}
-
-fn user_text(request: &ChatRequest) -> String {
-    request
-        .messages
-        .iter()
-        .filter(|m| m.role == Role::User)
-        .map(|m| m.content.as_str())
-        .collect()
 }
 
 fn fnv(bytes: &[u8]) -> u64 {

@@ -77,6 +77,17 @@ pub struct ChatRequest {
     pub response_format: ResponseFormat,
 }
 
+impl ChatRequest {
+    /// The user messages' text, concatenated: what identifies a request's content.
+    pub fn user_text(&self) -> String {
+        self.messages
+            .iter()
+            .filter(|m| m.role == Role::User)
+            .map(|m| m.content.as_str())
+            .collect()
+    }
+}
+
 /// Why the model stopped.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(from = "String", into = "String")]
