@@ -3,6 +3,7 @@
 pub mod backend;
 pub mod config;
 pub mod error;
+mod hash;
 pub mod model;
 pub mod patterns;
 pub mod plan;
@@ -11,6 +12,7 @@ pub mod quality;
 pub mod response;
 pub mod run;
 pub mod strategy;
+mod sync;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod timer;

@@ -65,7 +65,7 @@ pub struct RunUsage {
     pub splits: u64,
     /// Re-asks of clusters an answer left out.
     pub reasks: u64,
-    /// Calls beyond one per planned batch.
+    /// Calls beyond one per planned batch, 429s not counted.
     pub extra_calls: u64,
     /// The cap on `extra_calls`.
     pub max_extra_calls: u64,
@@ -86,6 +86,25 @@ pub struct RunUsage {
     pub model: String,
     /// Cost of the reported tokens; `None` when the model has no price.
     pub estimated_cost_usd: Option<f64>,
+    /// Calls answered with a 429. Not failures and not extra calls: each such request was
+    /// sent again when the rate limit allowed.
+    #[serde(default)]
+    pub rate_limited: u64,
+    /// Requests that used their retries on transient errors and went to the back of the queue.
+    #[serde(default)]
+    pub requeued: u64,
+    /// How often many transient failures in a row paused all sending (the circuit breaker).
+    #[serde(default)]
+    pub circuit_opened: u64,
+    /// Seconds in which a request was ready to go and only the rate limit held it back.
+    #[serde(default)]
+    pub rate_limit_wait_secs: f64,
+    /// Seconds from the run's start to its end.
+    #[serde(default)]
+    pub elapsed_secs: f64,
+    /// The rate limits the run paced by at its end, and where they came from.
+    #[serde(default)]
+    pub rate_limits: crate::run::RateLimitSummary,
 }
 
 /// One answered request: the plan's prompt estimate next to what the backend reported.

@@ -10,7 +10,7 @@ use dynbatch::backend::openai::{MaxTokensField, OpenAiBackend, classify};
 use dynbatch::backend::{BackendError, ChatMessage, ChatRequest, LlmBackend, ResponseFormat, Role};
 use dynbatch::patterns::OutcomeStatus;
 use dynbatch::prompt::{OutputMode, RequestSettings};
-use dynbatch::run::Runner;
+use dynbatch::run::{RunConfig, Runner};
 use dynbatch::timer::{Sleep, Timer};
 use dynbatch::{Batcher, Cluster, Video};
 use reqwest::header::{HeaderMap, HeaderValue};
@@ -23,6 +23,8 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 #[derive(Debug, Clone, Default)]
 struct RecordingTimer(Arc<Mutex<Vec<Duration>>>);
 
+/// A simulated clock: sleeps (but the per-request timeout, which never fires) are recorded and
+/// return at once, and `now` moves by what was slept.
 impl Timer for RecordingTimer {
     fn sleep(&self, d: Duration) -> Sleep {
         if d >= Duration::from_secs(60) {
@@ -30,6 +32,11 @@ impl Timer for RecordingTimer {
         }
         self.0.lock().unwrap().push(d);
         Box::pin(async {})
+    }
+    fn now(&self) -> std::time::Instant {
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        *START.get_or_init(std::time::Instant::now)
+            + self.0.lock().unwrap().iter().sum::<Duration>()
     }
 }
 
@@ -211,13 +218,23 @@ async fn rate_limit_with_retry_after_then_success_through_the_runner() {
         vec![Duration::from_secs(3)],
         "the server's delay, honoured"
     );
-    assert_eq!((report.usage.retries, report.usage.calls_made), (1, 2));
+    // A 429 is not a retry and costs no extra call.
+    assert_eq!(
+        (
+            report.usage.retries,
+            report.usage.rate_limited,
+            report.usage.extra_calls,
+            report.usage.calls_made
+        ),
+        (0, 1, 0, 2)
+    );
+    assert!(report.usage.rate_limit_wait_secs >= 3.0);
     assert_eq!(report.usage.prompt_tokens, 321);
     assert_eq!(server.received_requests().await.unwrap().len(), 2);
 }
 
 #[tokio::test]
-async fn server_errors_until_retries_run_out() {
+async fn server_errors_until_the_extra_call_budget_runs_out() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .respond_with(ResponseTemplate::new(500).set_body_string("upstream exploded"))
@@ -225,20 +242,29 @@ async fn server_errors_until_retries_run_out() {
         .await;
     let timer = RecordingTimer::default();
     let input = clusters(3);
+    let config = RunConfig {
+        max_extra_calls: 4,
+        breaker_threshold: 100,
+        ..RunConfig::default()
+    };
+    let runner = Runner::new(backend(&server), timer.clone()).with_config(config);
     let report = Batcher::default()
-        .discover(&input, "x", &Runner::new(backend(&server), timer.clone()))
+        .discover(&input, "x", &runner)
         .await
         .unwrap();
     assert_eq!(report.outcome_counts(), (0, 3));
-    assert_eq!(server.received_requests().await.unwrap().len(), 3);
+    // The planned call and every extra call, retried twice in a row, then sent again from the
+    // back of the queue while the budget lasted.
+    assert_eq!(server.received_requests().await.unwrap().len(), 5);
     let reason = report.outcomes[0].reason.clone().unwrap();
     assert!(
         reason.starts_with(
-            "overloaded after 3 attempts: server error 500: HTTP 500: upstream exploded"
-        ),
+            "overloaded after 5 attempts: server error 500: HTTP 500: upstream exploded"
+        ) && reason.ends_with("extra-call budget exhausted (4 calls)"),
         "{reason}"
     );
-    assert_eq!(timer.0.lock().unwrap().len(), 2, "two back-offs");
+    assert_eq!((report.usage.retries, report.usage.requeued), (3, 1));
+    assert_eq!(timer.0.lock().unwrap().len(), 3, "three back-offs");
 }
 
 #[tokio::test]
@@ -370,8 +396,9 @@ fn classification_follows_the_sdks() {
     assert!(!classify(400, &none, "{\"error\": {\"message\": \"bad\"}}", None).is_retryable());
     assert!(matches!(
         classify(404, &none, "", None),
-        BackendError::BadRequest(_)
+        BackendError::NotFound(_)
     ));
+    assert!(classify(404, &none, "", None).is_account_wide());
     // x-should-retry wins both ways.
     assert!(classify(400, &h(&[("x-should-retry", "true")]), "", None).is_retryable());
     assert!(!classify(503, &h(&[("x-should-retry", "false")]), "", None).is_retryable());

@@ -161,7 +161,13 @@ async fn rate_limit_waits_for_retry_after_then_succeeds() {
         start.elapsed()
     );
     assert_eq!(report.outcome_counts(), (3, 0));
-    assert_eq!((report.usage.retries, report.usage.calls_made), (1, 2));
+    // A 429 is neither a retry nor an extra call.
+    let u = &report.usage;
+    assert_eq!(
+        (u.retries, u.rate_limited, u.extra_calls, u.calls_made),
+        (0, 1, 0, 2)
+    );
+    assert!((u.rate_limit_wait_secs - 7.0).abs() < 1e-6, "{u:?}");
     assert_eq!(status(&report, "c00").2, 2);
     let events = events.lock().unwrap();
     assert!(matches!(
@@ -169,15 +175,24 @@ async fn rate_limit_waits_for_retry_after_then_succeeds() {
         RunEvent::BatchStarted { clusters: 3, .. }
     ));
     assert!(
-        matches!(events[1], RunEvent::Retried { attempt: 1, delay, .. } if delay == Duration::from_secs(7))
+        matches!(events[1], RunEvent::RateLimited { batch: 0, wait, .. } if wait == Duration::from_secs(7)),
+        "{events:?}"
     );
-    assert!(matches!(events[2], RunEvent::Succeeded { clusters: 3, .. }));
+    // Adaptive concurrency halves its bound on the 429.
+    assert!(matches!(
+        events[2],
+        RunEvent::ConcurrencyChanged { from: 4, to: 2 }
+    ));
+    assert!(matches!(events[3], RunEvent::Succeeded { clusters: 3, .. }));
     assert_eq!(mock.remaining(), 0);
 }
 
 #[tokio::test(start_paused = true)]
-async fn server_errors_until_retries_run_out_fail_only_that_batch() {
-    let input = nine();
+async fn server_errors_beyond_the_retries_requeue_the_batch_and_lose_nothing() {
+    let mut input = nine();
+    for (i, c) in input.iter_mut().enumerate() {
+        c.videos[0].title = format!("I Tried Topic{i} for 30 Days");
+    }
     let mock = MockBackend::scripted([
         MockStep::ServerError,
         MockStep::ServerError,
@@ -190,23 +205,68 @@ async fn server_errors_until_retries_run_out_fail_only_that_batch() {
     };
     let start = Instant::now();
     let report = discover(&input, &mock, config).await;
-    // Back-off 0.5 s then 1 s, each minus up to 25% jitter.
-    let waited = start.elapsed();
-    assert!(
-        waited >= Duration::from_millis(1125) && waited <= Duration::from_millis(1500),
-        "{waited:?}"
+    assert_eq!(report.outcome_counts(), (9, 0));
+    let u = &report.usage;
+    // While batch 0 backs off, batches 1 and 2 go (no head-of-line blocking) and fail too;
+    // three failures in a row pause sending (the circuit breaker) until a probe succeeds.
+    assert_eq!(
+        (
+            u.retries,
+            u.requeued,
+            u.circuit_opened,
+            u.calls_made,
+            u.extra_calls
+        ),
+        (3, 0, 1, 6, 3)
     );
-    assert_eq!(report.outcome_counts(), (6, 3));
+    let order: Vec<usize> = mock
+        .requests()
+        .iter()
+        .map(|r| {
+            report
+                .plan
+                .batches
+                .iter()
+                .position(|b| {
+                    let c = input
+                        .iter()
+                        .find(|c| c.id == b.clusters[0].as_ref())
+                        .unwrap();
+                    r.messages[1].content.contains(&c.videos[0].title)
+                })
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(order[..3], [0, 1, 2]);
+    let mut again = order[3..].to_vec();
+    again.sort_unstable();
+    assert_eq!(again, [0, 1, 2], "{order:?}");
     let first = &report.plan.batches[0].clusters[0];
-    let (s, reason, attempts) = status(&report, first);
-    assert_eq!(s, OutcomeStatus::Failed);
-    assert_eq!(attempts, 3);
-    assert!(
-        reason
-            .unwrap()
-            .starts_with("overloaded after 3 attempts: server error 500")
+    assert_eq!(status(&report, first).2, 2);
+    let waited = start.elapsed();
+    assert!(waited <= Duration::from_secs(1), "{waited:?}");
+
+    // One batch: two retries, then to the back of the queue, then the probe succeeds.
+    let input = clusters(3);
+    let mock = MockBackend::scripted([
+        MockStep::ServerError,
+        MockStep::ServerError,
+        MockStep::ServerError,
+        MockStep::Answer,
+    ]);
+    let report = discover(&input, &mock, RunConfig::default()).await;
+    assert_eq!(report.outcome_counts(), (3, 0));
+    let u = &report.usage;
+    assert_eq!(
+        (
+            u.retries,
+            u.requeued,
+            u.circuit_opened,
+            u.calls_made,
+            u.extra_calls
+        ),
+        (2, 1, 1, 4, 3)
     );
-    assert_eq!((report.usage.retries, report.usage.calls_made), (2, 5));
 }
 
 #[tokio::test(start_paused = true)]
@@ -227,18 +287,18 @@ async fn permanent_errors_fail_at_once() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn retry_after_beyond_the_limit_fails_without_sleeping() {
+async fn a_rate_limit_wait_beyond_the_patience_fails_without_sleeping() {
     let input = clusters(3);
-    let mock = MockBackend::scripted([MockStep::RateLimited(Some(Duration::from_secs(600)))]);
+    let mock = MockBackend::scripted([MockStep::RateLimited(Some(Duration::from_secs(3600)))]);
     let start = Instant::now();
     let report = discover(&input, &mock, RunConfig::default()).await;
     assert!(start.elapsed() < Duration::from_secs(1));
+    let reason = status(&report, "c00").1.unwrap();
     assert!(
-        status(&report, "c00")
-            .1
-            .unwrap()
-            .contains("more than max_retry_after")
+        reason.starts_with("rate_limited: no answer for 600s while waiting for the rate limit (rate_limit_patience)"),
+        "{reason}"
     );
+    assert_eq!(mock.calls(), 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -248,6 +308,7 @@ async fn slow_backend_times_out_and_is_retried() {
     let config = RunConfig {
         request_timeout: Duration::from_secs(30),
         max_retries: 1,
+        max_extra_calls: 1,
         ..RunConfig::default()
     };
     let start = Instant::now();

@@ -64,6 +64,8 @@ proptest! {
         let u = &report.usage;
         prop_assert!(u.extra_calls <= max_extra_calls);
         prop_assert_eq!(u.calls_made, mock.calls());
-        prop_assert!(u.calls_made <= u.calls_planned + u.extra_calls);
+        // 429s are neither planned nor extra calls.
+        prop_assert!(u.calls_made <= u.calls_planned + u.extra_calls + u.rate_limited);
+        prop_assert_eq!(u.rate_limited, mock.rate_limited());
     }
 }

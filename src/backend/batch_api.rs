@@ -144,7 +144,9 @@ impl LlmBackend for Replay {
                 body,
                 request_id.clone(),
                 &request.model,
-            ),
+            )
+            // A line of a finished batch: nothing to wait for or stop, whatever its status.
+            .map_err(|e| permanent(format!("{}: {e}", e.kind()))),
         }
     }
 }

@@ -17,6 +17,9 @@ pub mod batch_api;
 pub mod mock;
 #[cfg(feature = "openai")]
 pub mod openai;
+mod rate_limit;
+
+pub use rate_limit::{LimitStatus, RateLimitInfo, parse_duration};
 
 /// Who wrote a chat message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -89,10 +92,11 @@ impl ChatRequest {
 }
 
 /// Why the model stopped.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(from = "String", into = "String")]
 pub enum FinishReason {
-    /// It finished its answer.
+    /// It finished its answer. The default.
+    #[default]
     Stop,
     /// It hit `max_tokens`: the answer is truncated.
     Length,
@@ -133,8 +137,9 @@ pub struct TokenUsage {
     pub completion_tokens: u64,
 }
 
-/// A chat-completion response.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A chat-completion response. `Default` is an empty answer that stopped normally, for
+/// building one with `..Default::default()`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ChatResponse {
     /// The model's text.
     pub content: String,
@@ -150,20 +155,30 @@ pub struct ChatResponse {
     /// The server's request id (`x-request-id`), when it sent one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// The account's rate limits as the server reported them with this answer (the
+    /// `x-ratelimit-*` headers); the runner paces its requests by them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limits: Option<RateLimitInfo>,
 }
 
 /// A failed call. Retryable ones: rate limited, overloaded, timeout, connection. Permanent
-/// ones: authentication, bad request, quota exhausted, content filter.
+/// ones: authentication, bad request, not found, quota exhausted, content filter. Of the
+/// permanent ones, authentication, not found and quota exhausted concern the whole account
+/// ([`BackendError::is_account_wide`]): the runner sends nothing more after one.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BackendError {
-    /// 429: too many requests. Retryable, after `retry_after` when the server gave one.
+    /// 429: too many requests. Not a failure of the request: the runner sends it again when
+    /// its rate limiter (and `retry_after`, when the server gave one) allows.
     #[error("rate limited{}: {message}", fmt_after(*retry_after))]
     RateLimited {
         /// The server's requested delay.
         retry_after: Option<Duration>,
         /// The server's message.
         message: String,
+        /// The account's limits as the server reported them with the 429, when it did
+        /// (boxed: it is rarely there and keeps the error small).
+        limits: Option<Box<RateLimitInfo>>,
     },
     /// 5xx or an overloaded server. Retryable.
     #[error("server error{}{}: {message}", status.map(|s| format!(" {s}")).unwrap_or_default(), fmt_after(*retry_after))]
@@ -187,6 +202,9 @@ pub enum BackendError {
     /// 400 and other 4xx: the request itself is wrong. Permanent.
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// 404: the model or the endpoint does not exist. Permanent, account-wide.
+    #[error("not found: {0}")]
+    NotFound(String),
     /// 429 `insufficient_quota`: no credit left. Permanent.
     #[error("quota exhausted: {0}")]
     QuotaExhausted(String),
@@ -219,9 +237,28 @@ impl BackendError {
             | Self::Connection(_) => true,
             Self::Authentication(_)
             | Self::BadRequest(_)
+            | Self::NotFound(_)
             | Self::QuotaExhausted(_)
             | Self::ContentFilter(_) => false,
             Self::Other { retryable, .. } => *retryable,
+        }
+    }
+
+    /// Whether the error concerns the whole account rather than this request: a bad key
+    /// (401/403), an unknown model or endpoint (404), no quota left. Every other request would
+    /// fail the same way, so the runner stops sending.
+    pub fn is_account_wide(&self) -> bool {
+        matches!(
+            self,
+            Self::Authentication(_) | Self::NotFound(_) | Self::QuotaExhausted(_)
+        )
+    }
+
+    /// The rate limits the server reported with a 429, if any.
+    pub fn rate_limits(&self) -> Option<&RateLimitInfo> {
+        match self {
+            Self::RateLimited { limits, .. } => limits.as_deref(),
+            _ => None,
         }
     }
 
@@ -244,6 +281,7 @@ impl BackendError {
             Self::Connection(_) => "connection",
             Self::Authentication(_) => "authentication",
             Self::BadRequest(_) => "bad_request",
+            Self::NotFound(_) => "not_found",
             Self::QuotaExhausted(_) => "quota_exhausted",
             Self::ContentFilter(_) => "content_filter",
             Self::Other { .. } => "other",
@@ -258,7 +296,7 @@ impl BackendError {
 ///
 /// ```
 /// use async_trait::async_trait;
-/// use dynbatch::backend::{BackendError, ChatRequest, ChatResponse, FinishReason, LlmBackend};
+/// use dynbatch::backend::{BackendError, ChatRequest, ChatResponse, LlmBackend};
 ///
 /// #[derive(Debug)]
 /// struct Echo;
@@ -268,11 +306,8 @@ impl BackendError {
 ///     async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, BackendError> {
 ///         Ok(ChatResponse {
 ///             content: r#"{"clusters": []}"#.into(),
-///             finish_reason: FinishReason::Stop,
-///             usage: None,
 ///             model: request.model.clone(),
-///             refusal: None,
-///             request_id: None,
+///             ..ChatResponse::default()
 ///         })
 ///     }
 /// }
@@ -316,6 +351,7 @@ mod tests {
         let rl = BackendError::RateLimited {
             retry_after: after,
             message: "slow down".into(),
+            limits: None,
         };
         assert!(rl.is_retryable());
         assert_eq!(rl.retry_after(), after);
@@ -323,6 +359,10 @@ mod tests {
         assert!(BackendError::Timeout(Duration::from_secs(1)).is_retryable());
         assert!(!BackendError::Authentication("no key".into()).is_retryable());
         assert!(!BackendError::QuotaExhausted("pay up".into()).is_retryable());
+        assert!(BackendError::QuotaExhausted("pay up".into()).is_account_wide());
+        assert!(BackendError::NotFound("no such model".into()).is_account_wide());
+        assert!(!BackendError::BadRequest("too long".into()).is_account_wide());
+        assert!(!rl.is_account_wide());
         let e = BackendError::Overloaded {
             status: Some(503),
             retry_after: None,

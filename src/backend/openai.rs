@@ -13,7 +13,8 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    BackendError, ChatRequest, ChatResponse, FinishReason, LlmBackend, ResponseFormat, TokenUsage,
+    BackendError, ChatRequest, ChatResponse, FinishReason, LlmBackend, RateLimitInfo,
+    ResponseFormat, TokenUsage, parse_duration,
 };
 use crate::error::Error;
 
@@ -50,7 +51,7 @@ pub struct OpenAiBuilder {
     organization: Option<String>,
     project: Option<String>,
     headers: Vec<(String, String)>,
-    request_timeout: Duration,
+    request_timeout: Option<Duration>,
     connect_timeout: Duration,
     max_tokens_field: MaxTokensField,
 }
@@ -64,7 +65,7 @@ impl Default for OpenAiBuilder {
             organization: None,
             project: None,
             headers: Vec::new(),
-            request_timeout: Duration::from_secs(600),
+            request_timeout: None,
             connect_timeout: Duration::from_secs(10),
             max_tokens_field: MaxTokensField::MaxTokens,
         }
@@ -108,10 +109,12 @@ impl OpenAiBuilder {
         self.headers.push((name.into(), value.into()));
         self
     }
-    /// The whole request's timeout. Default 600 s, as the SDKs.
+    /// A timeout of the whole HTTP request, for calling the backend on its own. Default: none,
+    /// because the runner bounds every call with
+    /// [`RunConfig::request_timeout`](crate::run::RunConfig) (one timeout, in one place).
     #[must_use]
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
-        self.request_timeout = timeout;
+        self.request_timeout = Some(timeout);
         self
     }
     /// The connection timeout. Default 10 s.
@@ -171,10 +174,13 @@ impl OpenAiBuilder {
                 name.eq_ignore_ascii_case("api-key") || name.eq_ignore_ascii_case("authorization");
             add(name, value, secret)?;
         }
-        let client = reqwest::Client::builder()
+        let mut client = reqwest::Client::builder()
             .default_headers(headers)
-            .timeout(self.request_timeout)
-            .connect_timeout(self.connect_timeout)
+            .connect_timeout(self.connect_timeout);
+        if let Some(timeout) = self.request_timeout {
+            client = client.timeout(timeout);
+        }
+        let client = client
             .build()
             .map_err(|e| fail(format!("HTTP client: {e}")))?;
         let endpoint = format!("{}/chat/completions", self.base_url.trim_end_matches('/'));
@@ -343,21 +349,41 @@ impl LlmBackend for OpenAiBackend {
             .body(self.body(request).to_string())
             .send()
             .await
-            .map_err(|e| transport_error(&e, self.config.request_timeout))?;
+            .map_err(|e| self.transport_error(&e))?;
         let status = response.status();
         let headers = response.headers().clone();
         let request_id = header(&headers, "x-request-id");
-        log_rate_limits(&headers, request_id.as_deref());
         let text = response
             .text()
             .await
-            .map_err(|e| transport_error(&e, self.config.request_timeout))?;
+            .map_err(|e| self.transport_error(&e))?;
         parse_response(status.as_u16(), &headers, &text, request_id, &request.model)
     }
 }
 
-/// Reads a chat-completions HTTP response: a 2xx body into a [`ChatResponse`], anything else
-/// into a [`BackendError`] (see [`classify`]).
+impl OpenAiBackend {
+    fn transport_error(&self, e: &reqwest::Error) -> BackendError {
+        if e.is_timeout() {
+            BackendError::Timeout(
+                self.config
+                    .request_timeout
+                    .unwrap_or(self.config.connect_timeout),
+            )
+        } else {
+            // Connection refused or reset, DNS, TLS, a body cut short: all worth a retry. The
+            // error text names the URL, never the headers.
+            BackendError::Connection(e.to_string())
+        }
+    }
+}
+
+/// The account's rate limits from a response's `x-ratelimit-*` headers.
+pub fn rate_limits(headers: &HeaderMap) -> Option<RateLimitInfo> {
+    RateLimitInfo::from_headers(|name| headers.get(name).and_then(|v| v.to_str().ok()))
+}
+
+/// Reads a chat-completions HTTP response: a 2xx body into a [`ChatResponse`] (with the rate
+/// limits its headers report), anything else into a [`BackendError`] (see [`classify`]).
 ///
 /// # Errors
 /// The classified error, or a non-retryable one for a 2xx body that is not a completion.
@@ -399,6 +425,7 @@ pub fn parse_response(
         model: wire.model.unwrap_or_else(|| requested_model.to_owned()),
         refusal: choice.message.refusal.filter(|r| !r.is_empty()),
         request_id,
+        rate_limits: rate_limits(headers),
     })
 }
 
@@ -421,26 +448,29 @@ fn snippet(text: &str) -> String {
     }
 }
 
-fn log_rate_limits(headers: &HeaderMap, request_id: Option<&str>) {
-    let get = |name| header(headers, name);
-    tracing::debug!(
-        request_id,
-        remaining_requests = get("x-ratelimit-remaining-requests"),
-        remaining_tokens = get("x-ratelimit-remaining-tokens"),
-        reset_requests = get("x-ratelimit-reset-requests"),
-        reset_tokens = get("x-ratelimit-reset-tokens"),
-        "rate limits"
-    );
-}
-
-fn transport_error(e: &reqwest::Error, timeout: Duration) -> BackendError {
-    if e.is_timeout() {
-        BackendError::Timeout(timeout)
-    } else {
-        // Connection refused or reset, DNS, TLS, a body cut short: all worth a retry. The
-        // error text names the URL, never the headers.
-        BackendError::Connection(e.to_string())
-    }
+/// What `OpenAI`'s 429 message says when the headers do not: "... on requests per min (RPM):
+/// Limit 120, Used 120, Requested 1. Please try again in 500ms. ..." gives the per-minute
+/// limit and the wait. Daily limits (RPD, TPD) are not per-minute limits and are left out.
+fn limits_from_message(message: &str) -> (Option<RateLimitInfo>, Option<Duration>) {
+    let number_after = |marker: &str| {
+        let rest = &message[message.find(marker)? + marker.len()..];
+        let digits: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == ',')
+            .filter(char::is_ascii_digit)
+            .collect();
+        digits.parse::<u64>().ok()
+    };
+    let mut info = RateLimitInfo::default();
+    info.requests.limit = number_after("(RPM): Limit ");
+    info.tokens.limit = number_after("(TPM): Limit ");
+    let wait = message.find("try again in ").and_then(|at| {
+        let word = message[at + "try again in ".len()..]
+            .split_whitespace()
+            .next()?;
+        parse_duration(word.trim_end_matches(['.', ',']))
+    });
+    ((!info.is_empty()).then_some(info), wait)
 }
 
 /// The server's delay: `retry-after-ms`, else `retry-after` as seconds or an HTTP date.
@@ -460,7 +490,9 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 }
 
 /// Maps a non-2xx response as the official SDKs do: `x-should-retry` first; then 408, 409,
-/// 429 and 5xx retryable (429 with `insufficient_quota` permanent); other 4xx permanent.
+/// 429 and 5xx retryable (429 with `insufficient_quota` permanent); other 4xx permanent, 404 as
+/// [`BackendError::NotFound`]. A 429 carries the rate limits of its headers, or else those its
+/// message names (and the wait it names, when there is no `retry-after`).
 pub fn classify(
     status: u16,
     headers: &HeaderMap,
@@ -493,11 +525,17 @@ pub fn classify(
             .unwrap_or_else(|| snippet(body))
     );
     let after = retry_after(headers);
+    let (message_limits, message_wait) = if status == 429 {
+        limits_from_message(&message)
+    } else {
+        (None, None)
+    };
     let should_retry = header(headers, "x-should-retry").map(|v| v.trim() == "true");
     let retryable = should_retry.unwrap_or(matches!(status, 408 | 409 | 429 | 500..=599)) && !quota;
     match (retryable, status) {
         (true, 429) => BackendError::RateLimited {
-            retry_after: after,
+            retry_after: after.or(message_wait),
+            limits: rate_limits(headers).or(message_limits).map(Box::new),
             message,
         },
         (true, _) => BackendError::Overloaded {
@@ -507,6 +545,7 @@ pub fn classify(
         },
         (false, 429) if quota => BackendError::QuotaExhausted(message),
         (false, 401 | 403) => BackendError::Authentication(message),
+        (false, 404) => BackendError::NotFound(message),
         (false, 400..=499) => BackendError::BadRequest(message),
         (false, _) => BackendError::Other {
             retryable: false,

@@ -1,0 +1,209 @@
+//! [`MockRateLimit`]: the mock enforces an account's rate limit the way providers do — a bucket
+//! of the per-minute limit that refills continuously — and answers 429 when it is dry, with or
+//! without `retry-after` and `x-ratelimit-*` information.
+
+use std::time::{Duration, Instant};
+
+use crate::backend::{LimitStatus, RateLimitInfo};
+
+/// A rate limit for [`MockBackend::with_rate_limit`](super::MockBackend::with_rate_limit).
+///
+/// ```
+/// use dynbatch::backend::mock::MockRateLimit;
+/// // 120 requests per minute, with headers and retry-after (what OpenAI sends):
+/// let limit = MockRateLimit::requests_per_minute(120);
+/// // The same limit from a server that says nothing but 429:
+/// let silent = limit.with_headers(false).with_retry_after(false);
+/// assert_ne!(limit, silent);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MockRateLimit {
+    requests_per_minute: Option<u32>,
+    tokens_per_minute: Option<u32>,
+    headers: bool,
+    retry_after: bool,
+}
+
+impl MockRateLimit {
+    /// A requests-per-minute limit, reported in headers, with `retry-after` on 429s.
+    pub fn requests_per_minute(limit: u32) -> Self {
+        Self {
+            requests_per_minute: Some(limit.max(1)),
+            tokens_per_minute: None,
+            headers: true,
+            retry_after: true,
+        }
+    }
+
+    /// A tokens-per-minute limit, reported in headers, with `retry-after` on 429s. A request
+    /// costs its prompt characters / 4 plus its `max_tokens`.
+    pub fn tokens_per_minute(limit: u32) -> Self {
+        Self {
+            requests_per_minute: None,
+            tokens_per_minute: Some(limit.max(1)),
+            headers: true,
+            retry_after: true,
+        }
+    }
+
+    /// Adds a tokens-per-minute limit.
+    #[must_use]
+    pub fn and_tokens_per_minute(mut self, limit: u32) -> Self {
+        self.tokens_per_minute = Some(limit.max(1));
+        self
+    }
+
+    /// Whether answers and 429s carry the `x-ratelimit-*` information. Default `true`.
+    #[must_use]
+    pub fn with_headers(mut self, headers: bool) -> Self {
+        self.headers = headers;
+        self
+    }
+
+    /// Whether 429s carry a `retry-after` (the time until the request would fit).
+    /// Default `true`.
+    #[must_use]
+    pub fn with_retry_after(mut self, retry_after: bool) -> Self {
+        self.retry_after = retry_after;
+        self
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Level {
+    limit: f64,
+    level: f64,
+}
+
+impl Level {
+    fn new(limit: Option<u32>) -> Option<Self> {
+        limit.map(|l| Self {
+            limit: f64::from(l),
+            level: f64::from(l),
+        })
+    }
+
+    fn refill(&mut self, secs: f64) {
+        self.level = (self.level + self.limit / 60.0 * secs).min(self.limit);
+    }
+
+    /// Seconds until `cost` is there.
+    fn wait(&self, cost: f64) -> f64 {
+        ((cost.min(self.limit) - self.level) / (self.limit / 60.0)).max(0.0)
+    }
+
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    fn status(&self) -> LimitStatus {
+        LimitStatus {
+            limit: Some(self.limit as u64),
+            remaining: Some(self.level.max(0.0).floor() as u64),
+            reset: Some(Duration::from_secs_f64(self.wait(self.limit))),
+        }
+    }
+}
+
+/// The bucket state of a rate-limited mock.
+#[derive(Debug)]
+pub(super) struct Buckets {
+    config: MockRateLimit,
+    requests: Option<Level>,
+    tokens: Option<Level>,
+    at: Option<Instant>,
+}
+
+/// Why a request was refused: the wait to report and the information to attach.
+pub(super) struct Refusal {
+    pub(super) retry_after: Option<Duration>,
+    pub(super) limits: Option<RateLimitInfo>,
+    pub(super) message: String,
+}
+
+impl Buckets {
+    pub(super) fn new(config: MockRateLimit) -> Self {
+        Self {
+            config,
+            requests: Level::new(config.requests_per_minute),
+            tokens: Level::new(config.tokens_per_minute),
+            at: None,
+        }
+    }
+
+    /// Admits a request of `cost` tokens at `now`, or says why not.
+    pub(super) fn admit(
+        &mut self,
+        now: Instant,
+        cost: u64,
+    ) -> Result<Option<RateLimitInfo>, Box<Refusal>> {
+        let secs = self
+            .at
+            .map_or(0.0, |at| now.saturating_duration_since(at).as_secs_f64());
+        self.at = Some(now);
+        for level in [&mut self.requests, &mut self.tokens].into_iter().flatten() {
+            level.refill(secs);
+        }
+        #[allow(clippy::cast_precision_loss)]
+        let cost = cost as f64;
+        let wait_requests = self.requests.map_or(0.0, |l| l.wait(1.0));
+        let wait_tokens = self.tokens.map_or(0.0, |l| l.wait(cost));
+        let wait = wait_requests.max(wait_tokens);
+        if wait > 0.0 {
+            let which = if wait_requests >= wait_tokens {
+                "requests"
+            } else {
+                "tokens"
+            };
+            return Err(Box::new(Refusal {
+                retry_after: self
+                    .config
+                    .retry_after
+                    .then(|| Duration::from_secs_f64(wait)),
+                limits: self.info(),
+                message: format!("mock: rate limit reached on {which} per minute"),
+            }));
+        }
+        if let Some(l) = &mut self.requests {
+            l.level -= 1.0;
+        }
+        if let Some(l) = &mut self.tokens {
+            l.level -= cost;
+        }
+        Ok(self.info())
+    }
+
+    fn info(&self) -> Option<RateLimitInfo> {
+        self.config.headers.then(|| RateLimitInfo {
+            requests: self.requests.map(|l| l.status()).unwrap_or_default(),
+            tokens: self.tokens.map(|l| l.status()).unwrap_or_default(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_bucket_then_the_refill_rate() {
+        let t0 = Instant::now();
+        let mut b = Buckets::new(MockRateLimit::requests_per_minute(60));
+        for i in 0..60 {
+            let info = b.admit(t0, 1).ok().flatten().unwrap();
+            assert_eq!(info.requests.remaining, Some(59 - i));
+        }
+        let refused = b.admit(t0, 1).err().unwrap();
+        assert_eq!(refused.retry_after, Some(Duration::from_secs(1)));
+        assert_eq!(refused.limits.unwrap().requests.remaining, Some(0));
+        assert!(b.admit(t0 + Duration::from_millis(999), 1).is_err());
+        assert!(b.admit(t0 + Duration::from_secs(1), 1).is_ok());
+    }
+
+    #[test]
+    fn tokens_limit_counts_the_cost() {
+        let t0 = Instant::now();
+        let mut b = Buckets::new(MockRateLimit::tokens_per_minute(600).with_headers(false));
+        assert_eq!(b.admit(t0, 500).ok(), Some(None));
+        let refused = b.admit(t0, 200).err().unwrap();
+        assert_eq!(refused.retry_after, Some(Duration::from_secs(10)));
+        assert!(refused.limits.is_none());
+    }
+}

@@ -1,0 +1,501 @@
+//! The request loop: one future that owns the queue, starts a request whenever a slot, the
+//! circuit breaker and the rate limiter allow, and handles each answer as it lands, in
+//! whatever order (no head-of-line blocking; the report is rebuilt in plan order).
+//!
+//! A 429 puts the request back at the head of the queue without spending a retry or an extra
+//! call; transient errors are retried with back-off, then go to the back of the queue while
+//! the extra-call budget lasts; an account-wide error stops all sending.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::future::{BoxFuture, Either, select};
+use futures::stream::FuturesUnordered;
+use tracing::Instrument;
+
+use super::concurrency::Window;
+use super::event::RunEvent;
+use super::limiter::{Limiter, Ticket};
+use super::report::Tally;
+use super::retry::{self, Breaker, Budget, Change, Gate};
+use super::{Runner, prompt_clusters};
+use crate::backend::{BackendError, ChatRequest, ChatResponse, LlmBackend};
+use crate::model::Cluster;
+use crate::plan::BatchPlan;
+use crate::timer::Timer;
+
+/// One request's worth of clusters, waiting or in flight.
+#[derive(Debug)]
+pub(super) struct Job {
+    pub(super) batch: usize,
+    /// Input indices.
+    pub(super) members: Vec<usize>,
+    /// Asked again for clusters an answer left out (not asked a third time).
+    pub(super) reask: bool,
+    /// The planned batch's first call: it is not an extra call.
+    pub(super) free: bool,
+    /// Transient failures in a row.
+    failures: u32,
+    /// Calls made for it.
+    pub(super) calls: u32,
+    /// Not before (back-off after a transient error).
+    ready_at: Option<Instant>,
+    /// The last error, for the reason if it ends failed.
+    last_error: Option<String>,
+}
+
+impl Job {
+    pub(super) fn new(batch: usize, members: Vec<usize>, reask: bool, free: bool) -> Self {
+        Self {
+            batch,
+            members,
+            reask,
+            free,
+            failures: 0,
+            calls: 0,
+            ready_at: None,
+            last_error: None,
+        }
+    }
+}
+
+/// A call that came back.
+pub(super) struct Landed {
+    job: Job,
+    ticket: Ticket,
+    /// The call took an extra call from the budget.
+    charged: bool,
+    request: ChatRequest,
+    estimated_tokens: u64,
+    result: Result<ChatResponse, BackendError>,
+}
+
+/// Why the loop is waiting, besides answers.
+#[derive(Debug, Default, Clone, Copy)]
+struct Wake {
+    at: Option<Instant>,
+    by_limiter: bool,
+}
+
+/// The state of one run.
+pub(super) struct Run<'r, 'p, 'a, B, T> {
+    pub(super) runner: &'r Runner<B, T>,
+    pub(super) plan: &'p BatchPlan<'a>,
+    pub(super) clusters: &'a [Cluster],
+    pub(super) concept: &'r str,
+    pub(super) tally: Tally,
+    pub(super) queue: VecDeque<Job>,
+    delayed: Vec<Job>,
+    pub(super) limiter: Limiter,
+    window: Window,
+    pub(super) breaker: Breaker,
+    pub(super) budget: Budget,
+    /// Why nothing more is sent, once something stopped the run.
+    stop: Option<String>,
+    /// When the last answer (anything but a 429) arrived.
+    last_answer: Instant,
+    pub(super) started: Instant,
+}
+
+impl<'r, 'p, 'a, B: LlmBackend, T: Timer> Run<'r, 'p, 'a, B, T> {
+    pub(super) fn new(
+        runner: &'r Runner<B, T>,
+        plan: &'p BatchPlan<'a>,
+        clusters: &'a [Cluster],
+        concept: &'r str,
+        members: &[Vec<usize>],
+    ) -> Self {
+        let config = &runner.config;
+        let now = runner.timer.now();
+        Self {
+            runner,
+            plan,
+            clusters,
+            concept,
+            tally: Tally::new(clusters.len()),
+            queue: members
+                .iter()
+                .enumerate()
+                .map(|(batch, m)| Job::new(batch, m.clone(), false, true))
+                .collect(),
+            delayed: Vec::new(),
+            limiter: Limiter::new(config, now),
+            window: Window::new(config.concurrency, config.adaptive_concurrency),
+            breaker: Breaker::new(config.breaker_threshold),
+            budget: Budget::new(config.max_extra_calls),
+            stop: None,
+            last_answer: now,
+            started: now,
+        }
+    }
+
+    pub(super) fn emit(&self, event: &RunEvent) {
+        if let Some(sink) = &self.runner.events {
+            sink(event);
+        }
+    }
+
+    pub(super) fn fail(&mut self, batch: usize, members: &[usize], reason: &str) {
+        tracing::warn!(batch, clusters = members.len(), %reason, "clusters failed");
+        self.emit(&RunEvent::Failed {
+            batch,
+            clusters: members.len(),
+            reason: reason.to_owned(),
+        });
+        self.tally.fail(members, reason);
+    }
+
+    /// Runs every job to an end.
+    pub(super) async fn drive(&mut self) {
+        let runner = self.runner;
+        let mut flights: FuturesUnordered<BoxFuture<'r, Landed>> = FuturesUnordered::new();
+        loop {
+            let now = runner.timer.now();
+            let wake = self.launch(now, &mut flights);
+            if flights.is_empty() && self.queue.is_empty() && self.delayed.is_empty() {
+                break;
+            }
+            let landed = match (wake.at, flights.is_empty()) {
+                (Some(at), true) => {
+                    runner.timer.sleep(at.saturating_duration_since(now)).await;
+                    None
+                }
+                (Some(at), false) => {
+                    let sleep = runner.timer.sleep(at.saturating_duration_since(now));
+                    match select(flights.next(), sleep).await {
+                        Either::Left((landed, _)) => landed,
+                        Either::Right(((), _)) => None,
+                    }
+                }
+                (None, false) => flights.next().await,
+                (None, true) => {
+                    // Jobs wait on nothing that will come: never hang, account for them.
+                    self.stop("internal: the runner had nothing left to wait for");
+                    None
+                }
+            };
+            if wake.by_limiter {
+                let waited = runner.timer.now().saturating_duration_since(now);
+                self.tally.counters.waited += waited;
+            }
+            if let Some(landed) = landed {
+                self.land(landed);
+            }
+        }
+    }
+
+    /// Starts every request that may go now; says when to look again.
+    fn launch(
+        &mut self,
+        now: Instant,
+        flights: &mut FuturesUnordered<BoxFuture<'r, Landed>>,
+    ) -> Wake {
+        loop {
+            if let Some(reason) = self.stop.clone() {
+                self.fail_waiting(&reason);
+                return Wake::default();
+            }
+            if flights.len() >= self.window.limit() {
+                return Wake::default();
+            }
+            match self.breaker.gate(now) {
+                Gate::Open => {}
+                Gate::Until(at) => {
+                    return Wake {
+                        at: Some(at),
+                        by_limiter: false,
+                    };
+                }
+                Gate::Probing => return Wake::default(),
+            }
+            let Some(job) = self.next_job(now) else {
+                return Wake {
+                    at: self.delayed.iter().filter_map(|j| j.ready_at).min(),
+                    by_limiter: false,
+                };
+            };
+            let Some(prepared) = self.prepare(job) else {
+                continue; // split or failed before any call
+            };
+            let (job, estimated_tokens, max_tokens) = prepared;
+            let cost = estimated_tokens + u64::from(max_tokens);
+            if let Some(at) = self.limiter.ready_at(now, cost) {
+                let patience = self.runner.config.rate_limit_patience;
+                if at.saturating_duration_since(self.last_answer) > patience {
+                    self.queue.push_front(job);
+                    self.give_up(patience);
+                    continue;
+                }
+                self.queue.push_front(job);
+                return Wake {
+                    at: Some(at),
+                    by_limiter: true,
+                };
+            }
+            let charged = !job.free;
+            if charged && !self.budget.take() {
+                let cap = self.budget.cap();
+                let reason = match &job.last_error {
+                    Some(error) => format!("{error}; extra-call budget exhausted ({cap} calls)"),
+                    None => format!("extra-call budget exhausted ({cap} calls)"),
+                };
+                self.fail(job.batch, &job.members, &reason);
+                continue;
+            }
+            let ticket = self.limiter.take(now, cost);
+            self.breaker.on_send();
+            flights.push(self.send(job, ticket, charged, estimated_tokens));
+        }
+    }
+
+    /// The next job that may go: a retry whose back-off is over, else the head of the queue.
+    fn next_job(&mut self, now: Instant) -> Option<Job> {
+        let due = self
+            .delayed
+            .iter()
+            .enumerate()
+            .filter(|(_, j)| j.ready_at.is_none_or(|at| at <= now))
+            .min_by_key(|(_, j)| j.ready_at)
+            .map(|(i, _)| i);
+        match due {
+            Some(i) => Some(self.delayed.swap_remove(i)),
+            None => self.queue.pop_front(),
+        }
+    }
+
+    fn send(
+        &mut self,
+        mut job: Job,
+        ticket: Ticket,
+        charged: bool,
+        estimated_tokens: u64,
+    ) -> BoxFuture<'r, Landed> {
+        let runner = self.runner;
+        let prompt = prompt_clusters(self.plan, self.clusters, &job.members);
+        let request = runner
+            .config
+            .request
+            .request(self.concept, &self.plan.strategy, &prompt);
+        if job.calls == 0 {
+            self.emit(&RunEvent::BatchStarted {
+                batch: job.batch,
+                clusters: job.members.len(),
+                estimated_tokens,
+            });
+        }
+        job.calls += 1;
+        self.tally.sent(&job.members);
+        let span = tracing::info_span!(
+            "dynbatch.request",
+            batch = job.batch,
+            clusters = job.members.len(),
+            call = job.calls
+        );
+        let timeout = runner.config.request_timeout;
+        Box::pin(
+            async move {
+                let call = runner.backend.complete(&request);
+                let result = match select(call, runner.timer.sleep(timeout)).await {
+                    Either::Left((result, _)) => result,
+                    Either::Right(((), _)) => Err(BackendError::Timeout(timeout)),
+                };
+                Landed {
+                    job,
+                    ticket,
+                    charged,
+                    request,
+                    estimated_tokens,
+                    result,
+                }
+            }
+            .instrument(span),
+        )
+    }
+
+    /// Handles a call that came back.
+    fn land(&mut self, landed: Landed) {
+        let now = self.runner.timer.now();
+        let Landed {
+            mut job,
+            ticket,
+            charged,
+            request,
+            estimated_tokens,
+            result,
+        } = landed;
+        let error = match result {
+            Ok(response) => {
+                self.last_answer = now;
+                let changes = self
+                    .limiter
+                    .on_answer(now, &ticket, response.rate_limits.as_ref());
+                self.limits_changed(changes);
+                if let Some((from, to)) = self.window.on_success() {
+                    self.emit(&RunEvent::ConcurrencyChanged { from, to });
+                }
+                if let Some(Change::Closed) = self.breaker.on_success() {
+                    self.emit(&RunEvent::CircuitClosed);
+                }
+                return self.answer(&job, &request, estimated_tokens, &response);
+            }
+            Err(error) => error,
+        };
+        let kind = error.kind();
+        match error {
+            BackendError::RateLimited {
+                retry_after,
+                limits,
+                message,
+            } => {
+                self.tally.counters.rate_limited += 1;
+                if charged {
+                    self.budget.refund();
+                }
+                let (wait, changes) = self.limiter.on_rate_limited(
+                    now,
+                    &ticket,
+                    retry_after,
+                    limits.as_deref(),
+                    &self.runner.config,
+                );
+                tracing::info!(batch = job.batch, ?wait, %message, "rate limited");
+                self.emit(&RunEvent::RateLimited {
+                    batch: job.batch,
+                    wait,
+                    error: message.clone(),
+                });
+                self.limits_changed(changes);
+                if let Some((from, to)) = self
+                    .window
+                    .on_rate_limited(ticket.seq(), self.limiter.sent())
+                {
+                    self.emit(&RunEvent::ConcurrencyChanged { from, to });
+                }
+                self.breaker.on_neutral();
+                job.last_error = Some(format!("{kind}: {message}"));
+                self.queue.push_front(job);
+            }
+            error if error.is_account_wide() => {
+                self.breaker.on_neutral();
+                let reason = format!("{kind}: {error}");
+                self.fail(job.batch, &job.members, &reason);
+                self.stop(&reason);
+            }
+            error if error.is_retryable() => self.transient(job, &error, now),
+            error => {
+                self.breaker.on_neutral();
+                let tries = if job.calls > 1 {
+                    format!(" after {} attempts", job.calls)
+                } else {
+                    String::new()
+                };
+                self.fail(job.batch, &job.members, &format!("{kind}{tries}: {error}"));
+            }
+        }
+    }
+
+    /// A 5xx, a timeout, a lost connection: back off and retry, then go to the back of the
+    /// queue while the budget lasts.
+    fn transient(&mut self, mut job: Job, error: &BackendError, now: Instant) {
+        let config = &self.runner.config;
+        if let Some(Change::Opened { failures, wait }) = self.breaker.on_failure(now, config) {
+            tracing::warn!(failures, ?wait, "many failures in a row: pausing");
+            self.emit(&RunEvent::CircuitOpened { failures, wait });
+        }
+        let kind = error.kind();
+        job.failures += 1;
+        job.free = false; // whatever is sent again for it is an extra call
+        job.last_error = Some(format!("{kind} after {} attempts: {error}", job.calls));
+        if let Some(after) = error.retry_after().filter(|a| *a > config.max_retry_after) {
+            let reason = format!(
+                "{kind}: the server asked to wait {after:?}, more than max_retry_after {:?}: {error}",
+                config.max_retry_after
+            );
+            return self.fail(job.batch, &job.members, &reason);
+        }
+        if job.failures <= config.max_retries && self.budget.left() > 0 {
+            let delay = error
+                .retry_after()
+                .unwrap_or_else(|| retry::backoff(config, job.batch as u64, job.failures));
+            self.tally.counters.retries += 1;
+            tracing::info!(batch = job.batch, attempt = job.calls, ?delay, %error, "retrying");
+            self.emit(&RunEvent::Retried {
+                batch: job.batch,
+                attempt: job.calls,
+                delay,
+                error: error.to_string(),
+            });
+            job.ready_at = Some(now + delay);
+            self.delayed.push(job);
+        } else if self.budget.left() > 0 {
+            self.tally.counters.requeued += 1;
+            self.emit(&RunEvent::Requeued {
+                batch: job.batch,
+                attempts: job.calls,
+                error: error.to_string(),
+            });
+            job.failures = 0;
+            job.ready_at = None;
+            self.queue.push_back(job);
+        } else {
+            let reason = job.last_error.clone().unwrap_or_default();
+            let cap = self.budget.cap();
+            self.fail(
+                job.batch,
+                &job.members,
+                &format!("{reason}; extra-call budget exhausted ({cap} calls)"),
+            );
+        }
+    }
+
+    fn limits_changed(&self, changes: Vec<super::limiter::Change>) {
+        for (kind, per_minute, source) in changes {
+            tracing::info!(?kind, per_minute, ?source, "rate limit");
+            self.emit(&RunEvent::LimitChanged {
+                kind,
+                per_minute,
+                source,
+            });
+        }
+    }
+
+    /// Nothing more is sent; every waiting job fails with `reason`.
+    fn stop(&mut self, reason: &str) {
+        if self.stop.is_none() {
+            tracing::warn!(%reason, "stopping: nothing more is sent");
+            self.emit(&RunEvent::Stopped {
+                reason: reason.to_owned(),
+            });
+            self.stop = Some(reason.to_owned());
+        }
+        self.fail_waiting(reason);
+    }
+
+    /// The rate limit outlasted the patience: stop with the last 429's message.
+    fn give_up(&mut self, patience: Duration) {
+        let last = self
+            .queue
+            .iter()
+            .find_map(|j| j.last_error.clone())
+            .map(|e| format!("; last: {e}"))
+            .unwrap_or_default();
+        self.stop(&format!(
+            "rate_limited: no answer for {patience:?} while waiting for the rate limit (rate_limit_patience){last}"
+        ));
+    }
+
+    fn fail_waiting(&mut self, reason: &str) {
+        let waiting: Vec<Job> = self.queue.drain(..).chain(self.delayed.drain(..)).collect();
+        for job in waiting {
+            let reason = match &job.last_error {
+                _ if job.calls == 0 => format!("{reason} (not sent: the run stopped)"),
+                Some(own) if !reason.contains(own.as_str()) => {
+                    format!("{reason} (its last error: {own})")
+                }
+                _ => reason.to_owned(),
+            };
+            self.fail(job.batch, &job.members, &reason);
+        }
+    }
+}

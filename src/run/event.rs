@@ -1,0 +1,125 @@
+//! [`RunEvent`]: what the runner reports while it runs, and the sink that receives it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::limiter::{LimitKind, LimitSource};
+
+/// Progress, as the runner reports it to [`Runner::on_event`](super::Runner::on_event).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RunEvent {
+    /// A request starts (the first call of a planned batch, a split half or a re-ask).
+    BatchStarted {
+        /// Planned batch index.
+        batch: usize,
+        /// Clusters in this request.
+        clusters: usize,
+        /// Estimated prompt tokens of these clusters.
+        estimated_tokens: u64,
+    },
+    /// A transient error (5xx, timeout, connection); the request is sent again after `delay`.
+    Retried {
+        /// Planned batch index.
+        batch: usize,
+        /// The attempt that failed (1 = first).
+        attempt: u32,
+        /// The wait before the next attempt.
+        delay: Duration,
+        /// What went wrong.
+        error: String,
+    },
+    /// A request used its retries on transient errors; it goes to the back of the queue and is
+    /// sent again while the extra-call budget lasts.
+    Requeued {
+        /// Planned batch index.
+        batch: usize,
+        /// Calls made for it so far.
+        attempts: u32,
+        /// The last error.
+        error: String,
+    },
+    /// A 429: the request goes back to the queue (no retry, no extra call spent) and all
+    /// sending waits for the rate limit.
+    RateLimited {
+        /// Planned batch index.
+        batch: usize,
+        /// How long sending now waits before the next request may go.
+        wait: Duration,
+        /// The server's message.
+        error: String,
+    },
+    /// The runner learnt (or changed) a rate limit it paces by.
+    LimitChanged {
+        /// Requests or tokens.
+        kind: LimitKind,
+        /// The limit per minute now used.
+        per_minute: u64,
+        /// Where it comes from.
+        source: LimitSource,
+    },
+    /// The bound on requests in flight changed (adaptive concurrency).
+    ConcurrencyChanged {
+        /// The bound before.
+        from: usize,
+        /// The bound now.
+        to: usize,
+    },
+    /// Many transient failures in a row: sending pauses, then one request probes the server.
+    CircuitOpened {
+        /// Transient failures in a row.
+        failures: u32,
+        /// The pause before the probe.
+        wait: Duration,
+    },
+    /// A request succeeded after the circuit opened: sending resumes.
+    CircuitClosed,
+    /// An account-wide error (bad key, unknown model, no quota) or a rate limit that outlasted
+    /// `rate_limit_patience`: nothing more is sent; the clusters not yet answered fail.
+    Stopped {
+        /// Why.
+        reason: String,
+    },
+    /// An unusable answer; the request's clusters go out again in two halves.
+    Split {
+        /// Planned batch index.
+        batch: usize,
+        /// Clusters in the request that was split.
+        clusters: usize,
+        /// Why.
+        reason: String,
+    },
+    /// Clusters an answer left out are asked again, on their own.
+    Reasked {
+        /// Planned batch index.
+        batch: usize,
+        /// Clusters asked again.
+        clusters: usize,
+    },
+    /// A request's clusters got their patterns.
+    Succeeded {
+        /// Planned batch index.
+        batch: usize,
+        /// Clusters answered.
+        clusters: usize,
+        /// Prompt tokens, when the backend reports usage.
+        prompt_tokens: Option<u64>,
+        /// Completion tokens, when the backend reports usage.
+        completion_tokens: Option<u64>,
+    },
+    /// Clusters failed for good.
+    Failed {
+        /// Planned batch index.
+        batch: usize,
+        /// Clusters failed.
+        clusters: usize,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Where events go.
+pub(super) type EventSink = Arc<dyn Fn(&RunEvent) + Send + Sync>;

@@ -1,0 +1,222 @@
+//! The async runner: executes a [`BatchPlan`] against an [`LlmBackend`] at the account's rate
+//! limit and through its outages, with nothing lost. One request loop ([`driver`]) starts
+//! requests whenever a slot, the circuit breaker and the rate limiter allow:
+//!
+//! - [`limiter`]: pacing by requests and tokens per minute, learnt from the server;
+//! - [`concurrency`]: adaptive concurrency (AIMD) up to `RunConfig::concurrency`;
+//! - [`retry`]: back-off, the circuit breaker, the extra-call budget;
+//! - [`recover`]: splitting unusable answers, re-asking missing clusters;
+//! - [`event`]: [`RunEvent`]; [`report`]: the [`DiscoveryReport`].
+//!
+//! Dropping the future returned by [`Runner::run`] cancels cleanly: no request starts after.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use crate::backend::LlmBackend;
+use crate::error::Error;
+use crate::model::Cluster;
+use crate::patterns::DiscoveryReport;
+use crate::plan::{BatchPlan, ClusterState};
+use crate::prompt::{PromptCluster, RequestSettings};
+use crate::timer::Timer;
+
+mod concurrency;
+mod config;
+mod driver;
+mod event;
+mod limiter;
+mod recover;
+mod report;
+mod retry;
+
+pub use config::RunConfig;
+pub use event::RunEvent;
+pub use limiter::{LimitKind, LimitSource, RateLimitSummary};
+
+use event::EventSink;
+
+/// Runs plans against a backend. `B` is the [`LlmBackend`], `T` the [`Timer`].
+pub struct Runner<B, T> {
+    backend: B,
+    timer: T,
+    config: RunConfig,
+    events: Option<EventSink>,
+}
+
+impl<B: fmt::Debug, T: fmt::Debug> fmt::Debug for Runner<B, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Runner")
+            .field("backend", &self.backend)
+            .field("timer", &self.timer)
+            .field("config", &self.config)
+            .field("events", &self.events.is_some())
+            .finish()
+    }
+}
+
+impl<B: LlmBackend, T: Timer> Runner<B, T> {
+    /// A runner with the default [`RunConfig`].
+    pub fn new(backend: B, timer: T) -> Self {
+        Self {
+            backend,
+            timer,
+            config: RunConfig::default(),
+            events: None,
+        }
+    }
+
+    /// Replaces the config.
+    #[must_use]
+    pub fn with_config(mut self, config: RunConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Calls `sink` with every [`RunEvent`].
+    #[must_use]
+    pub fn on_event(mut self, sink: impl Fn(&RunEvent) + Send + Sync + 'static) -> Self {
+        self.events = Some(Arc::new(sink));
+        self
+    }
+
+    /// The config.
+    pub fn config(&self) -> &RunConfig {
+        &self.config
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// Every request the plan's batches would send, in plan order, without sending any.
+    ///
+    /// # Errors
+    /// [`Error::PlanMismatch`] when `plan` was not made from `clusters`.
+    pub fn requests(
+        &self,
+        plan: &BatchPlan<'_>,
+        clusters: &[Cluster],
+        concept: &str,
+    ) -> Result<Vec<crate::backend::ChatRequest>, Error> {
+        render_requests(plan, clusters, concept, &self.config.request)
+    }
+
+    /// Executes `plan` (made from `clusters`) and consolidates what the model found.
+    ///
+    /// Never fails because of the backend: every batched cluster ends `succeeded` or `failed`
+    /// with a reason in the report.
+    ///
+    /// # Errors
+    /// [`Error::PlanMismatch`] when `plan` was not made from `clusters`.
+    pub async fn run<'a>(
+        &self,
+        plan: BatchPlan<'a>,
+        clusters: &'a [Cluster],
+        concept: &str,
+    ) -> Result<DiscoveryReport<'a>, Error> {
+        let members = batch_members(&plan, clusters)?;
+        let mut run = driver::Run::new(self, &plan, clusters, concept, &members);
+        run.drive().await;
+        let extras = report::Extras {
+            extra_calls: run.budget.used(),
+            circuit_opened: run.breaker.opened(),
+            rate_limits: run.limiter.summary(),
+            elapsed: self.timer.now().saturating_duration_since(run.started),
+        };
+        let tally = std::mem::replace(&mut run.tally, report::Tally::new(0));
+        drop(run);
+        Ok(tally.finish(plan, clusters, &members, concept, &self.config, &extras))
+    }
+}
+
+/// Every request the plan's batches would send, in plan order, rendered with `settings`.
+///
+/// # Errors
+/// [`Error::PlanMismatch`] when `plan` was not made from `clusters`.
+pub fn render_requests(
+    plan: &BatchPlan<'_>,
+    clusters: &[Cluster],
+    concept: &str,
+    settings: &RequestSettings,
+) -> Result<Vec<crate::backend::ChatRequest>, Error> {
+    let members = batch_members(plan, clusters)?;
+    Ok(members
+        .iter()
+        .map(|m| settings.request(concept, &plan.strategy, &prompt_clusters(plan, clusters, m)))
+        .collect())
+}
+
+/// Input indices of each batch's clusters, checking that the plan belongs to the input.
+fn batch_members(plan: &BatchPlan<'_>, clusters: &[Cluster]) -> Result<Vec<Vec<usize>>, Error> {
+    if plan.clusters.len() != clusters.len() {
+        return Err(Error::PlanMismatch(format!(
+            "the plan has {} clusters, the input {}",
+            plan.clusters.len(),
+            clusters.len()
+        )));
+    }
+    let mut index: HashMap<&str, usize> = HashMap::with_capacity(clusters.len());
+    for (i, (entry, cluster)) in plan.clusters.iter().zip(clusters).enumerate() {
+        if entry.id != cluster.id.as_str() {
+            return Err(Error::PlanMismatch(format!(
+                "plan entry {i} is {:?}, input cluster {i} is {:?}",
+                entry.id, cluster.id
+            )));
+        }
+        if matches!(entry.state, ClusterState::Batched { .. }) {
+            index.insert(cluster.id.as_str(), i);
+        }
+    }
+    plan.batches
+        .iter()
+        .map(|b| {
+            b.clusters
+                .iter()
+                .map(|id| {
+                    index.get(id.as_ref()).copied().ok_or_else(|| {
+                        Error::PlanMismatch(format!("batch member {id:?} is not a batched cluster"))
+                    })
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn prompt_clusters<'a>(
+    plan: &BatchPlan<'_>,
+    clusters: &'a [Cluster],
+    members: &[usize],
+) -> Vec<PromptCluster<'a>> {
+    members
+        .iter()
+        .map(|&i| PromptCluster {
+            cluster: &clusters[i],
+            quality: plan.clusters[i].quality.unwrap_or(0.0),
+        })
+        .collect()
+}
+
+impl<Q, E, S> crate::plan::Batcher<Q, E, S>
+where
+    Q: crate::quality::QualityScorer,
+    E: crate::tokens::TokenEstimator,
+    S: crate::strategy::StrategySelector,
+{
+    /// Plans `clusters` and runs the plan with `runner`: the whole pipeline.
+    ///
+    /// # Errors
+    /// As [`crate::plan::Batcher::plan`]; backend failures are outcomes in the report, not
+    /// errors.
+    pub async fn discover<'a, B: LlmBackend, T: Timer>(
+        &self,
+        clusters: &'a [Cluster],
+        concept: &str,
+        runner: &Runner<B, T>,
+    ) -> Result<DiscoveryReport<'a>, Error> {
+        let plan = self.plan(clusters)?;
+        runner.run(plan, clusters, concept).await
+    }
+}

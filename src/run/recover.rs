@@ -1,0 +1,169 @@
+//! What the runner does with a request before it is sent and with an answer after: requests
+//! too big for the context window or the tokens-per-minute limit are split before any call;
+//! unusable answers (cut off, not JSON, refused) split the request in two halves; clusters an
+//! answer left out are asked again once.
+
+use crate::backend::{ChatRequest, ChatResponse, FinishReason, LlmBackend};
+use crate::model::Cluster;
+use crate::patterns::RequestRecord;
+use crate::response::{self, PatternResponse};
+use crate::timer::Timer;
+
+use super::driver::{Job, Run};
+use super::event::RunEvent;
+
+impl<B: LlmBackend, T: Timer> Run<'_, '_, '_, B, T> {
+    /// The plan's estimate of a request with these clusters.
+    fn estimated_tokens(&self, members: &[usize]) -> u64 {
+        u64::from(self.plan.request_overhead_tokens)
+            + members
+                .iter()
+                .map(|&m| u64::from(self.plan.clusters[m].estimated_tokens.unwrap_or(0)))
+                .sum::<u64>()
+    }
+
+    /// The job with its estimated prompt tokens and `max_tokens`, when it can be sent as it
+    /// is; otherwise it is split (or, alone, failed) here, without a call.
+    pub(super) fn prepare(&mut self, job: Job) -> Option<(Job, u64, u32)> {
+        let settings = &self.runner.config.request;
+        let estimated = self.estimated_tokens(&job.members);
+        let max_tokens = settings.max_tokens(job.members.len(), &self.plan.strategy);
+        let cost = estimated + u64::from(max_tokens);
+        let reason = if !settings.fits(estimated, max_tokens) {
+            format!(
+                "the estimated prompt ({estimated} tokens) plus max_tokens ({max_tokens}) exceeds the context window ({})",
+                settings.model_limits.map_or(0, |l| l.context_window)
+            )
+        } else if let Some(limit) = self.limiter.too_large(cost) {
+            format!(
+                "the estimated prompt ({estimated} tokens) plus max_tokens ({max_tokens}) exceeds the account's {limit} tokens per minute"
+            )
+        } else {
+            return Some((job, estimated, max_tokens));
+        };
+        if job.members.len() > 1 {
+            self.split(&job, reason);
+        } else {
+            self.fail(job.batch, &job.members, &reason);
+        }
+        None
+    }
+
+    /// Handles an answer (any 2xx).
+    pub(super) fn answer(
+        &mut self,
+        job: &Job,
+        request: &ChatRequest,
+        estimated_tokens: u64,
+        response: &ChatResponse,
+    ) {
+        self.tally.records.push(RequestRecord {
+            batch: job.batch,
+            clusters: job.members.len(),
+            estimated_prompt_tokens: estimated_tokens,
+            prompt_tokens: response.usage.map(|u| u.prompt_tokens),
+            completion_tokens: response.usage.map(|u| u.completion_tokens),
+            max_tokens: request.max_tokens,
+        });
+        self.tally.usage(response.usage);
+        let reason = match unusable(response) {
+            Some(reason) => reason,
+            None => match response::parse(&response.content) {
+                Ok(parsed) => return self.accept(job, response, parsed),
+                Err(e) => e.to_string(),
+            },
+        };
+        if job.members.len() > 1 && self.runner.config.split_and_reask {
+            self.split(job, reason);
+        } else {
+            self.fail(job.batch, &job.members, &reason);
+        }
+    }
+
+    /// Sends a request's clusters out again in two halves, the first half first.
+    fn split(&mut self, job: &Job, reason: String) {
+        self.tally.counters.splits += 1;
+        tracing::info!(batch = job.batch, clusters = job.members.len(), %reason, "splitting");
+        self.emit(&RunEvent::Split {
+            batch: job.batch,
+            clusters: job.members.len(),
+            reason,
+        });
+        let (first, second) = job.members.split_at(job.members.len() / 2);
+        // The first half goes first, the second right after. A batch split before its first
+        // call hands that call, not an extra one, to its first half.
+        let free = job.free && job.calls == 0;
+        self.queue
+            .push_front(Job::new(job.batch, second.to_vec(), job.reask, false));
+        self.queue
+            .push_front(Job::new(job.batch, first.to_vec(), job.reask, free));
+    }
+
+    fn accept(&mut self, job: &Job, response: &ChatResponse, parsed: PatternResponse) {
+        let batch = job.batch;
+        let members: Vec<&Cluster> = job.members.iter().map(|&m| &self.clusters[m]).collect();
+        let validated =
+            response::validate(parsed, &members, self.plan.strategy.patterns_per_cluster);
+        for n in &validated.unknown_clusters {
+            self.tally.warnings.push(format!(
+                "batch {}: the answer names cluster {n}, which the request did not have",
+                batch + 1
+            ));
+        }
+        for w in &validated.warnings {
+            let id = &self.clusters[job.members[w.position()]].id;
+            self.tally
+                .warnings
+                .push(format!("batch {}: cluster {id}: {w}", batch + 1));
+        }
+        let missing: Vec<usize> = validated
+            .missing()
+            .into_iter()
+            .map(|i| job.members[i])
+            .collect();
+        let mut answered = 0;
+        for (i, patterns) in validated.patterns.into_iter().enumerate() {
+            if let Some(patterns) = patterns {
+                self.tally.results[job.members[i]].patterns = Some(patterns);
+                answered += 1;
+            }
+        }
+        if answered > 0 {
+            self.emit(&RunEvent::Succeeded {
+                batch,
+                clusters: answered,
+                prompt_tokens: response.usage.map(|u| u.prompt_tokens),
+                completion_tokens: response.usage.map(|u| u.completion_tokens),
+            });
+        }
+        if missing.is_empty() {
+            return;
+        }
+        if !self.runner.config.split_and_reask {
+            self.fail(batch, &missing, "not answered");
+        } else if job.reask {
+            self.fail(batch, &missing, "not answered, even when asked again");
+        } else {
+            self.tally.counters.reasks += 1;
+            self.emit(&RunEvent::Reasked {
+                batch,
+                clusters: missing.len(),
+            });
+            self.queue.push_front(Job::new(batch, missing, true, false));
+        }
+    }
+}
+
+/// Why a response cannot be used as an answer, before parsing: truncated or refused.
+fn unusable(response: &ChatResponse) -> Option<String> {
+    if response.finish_reason == FinishReason::Length {
+        return Some("the answer was cut off at max_tokens (finish_reason length)".into());
+    }
+    if let Some(refusal) = &response.refusal {
+        return Some(format!("the model refused: {refusal}"));
+    }
+    if response.finish_reason == FinishReason::ContentFilter {
+        return Some("the answer was cut by a content filter".into());
+    }
+    None
+}

@@ -1,0 +1,192 @@
+//! What a run keeps as it goes (each cluster's result, counters, request records, warnings),
+//! and the [`DiscoveryReport`] made from it at the end, in plan order.
+
+use std::time::Duration;
+
+use crate::backend::TokenUsage;
+use crate::model::Cluster;
+use crate::patterns::{
+    ClusterOutcome, ClusterPatterns, DiscoveryReport, OutcomeStatus, RequestRecord, RunUsage,
+    Support, consolidate,
+};
+use crate::plan::BatchPlan;
+use crate::response::Pattern;
+
+use super::RunConfig;
+use super::limiter::RateLimitSummary;
+
+/// One batched cluster's result so far.
+#[derive(Debug, Default, Clone)]
+pub(super) struct ClusterResult {
+    pub(super) patterns: Option<Vec<Pattern>>,
+    pub(super) failure: Option<String>,
+    pub(super) attempts: u32,
+}
+
+/// Counters of a run.
+#[derive(Debug, Default)]
+pub(super) struct Counters {
+    pub(super) calls: u64,
+    pub(super) retries: u64,
+    pub(super) requeued: u64,
+    pub(super) splits: u64,
+    pub(super) reasks: u64,
+    pub(super) rate_limited: u64,
+    pub(super) prompt_tokens: u64,
+    pub(super) completion_tokens: u64,
+    pub(super) reported_usage: u64,
+    pub(super) waited: Duration,
+}
+
+/// Everything the run keeps until the report.
+#[derive(Debug)]
+pub(super) struct Tally {
+    /// By input index.
+    pub(super) results: Vec<ClusterResult>,
+    pub(super) counters: Counters,
+    pub(super) records: Vec<RequestRecord>,
+    pub(super) warnings: Vec<String>,
+}
+
+/// What the runner's parts counted, for the usage.
+#[derive(Debug)]
+pub(super) struct Extras {
+    pub(super) extra_calls: u64,
+    pub(super) circuit_opened: u64,
+    pub(super) rate_limits: RateLimitSummary,
+    pub(super) elapsed: Duration,
+}
+
+impl Tally {
+    pub(super) fn new(clusters: usize) -> Self {
+        Self {
+            results: vec![ClusterResult::default(); clusters],
+            counters: Counters::default(),
+            records: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    /// A call was sent carrying `members`.
+    pub(super) fn sent(&mut self, members: &[usize]) {
+        self.counters.calls += 1;
+        for &m in members {
+            self.results[m].attempts += 1;
+        }
+    }
+
+    pub(super) fn fail(&mut self, members: &[usize], reason: &str) {
+        for &m in members {
+            self.results[m].failure = Some(reason.to_owned());
+        }
+    }
+
+    pub(super) fn usage(&mut self, usage: Option<TokenUsage>) {
+        if let Some(u) = usage {
+            self.counters.prompt_tokens += u.prompt_tokens;
+            self.counters.completion_tokens += u.completion_tokens;
+            self.counters.reported_usage += 1;
+        }
+    }
+
+    /// The report, in plan order: `members` are the input indices of each batch.
+    pub(super) fn finish<'a>(
+        self,
+        plan: BatchPlan<'a>,
+        clusters: &[Cluster],
+        members: &[Vec<usize>],
+        concept: &str,
+        config: &RunConfig,
+        extras: &Extras,
+    ) -> DiscoveryReport<'a> {
+        let Tally {
+            mut results,
+            counters: c,
+            mut records,
+            warnings,
+        } = self;
+        let mut outcomes = Vec::new();
+        let mut cluster_patterns = Vec::new();
+        let mut support = Vec::new();
+        for (batch, m) in members.iter().enumerate() {
+            for &i in m {
+                let r = std::mem::take(&mut results[i]);
+                let id = clusters[i].id.clone();
+                let (status, reason) = match r.patterns {
+                    Some(_) => (OutcomeStatus::Succeeded, None),
+                    // Every batched cluster is answered or failed before the run ends.
+                    None => (
+                        OutcomeStatus::Failed,
+                        Some(r.failure.unwrap_or_else(|| "not answered".to_owned())),
+                    ),
+                };
+                outcomes.push(ClusterOutcome {
+                    id: id.clone(),
+                    batch,
+                    status,
+                    reason,
+                    attempts: r.attempts,
+                });
+                if let Some(patterns) = r.patterns {
+                    let cluster = &clusters[i];
+                    support.push(Support {
+                        id: id.clone(),
+                        priority: plan.clusters[i].priority.unwrap_or(0.0),
+                        avg_performance: cluster.avg_performance,
+                        is_wide: cluster.is_wide,
+                        patterns: patterns.clone(),
+                    });
+                    cluster_patterns.push(ClusterPatterns { id, patterns });
+                }
+            }
+        }
+        records.sort_by_key(|r| r.batch); // stable: a batch's requests stay in order
+        let (estimated, reported) = records
+            .iter()
+            .filter_map(|r| Some((r.estimated_prompt_tokens, r.prompt_tokens?)))
+            .fold((0u64, 0u64), |(e, a), (re, ra)| (e + re, a + ra));
+        #[allow(clippy::cast_precision_loss)] // token counts are far below 2^52
+        let prompt_estimate_error =
+            (estimated > 0).then(|| (reported as f64 - estimated as f64) / estimated as f64);
+        let usage = RunUsage {
+            calls_planned: plan.batches.len() as u64,
+            calls_made: c.calls,
+            retries: c.retries,
+            splits: c.splits,
+            reasks: c.reasks,
+            extra_calls: extras.extra_calls,
+            max_extra_calls: config.max_extra_calls,
+            estimated_prompt_tokens: plan.batches.iter().map(|b| b.estimated_tokens).sum(),
+            estimated_completion_tokens: members
+                .iter()
+                .map(|m| u64::from(config.request.max_tokens(m.len(), &plan.strategy)))
+                .sum(),
+            prompt_tokens: c.prompt_tokens,
+            completion_tokens: c.completion_tokens,
+            usage_reported: c.reported_usage,
+            prompt_estimate_error,
+            model: config.request.model.clone(),
+            estimated_cost_usd: config.prices.cost(
+                &config.request.model,
+                c.prompt_tokens,
+                c.completion_tokens,
+            ),
+            rate_limited: c.rate_limited,
+            requeued: c.requeued,
+            circuit_opened: extras.circuit_opened,
+            rate_limit_wait_secs: c.waited.as_secs_f64(),
+            elapsed_secs: extras.elapsed.as_secs_f64(),
+            rate_limits: extras.rate_limits,
+        };
+        DiscoveryReport {
+            concept: concept.to_owned(),
+            patterns: consolidate(&support, config.merge_similarity),
+            plan,
+            outcomes,
+            cluster_patterns,
+            requests: records,
+            usage,
+            warnings,
+        }
+    }
+}
