@@ -80,8 +80,8 @@ impl Ticket {
     }
 }
 
-/// Levels below `cost` by less than this count as enough (float rounding).
-const EPSILON: f64 = 1e-6;
+/// Tolerance of the band check in [`Bucket::sync`] (float rounding).
+const EPSILON: f64 = 1e-9;
 /// The shortest span between two 429s over which the answers in between measure the rate.
 const MEASURE_SPAN: Duration = Duration::from_secs(10);
 /// An inferred limit is raised by `PROBE_STEP` every `PROBE_EVERY` while it binds and no
@@ -126,11 +126,15 @@ impl Bucket {
     }
 
     /// How long until `cost` is available (capped at the limit, so a request larger than the
-    /// bucket waits for a full one); `None` when it is now or the limit is unknown.
+    /// bucket waits for a full one); `None` when it is now or the limit is unknown. Rounded up
+    /// to the next microsecond, so that after the wait it is there (never a hair early).
     fn wait(&self, cost: f64) -> Option<Duration> {
         let (limit, rate) = (self.limit?, self.rate()?);
         let need = cost.min(limit) - self.level;
-        (need > EPSILON).then(|| Duration::from_secs_f64(need / rate))
+        (need > 0.0).then(|| {
+            let micros = (need / rate * 1e6).ceil() + 1.0;
+            Duration::from_secs_f64(micros / 1e6)
+        })
     }
 
     /// Sets the limit; `Some` change when the whole number per minute differs.
@@ -181,14 +185,18 @@ pub(super) struct Limiter {
     start: Instant,
     /// Send times of requests that got an answer (not a 429), for inference.
     answered: Vec<Instant>,
-    /// Send time of the last 429 that adjusted an inferred limit, and when it did.
-    last_adjust: Option<(Instant, Instant)>,
+    /// Send time of the last 429 that told of an empty bucket.
+    last_empty: Option<Instant>,
+    /// Requests sent when an inferred limit last changed: 429s of those are old news.
+    adjusted_at: Option<u64>,
     last_probe: Instant,
     last_429: Option<Instant>,
     /// When the requests bucket last held a request back.
     last_bound: Option<Instant>,
     /// 429s in a row with nothing to pace by.
     blind_429s: u32,
+    /// Send order of the requests answered with a 429.
+    refused: Vec<u64>,
 }
 
 impl Limiter {
@@ -201,11 +209,13 @@ impl Limiter {
             sent_tokens: 0,
             start: now,
             answered: Vec::new(),
-            last_adjust: None,
+            last_empty: None,
+            adjusted_at: None,
             last_probe: now,
             last_429: None,
             last_bound: None,
             blind_429s: 0,
+            refused: Vec::new(),
         }
     }
 
@@ -297,6 +307,7 @@ impl Limiter {
         config: &RunConfig,
     ) -> (Duration, Vec<Change>) {
         self.last_429 = Some(now);
+        self.refused.push(ticket.requests_before);
         let mut changes = Vec::new();
         let info = info.copied().unwrap_or_default();
         self.learn(now, ticket, &info, LimitSource::Headers, &mut changes);
@@ -358,18 +369,27 @@ impl Limiter {
     }
 
     /// A 429 with nothing said about limits: infer the requests per minute. The first time,
-    /// from the answers sent before it (a full bucket plus its refill since the start); later,
+    /// from the requests sent before it that were not refused, answered or still in flight (a
+    /// full bucket plus its refill since the start); later,
     /// from the answers between two 429s at least [`MEASURE_SPAN`] apart (the bucket was dry
     /// at both), never raising it and never cutting it by more than half at once.
     fn infer(&mut self, now: Instant, ticket: &Ticket) -> Option<Change> {
-        if self.last_adjust.is_some_and(|(_, at)| ticket.at < at) {
+        if self
+            .adjusted_at
+            .is_some_and(|sent| ticket.requests_before < sent)
+        {
             return None; // sent before the last adjustment: already accounted for
         }
-        let answered_before = |t: Instant| self.answered.iter().filter(|a| **a <= t).count();
+        let last_empty = self.last_empty.replace(ticket.at);
         #[allow(clippy::cast_precision_loss)]
-        let estimate = match (self.requests.source, self.last_adjust) {
+        let estimate = match (self.requests.source, last_empty) {
             (None, _) => {
-                let n = answered_before(ticket.at);
+                let refused_before = self
+                    .refused
+                    .iter()
+                    .filter(|s| **s < ticket.requests_before)
+                    .count() as u64;
+                let n = ticket.requests_before - refused_before;
                 if n < 2 {
                     return None; // too little to go by: the back-off hold covers it
                 }
@@ -380,9 +400,11 @@ impl Limiter {
                     / 60.0;
                 n as f64 / (1.0 + minutes)
             }
-            (Some(LimitSource::Inferred | LimitSource::Configured), last) => {
+            // A configured limit is only lowered by a measurement, an inferred one also by a
+            // 429 too soon to measure.
+            (Some(source @ (LimitSource::Inferred | LimitSource::Configured)), last) => {
                 let limit = self.requests.limit.unwrap_or(1.0);
-                let measured = last.and_then(|(prev, _)| {
+                let measured = last.and_then(|prev| {
                     let span = ticket.at.saturating_duration_since(prev);
                     (span >= MEASURE_SPAN).then(|| {
                         let n = self
@@ -393,11 +415,15 @@ impl Limiter {
                         n as f64 / span.as_secs_f64() * 60.0
                     })
                 });
-                measured.unwrap_or(limit * 0.9).clamp(limit * 0.5, limit)
+                match (measured, source) {
+                    (Some(m), _) => m.clamp(limit * 0.5, limit),
+                    (None, LimitSource::Inferred) => limit * 0.9,
+                    (None, _) => return None,
+                }
             }
             _ => return None,
         };
-        self.last_adjust = Some((ticket.at, now));
+        self.adjusted_at = Some(self.sent_requests);
         self.last_probe = now;
         let change = self.requests.set_limit(estimate, LimitSource::Inferred);
         self.requests.level = self.requests.level.min(0.0);

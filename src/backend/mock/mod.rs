@@ -41,6 +41,8 @@ pub enum MockStep {
     AnswerWithLimits(RateLimitInfo),
     /// 500.
     ServerError,
+    /// 503, with the server's retry-after if given.
+    Unavailable(Option<Duration>),
     /// A timeout.
     Timeout,
     /// 401.
@@ -312,6 +314,13 @@ impl LlmBackend for MockBackend {
                     status: Some(500),
                     retry_after: None,
                     message: "mock: internal server error".into(),
+                });
+            }
+            MockStep::Unavailable(retry_after) => {
+                return Err(BackendError::Overloaded {
+                    status: Some(503),
+                    retry_after,
+                    message: "mock: service unavailable".into(),
                 });
             }
             MockStep::Timeout => return Err(BackendError::Timeout(Duration::from_secs(60))),
