@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! cargo run --example discover -- [FILE|-] [--concept TEXT] [--concurrency N] [--config CONFIG.json]
+//!                                  [--rpm N] [--tpm N] [--mock-rpm N]
 //!                                  [--dry-run] [--json] [--fail-rate P --seed S]
 //! ```
 //!
@@ -10,23 +11,28 @@
 //! `--json` prints the `DiscoveryReport` on stdout. `--dry-run` prints every rendered request
 //! and the cost estimate and makes no call. `--fail-rate P --seed S` makes the mock inject a
 //! reproducible mix of faults into a fraction P of calls. Bad input: one message, exit code 2.
+//!
+//! Rate limits need no setting: they are learnt from the server. `--rpm`/`--tpm` tell the
+//! runner the account's limits up front; `--mock-rpm N` makes the offline mock enforce N
+//! requests per minute, as a provider would, to watch the pacing. The progress bar shows what
+//! the runner waits for.
 
 use std::io::Read;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use dynbatch::backend::LlmBackend;
-use dynbatch::backend::mock::MockBackend;
+use dynbatch::backend::mock::{MockBackend, MockRateLimit};
 use dynbatch::patterns::DiscoveryReport;
 use dynbatch::prompt::OutputMode;
-use dynbatch::run::{RunConfig, RunEvent, Runner};
+use dynbatch::run::{LimitKind, LimitSource, RunConfig, RunEvent, Runner};
 use dynbatch::timer::TokioTimer;
 use dynbatch::{Batcher, BatchingConfig, Cluster};
 use indicatif::{ProgressBar, ProgressStyle};
 
 const BUNDLED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/clusters.json");
 const USAGE: &str = "usage: discover [FILE|-] [--concept TEXT] [--concurrency N] [--config CONFIG.json] [--output object|strict|object-schema] \
-                     [--dry-run] [--json] [--fail-rate P --seed S]";
+                     [--rpm N] [--tpm N] [--mock-rpm N] [--dry-run] [--json] [--fail-rate P --seed S]";
 /// Simulated latency of the mock, so the progress is visible.
 const MOCK_LATENCY: Duration = Duration::from_millis(400);
 
@@ -41,6 +47,16 @@ struct Args {
     json: bool,
     fail_rate: Option<f64>,
     seed: Option<u64>,
+    rpm: Option<u32>,
+    tpm: Option<u32>,
+    mock_rpm: Option<u32>,
+}
+
+fn positive(name: &str, v: &str) -> Result<u32, String> {
+    match v.parse::<u32>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("{name} {v:?} is not a positive whole number")),
+    }
 }
 
 fn parse_args() -> Result<Option<Args>, String> {
@@ -64,6 +80,9 @@ fn parse_args() -> Result<Option<Args>, String> {
                 args.concurrency = Some(n);
             }
             "--config" => args.config = Some(value("--config")?),
+            "--rpm" => args.rpm = Some(positive("--rpm", &value("--rpm")?)?),
+            "--tpm" => args.tpm = Some(positive("--tpm", &value("--tpm")?)?),
+            "--mock-rpm" => args.mock_rpm = Some(positive("--mock-rpm", &value("--mock-rpm")?)?),
             "--fail-rate" => {
                 let v = value("--fail-rate")?;
                 let p: f64 = v
@@ -160,6 +179,8 @@ async fn run() -> Result<(), String> {
 
     let mut run_config = RunConfig {
         concurrency: args.concurrency.unwrap_or(4),
+        requests_per_minute: args.rpm,
+        tokens_per_minute: args.tpm,
         ..RunConfig::default()
     };
     if let Some(output) = args.output {
@@ -202,8 +223,8 @@ fn backend(args: &Args, run_config: &mut RunConfig) -> Result<Box<dyn LlmBackend
     #[cfg(feature = "openai")]
     if std::env::var_os("OPENAI_API_KEY").is_some() || std::env::var_os("OPENAI_BASE_URL").is_some()
     {
-        if args.fail_rate.is_some() {
-            return Err("--fail-rate injects faults into the mock backend; unset OPENAI_API_KEY and OPENAI_BASE_URL".into());
+        if args.fail_rate.is_some() || args.mock_rpm.is_some() {
+            return Err("--fail-rate and --mock-rpm shape the mock backend; unset OPENAI_API_KEY and OPENAI_BASE_URL".into());
         }
         let backend =
             dynbatch::backend::openai::OpenAiBackend::from_env().map_err(|e| e.to_string())?;
@@ -228,6 +249,10 @@ fn backend(args: &Args, run_config: &mut RunConfig) -> Result<Box<dyn LlmBackend
         );
     } else {
         eprintln!("mock backend: offline, answers derived from the prompts");
+    }
+    if let Some(rpm) = args.mock_rpm {
+        mock = mock.with_rate_limit(MockRateLimit::requests_per_minute(rpm), TokioTimer);
+        eprintln!("mock backend: enforcing {rpm} requests per minute, as a provider would");
     }
     Ok(Box::new(mock))
 }
@@ -256,6 +281,49 @@ fn show(bar: &ProgressBar, event: &RunEvent) {
         RunEvent::Succeeded { clusters, .. } | RunEvent::Failed { clusters, .. } => {
             bar.inc(*clusters as u64);
         }
+        RunEvent::Throttled { wait, total } => bar.set_message(format!(
+            "waiting for rate limit {:.1} s ({:.0} s in all)",
+            wait.as_secs_f64(),
+            total.as_secs_f64()
+        )),
+        RunEvent::RateLimited { batch, wait, .. } => bar.set_message(format!(
+            "429 on batch {}: waiting for rate limit {:.1} s",
+            batch + 1,
+            wait.as_secs_f64()
+        )),
+        RunEvent::LimitChanged {
+            kind,
+            per_minute,
+            source,
+        } => note(format!(
+            "  pacing at {per_minute} {} per minute ({})",
+            match kind {
+                LimitKind::Requests => "requests",
+                LimitKind::Tokens => "tokens",
+                _ => "units",
+            },
+            match source {
+                LimitSource::Headers => "reported by the server",
+                LimitSource::Configured => "as configured",
+                LimitSource::Inferred => "inferred from 429s",
+                _ => "learnt",
+            }
+        )),
+        RunEvent::ConcurrencyChanged { from, to } => {
+            bar.set_message(format!("concurrency {from} → {to}"));
+        }
+        RunEvent::CircuitOpened { failures, wait } => note(format!(
+            "  {failures} failures in a row: pausing {:.1} s, then one probe",
+            wait.as_secs_f64()
+        )),
+        RunEvent::CircuitClosed => note("  the server answers again: resuming".to_owned()),
+        RunEvent::Stopped { reason } => note(format!("  stopped sending: {reason}")),
+        RunEvent::Requeued {
+            batch, attempts, ..
+        } => note(format!(
+            "  batch {}: {attempts} attempts failed, back of the queue",
+            batch + 1
+        )),
         RunEvent::Retried {
             batch,
             delay,
@@ -355,13 +423,28 @@ fn summary(report: &DiscoveryReport<'_>) {
         );
         eprintln!("  {:<44} from {}", "", truncate(&p.clusters.join(", "), 70));
     }
-    for o in report.outcomes.iter().filter(|o| o.reason.is_some()) {
-        eprintln!(
-            "  failed: {} after {} attempts: {}",
-            o.id,
-            o.attempts,
-            o.reason.as_deref().unwrap_or("")
-        );
+    // Failures grouped by reason, the first few clusters of each named.
+    let mut reasons: Vec<(&str, Vec<&str>)> = Vec::new();
+    for o in &report.outcomes {
+        if let Some(reason) = o.reason.as_deref() {
+            match reasons.iter_mut().find(|(r, _)| *r == reason) {
+                Some((_, ids)) => ids.push(&o.id),
+                None => reasons.push((reason, vec![&o.id])),
+            }
+        }
+    }
+    for (reason, ids) in reasons.iter().take(10) {
+        let more = ids.len().saturating_sub(3);
+        let shown = ids[..ids.len().min(3)].join(", ");
+        let more = if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        };
+        eprintln!("  failed: {shown}{more}: {reason}");
+    }
+    if reasons.len() > 10 {
+        eprintln!("  ... and {} other reasons", reasons.len() - 10);
     }
     let u = &report.usage;
     eprintln!(
@@ -373,6 +456,23 @@ fn summary(report: &DiscoveryReport<'_>) {
         u.reasks,
         u.extra_calls,
         u.max_extra_calls
+    );
+    eprintln!(
+        "Time: {:.1} s; {} calls answered 429 (not failures, no extra calls), {:.1} s waiting for the rate limit{}",
+        u.elapsed_secs,
+        u.rate_limited,
+        u.rate_limit_wait_secs,
+        match (
+            u.rate_limits.requests_per_minute,
+            u.rate_limits.tokens_per_minute
+        ) {
+            (None, None) => String::new(),
+            (r, t) => format!(
+                "; paced at {}{}",
+                r.map(|r| format!("{r} requests/min")).unwrap_or_default(),
+                t.map(|t| format!(" {t} tokens/min")).unwrap_or_default()
+            ),
+        }
     );
     eprintln!(
         "Tokens: ~{} estimated prompt, {} prompt and {} completion reported; cost {} on {}",

@@ -3,9 +3,11 @@
 espresso, shaped like the upstream clustering service's output. Deterministic (fixed seed).
 
     python3 scripts/gen_clusters.py > examples/data/clusters.json
+    python3 scripts/gen_clusters.py 2000 > /tmp/clusters-2000.json   # a bigger input
 """
 import json
 import random
+import sys
 
 rng = random.Random(20261124)
 
@@ -53,7 +55,7 @@ def title(template, keys):
 
 
 clusters = []
-for i in range(40):
+for i in range(int(sys.argv[1]) if len(sys.argv) > 1 else 40):
     template, keys = FAMILIES[i % len(FAMILIES)]
     tier = rng.random()
     avg = round(rng.lognormvariate(0.9 if tier > 0.3 else 0.1, 0.5), 2)

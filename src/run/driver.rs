@@ -150,9 +150,19 @@ impl<'r, 'p, 'a, B: LlmBackend, T: Timer> Run<'r, 'p, 'a, B, T> {
     pub(super) async fn drive(&mut self) {
         let runner = self.runner;
         let mut flights: FuturesUnordered<BoxFuture<'r, Landed>> = FuturesUnordered::new();
+        let mut throttled_until = None;
         loop {
             let now = runner.timer.now();
             let wake = self.launch(now, &mut flights);
+            if wake.by_limiter && wake.at != throttled_until {
+                throttled_until = wake.at;
+                self.emit(&RunEvent::Throttled {
+                    wait: wake
+                        .at
+                        .map_or(Duration::ZERO, |at| at.saturating_duration_since(now)),
+                    total: self.tally.counters.waited,
+                });
+            }
             if flights.is_empty() && self.queue.is_empty() && self.delayed.is_empty() {
                 break;
             }

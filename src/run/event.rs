@@ -52,6 +52,14 @@ pub enum RunEvent {
         /// The server's message.
         error: String,
     },
+    /// A request is ready but the rate limit holds it back (pacing, or a server's
+    /// `retry-after`); sending resumes after `wait`.
+    Throttled {
+        /// The wait before the next request may go.
+        wait: Duration,
+        /// All the time the rate limit held requests back so far in the run.
+        total: Duration,
+    },
     /// The runner learnt (or changed) a rate limit it paces by.
     LimitChanged {
         /// Requests or tokens.

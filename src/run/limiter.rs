@@ -24,6 +24,7 @@ use crate::backend::{LimitStatus, RateLimitInfo};
 /// Which limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum LimitKind {
     /// Requests per minute.
     Requests,
@@ -34,6 +35,7 @@ pub enum LimitKind {
 /// Where a limit the runner paces by comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum LimitSource {
     /// [`RunConfig`](super::RunConfig).
     Configured,
@@ -479,11 +481,19 @@ mod tests {
             l.take(t0, 10);
         }
         let next = l.ready_at(t0, 10).unwrap();
-        assert_eq!(next - t0, Duration::from_millis(500));
+        assert_about(next - t0, Duration::from_millis(500));
         l.take(next, 10);
-        assert_eq!(
+        assert_about(
             l.ready_at(next, 10).unwrap() - next,
-            Duration::from_millis(500)
+            Duration::from_millis(500),
+        );
+    }
+
+    /// Waits are rounded up to the next microsecond, never down.
+    fn assert_about(wait: Duration, expected: Duration) {
+        assert!(
+            wait >= expected && wait <= expected + Duration::from_micros(2),
+            "{wait:?} for {expected:?}"
         );
     }
 
@@ -498,7 +508,7 @@ mod tests {
         let mut l = Limiter::new(&config, t0);
         l.take(t0, 6000);
         // 1000 tokens take 10 s to come back at 100 tokens per second.
-        assert_eq!(l.ready_at(t0, 1000).unwrap() - t0, Duration::from_secs(10));
+        assert_about(l.ready_at(t0, 1000).unwrap() - t0, Duration::from_secs(10));
         assert_eq!(l.too_large(6001), Some(6000));
         assert_eq!(l.too_large(6000), None);
     }
@@ -518,7 +528,7 @@ mod tests {
         // Remaining 0 when it was counted, some refill since: the next goes once one is back.
         let at = l.ready_at(t1, 1).unwrap();
         assert!(
-            at > t1 && at <= t1 + Duration::from_millis(500),
+            at > t1 && at <= t1 + Duration::from_micros(500_002),
             "{:?}",
             at - t1
         );
