@@ -208,6 +208,10 @@ async fn a_run_over_http_is_paced_by_the_limit_the_server_reports() {
         .await
         .unwrap();
     let elapsed = start.elapsed();
+    eprintln!(
+        "{elapsed:?}, {} 429s, waited {:.2} s",
+        report.usage.rate_limited, report.usage.rate_limit_wait_secs
+    );
     assert_eq!(report.outcome_counts(), (64, 0));
     let u = &report.usage;
     assert_eq!(u.rate_limits.requests_per_minute, Some(60));

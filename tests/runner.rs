@@ -183,7 +183,12 @@ async fn rate_limit_waits_for_retry_after_then_succeeds() {
         events[2],
         RunEvent::ConcurrencyChanged { from: 4, to: 2 }
     ));
-    assert!(matches!(events[3], RunEvent::Succeeded { clusters: 3, .. }));
+    // Sending waits for the server's delay, and says so.
+    assert!(
+        matches!(events[3], RunEvent::Throttled { wait, .. } if wait == Duration::from_secs(7)),
+        "{events:?}"
+    );
+    assert!(matches!(events[4], RunEvent::Succeeded { clusters: 3, .. }));
     assert_eq!(mock.remaining(), 0);
 }
 

@@ -387,13 +387,18 @@ impl<'r, 'p, 'a, B: LlmBackend, T: Timer> Run<'r, 'p, 'a, B, T> {
                 self.queue.push_front(job);
             }
             error if error.is_account_wide() => {
+                self.limiter.resolve(&ticket);
                 self.breaker.on_neutral();
                 let reason = format!("{kind}: {error}");
                 self.fail(job.batch, &job.members, &reason);
                 self.stop(&reason);
             }
-            error if error.is_retryable() => self.transient(job, &error, now),
+            error if error.is_retryable() => {
+                self.limiter.resolve(&ticket);
+                self.transient(job, &error, now);
+            }
             error => {
+                self.limiter.resolve(&ticket);
                 self.breaker.on_neutral();
                 let tries = if job.calls > 1 {
                     format!(" after {} attempts", job.calls)

@@ -14,6 +14,7 @@
 //! cannot be taken back when the other limit says no), and time comes from the run's
 //! [`Timer`](crate::timer::Timer) so a paused clock drives it.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -184,6 +185,8 @@ pub(super) struct Limiter {
     hold_until: Option<Instant>,
     sent_requests: u64,
     sent_tokens: u64,
+    /// Requests sent and not yet answered, by send order, with their token cost.
+    in_flight: BTreeMap<u64, u64>,
     start: Instant,
     /// Send times of requests that got an answer (not a 429), for inference.
     answered: Vec<Instant>,
@@ -209,6 +212,7 @@ impl Limiter {
             hold_until: None,
             sent_requests: 0,
             sent_tokens: 0,
+            in_flight: BTreeMap::new(),
             start: now,
             answered: Vec::new(),
             last_empty: None,
@@ -257,7 +261,13 @@ impl Limiter {
         }
         self.sent_requests += 1;
         self.sent_tokens += cost;
+        self.in_flight.insert(ticket.requests_before, cost);
         ticket
+    }
+
+    /// The request of `ticket` ended without an answer or a 429 (a 5xx, a timeout).
+    pub(super) fn resolve(&mut self, ticket: &Ticket) {
+        self.in_flight.remove(&ticket.requests_before);
     }
 
     /// Requests sent so far.
@@ -272,6 +282,7 @@ impl Limiter {
         ticket: &Ticket,
         info: Option<&RateLimitInfo>,
     ) -> Vec<Change> {
+        self.resolve(ticket);
         self.answered.push(ticket.at);
         self.blind_429s = 0;
         let mut changes = Vec::new();
@@ -308,6 +319,7 @@ impl Limiter {
         info: Option<&RateLimitInfo>,
         config: &RunConfig,
     ) -> (Duration, Vec<Change>) {
+        self.resolve(ticket);
         self.last_429 = Some(now);
         self.refused.push(ticket.requests_before);
         let mut changes = Vec::new();
@@ -354,8 +366,14 @@ impl Limiter {
         changes: &mut Vec<Change>,
     ) {
         let since_send = now.saturating_duration_since(ticket.at);
-        let requests_since = self.sent_requests - ticket.requests_before - 1;
-        let tokens_since = self.sent_tokens - ticket.tokens_before - ticket.cost;
+        // Sent after it, and sent before it but maybe counted by the server after it (HTTP
+        // requests overtake one another): the server's count does not include them yet.
+        let (earlier, earlier_tokens) = self
+            .in_flight
+            .range(..ticket.requests_before)
+            .fold((0, 0), |(n, t), (_, cost)| (n + 1, t + cost));
+        let requests_since = self.sent_requests - ticket.requests_before - 1 + earlier;
+        let tokens_since = self.sent_tokens - ticket.tokens_before - ticket.cost + earlier_tokens;
         let sync = |bucket: &mut Bucket, status: &LimitStatus, since: u64, out: &mut Vec<_>| {
             if let Some(limit) = status.limit {
                 #[allow(clippy::cast_precision_loss)]
