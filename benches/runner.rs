@@ -2,6 +2,11 @@
 //! concurrency C. The ideal wall time is ceil(64 / C) × L; everything above it is the runner
 //! (rendering, parsing, validation, consolidation) plus the mock's own answer building.
 //!
+//! And its pacing: 620 one-cluster calls against a mock that enforces 600 requests per minute
+//! (a continuously refilled bucket, as providers count), at concurrency 16, the runner not told
+//! the limit. The least time the limit allows is (620 − 600) / 10 per second = 2 s, plus one
+//! call's latency; the median over that is the pacing's overhead.
+//!
 //! ```text
 //! cargo bench --bench runner --features mock,tokio
 //! ```
@@ -11,7 +16,7 @@
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use dynbatch::backend::mock::MockBackend;
+use dynbatch::backend::mock::{MockBackend, MockRateLimit};
 use dynbatch::run::{RunConfig, Runner};
 use dynbatch::timer::TokioTimer;
 use dynbatch::{Batcher, BatchingConfig, Cluster, Video};
@@ -19,8 +24,8 @@ use dynbatch::{Batcher, BatchingConfig, Cluster, Video};
 const BATCHES: usize = 64;
 const LATENCY: Duration = Duration::from_millis(250);
 
-fn clusters() -> Vec<Cluster> {
-    (0..BATCHES * 3)
+fn clusters(n: usize) -> Vec<Cluster> {
+    (0..n)
         .map(|i| {
             let topic = [
                 "Espresso",
@@ -48,7 +53,7 @@ fn clusters() -> Vec<Cluster> {
 }
 
 fn bench(c: &mut Criterion) {
-    let input = clusters();
+    let input = clusters(BATCHES * 3);
     let config = BatchingConfig::builder()
         .min_batch_size(3)
         .max_batch_size(3)
@@ -92,5 +97,58 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+const PACED_CALLS: usize = 620;
+const PACED_RPM: u32 = 600;
+const PACED_LATENCY: Duration = Duration::from_millis(50);
+
+fn bench_pacing(c: &mut Criterion) {
+    let input = clusters(PACED_CALLS);
+    let config = BatchingConfig::builder()
+        .min_batch_size(1)
+        .max_batch_size(1)
+        .max_total_calls(PACED_CALLS)
+        .build()
+        .unwrap_or_default();
+    let plan = Batcher::new(config)
+        .plan(&input)
+        .unwrap_or_else(|e| panic!("plan: {e}"));
+    assert_eq!(plan.batches.len(), PACED_CALLS);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_time()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut group = c.benchmark_group("runner_paced_620_calls_600rpm_least_2.05s");
+    group.sample_size(10);
+    for (name, limit) in [
+        ("headers", MockRateLimit::requests_per_minute(PACED_RPM)),
+        (
+            "bare_429s",
+            MockRateLimit::requests_per_minute(PACED_RPM)
+                .with_headers(false)
+                .with_retry_after(false),
+        ),
+    ] {
+        group.bench_function(name, |b| {
+            b.to_async(&rt).iter(|| async {
+                // A fresh account (a full bucket) and a runner that knows nothing, each time.
+                let mock = MockBackend::new()
+                    .with_latency(PACED_LATENCY, TokioTimer)
+                    .with_rate_limit(limit, TokioTimer);
+                let runner = Runner::new(mock, TokioTimer).with_config(RunConfig {
+                    concurrency: 16,
+                    ..RunConfig::default()
+                });
+                let report = runner
+                    .run(plan.clone(), &input, "hobbies")
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+                assert_eq!(report.outcome_counts().1, 0);
+                report.usage.rate_limited
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench, bench_pacing);
 criterion_main!(benches);
