@@ -421,3 +421,32 @@ proptest::proptest! {
         proptest::prop_assert_eq!(limited, u.rate_limited);
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn absurd_waits_from_a_server_or_a_config_never_panic() {
+    let (clusters, batching) = one_per_batch(3);
+    for step in [
+        MockStep::RateLimited(Some(Duration::MAX)),
+        MockStep::Unavailable(Some(Duration::MAX)),
+        MockStep::ServerError,
+    ] {
+        let plan = plan(&clusters, &batching);
+        let mock = MockBackend::scripted([step.clone()]).then_answer();
+        let config = RunConfig {
+            base_delay: Duration::MAX,
+            max_delay: Duration::MAX,
+            max_retry_after: Duration::MAX,
+            rate_limit_patience: Duration::from_secs(60),
+            ..RunConfig::default()
+        };
+        let report = tokio::time::timeout(
+            Duration::from_secs(200_000),
+            run(&clusters, plan, &mock, config),
+        )
+        .await
+        .map(|out| out.report.outcome_counts());
+        // A day at most, then an answer or a reason: never a panic, never a hang.
+        let (ok, failed) = report.unwrap();
+        assert_eq!(ok + failed, 3, "{step:?}");
+    }
+}

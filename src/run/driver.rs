@@ -441,7 +441,7 @@ impl<'r, 'p, 'a, B: LlmBackend, T: Timer> Run<'r, 'p, 'a, B, T> {
                 delay,
                 error: error.to_string(),
             });
-            job.ready_at = Some(now + delay);
+            job.ready_at = Some(super::later(now, delay));
             self.delayed.push(job);
         } else if self.budget.left() > 0 {
             self.tally.counters.requeued += 1;

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::RunConfig;
+use super::{RunConfig, later};
 use crate::backend::{LimitStatus, RateLimitInfo};
 
 /// Which limit.
@@ -136,7 +136,7 @@ impl Bucket {
         let need = cost.min(limit) - self.level;
         (need > 0.0).then(|| {
             let micros = (need / rate * 1e6).ceil() + 1.0;
-            Duration::from_secs_f64(micros / 1e6)
+            Duration::try_from_secs_f64(micros / 1e6).unwrap_or(Duration::MAX)
         })
     }
 
@@ -230,12 +230,12 @@ impl Limiter {
         self.requests.refill(now);
         self.tokens.refill(now);
         let hold = self.hold_until.filter(|h| *h > now);
-        let by_requests = self.requests.wait(1.0).map(|w| now + w);
+        let by_requests = self.requests.wait(1.0).map(|w| later(now, w));
         if by_requests.is_some() {
             self.last_bound = Some(now);
         }
         #[allow(clippy::cast_precision_loss)]
-        let by_tokens = self.tokens.wait(cost as f64).map(|w| now + w);
+        let by_tokens = self.tokens.wait(cost as f64).map(|w| later(now, w));
         [hold, by_requests, by_tokens].into_iter().flatten().max()
     }
 
@@ -342,12 +342,15 @@ impl Limiter {
             changes.extend(self.infer(now, ticket));
         }
         if let Some(after) = retry_after {
-            let until = now + after;
+            let until = later(now, after);
             self.hold_until = Some(self.hold_until.map_or(until, |h| h.max(until)));
         } else if self.requests.limit.is_none() && self.tokens.limit.is_none() {
             // Nothing to pace by yet: back off, longer with each 429 in a row.
             self.blind_429s += 1;
-            let until = now + super::retry::backoff(config, u64::MAX - 1, self.blind_429s);
+            let until = later(
+                now,
+                super::retry::backoff(config, u64::MAX - 1, self.blind_429s),
+            );
             self.hold_until = Some(self.hold_until.map_or(until, |h| h.max(until)));
         }
         let wait = self

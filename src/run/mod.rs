@@ -185,6 +185,14 @@ fn batch_members(plan: &BatchPlan<'_>, clusters: &[Cluster]) -> Result<Vec<Vec<u
         .collect()
 }
 
+/// `now + wait`, for any wait a server or a config may give: a wait too long for the clock is
+/// a day (longer than any patience worth having), never a panic.
+fn later(now: std::time::Instant, wait: std::time::Duration) -> std::time::Instant {
+    now.checked_add(wait)
+        .or_else(|| now.checked_add(std::time::Duration::from_secs(86_400)))
+        .unwrap_or(now)
+}
+
 fn prompt_clusters<'a>(
     plan: &BatchPlan<'_>,
     clusters: &'a [Cluster],

@@ -157,7 +157,9 @@ impl Breaker {
         self.trips += 1;
         self.opened += 1;
         let wait = backoff(config, u64::MAX, self.trips);
-        self.state = State::Open { until: now + wait };
+        self.state = State::Open {
+            until: super::later(now, wait),
+        };
         Some(Change::Opened { failures, wait })
     }
 

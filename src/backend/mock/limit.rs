@@ -97,7 +97,7 @@ impl Level {
         LimitStatus {
             limit: Some(self.limit as u64),
             remaining: Some(self.level.max(0.0).floor() as u64),
-            reset: Some(Duration::from_secs_f64(self.wait(self.limit))),
+            reset: Duration::try_from_secs_f64(self.wait(self.limit)).ok(),
         }
     }
 }
@@ -156,7 +156,8 @@ impl Buckets {
                 retry_after: self
                     .config
                     .retry_after
-                    .then(|| Duration::from_secs_f64(wait)),
+                    .then(|| Duration::try_from_secs_f64(wait).ok())
+                    .flatten(),
                 limits: self.info(),
                 message: format!("mock: rate limit reached on {which} per minute"),
             }));
