@@ -591,3 +591,17 @@ async fn the_report_compares_estimated_and_reported_prompt_tokens() {
     let expected = (reported as f64 - estimated as f64) / estimated as f64;
     assert!((report.usage.prompt_estimate_error.unwrap() - expected).abs() < 1e-12);
 }
+
+#[test]
+fn the_run_future_is_send_so_it_can_be_spawned() {
+    fn spawnable<F: std::future::Future + Send>(_: &F) {}
+    let input = nine();
+    let runner = runner(&MockBackend::new(), RunConfig::default());
+    let plan = Batcher::default().plan(&input).unwrap();
+    let run = runner.run(plan, &input, "x");
+    spawnable(&run);
+    let backend: Box<dyn dynbatch::backend::LlmBackend> = Box::new(MockBackend::new());
+    let boxed = Runner::new(backend, TokioTimer);
+    let plan = Batcher::default().plan(&input).unwrap();
+    spawnable(&boxed.run(plan, &input, "x"));
+}
