@@ -201,7 +201,7 @@ pub(super) struct Limiter {
     /// 429s in a row with nothing to pace by.
     blind_429s: u32,
     /// Send order of the requests answered with a 429.
-    refused: Vec<u64>,
+    refused: BTreeMap<u64, u64>,
 }
 
 impl Limiter {
@@ -221,7 +221,7 @@ impl Limiter {
             last_429: None,
             last_bound: None,
             blind_429s: 0,
-            refused: Vec::new(),
+            refused: BTreeMap::new(),
         }
     }
 
@@ -321,12 +321,20 @@ impl Limiter {
     ) -> (Duration, Vec<Change>) {
         self.resolve(ticket);
         self.last_429 = Some(now);
-        self.refused.push(ticket.requests_before);
+        self.refused.insert(ticket.requests_before, ticket.cost);
         let mut changes = Vec::new();
         let info = info.copied().unwrap_or_default();
         self.learn(now, ticket, &info, LimitSource::Headers, &mut changes);
         self.requests.refill(now);
         self.tokens.refill(now);
+        // The server did not count a refused request.
+        #[allow(clippy::cast_precision_loss)]
+        for (bucket, cost) in [
+            (&mut self.requests, 1.0),
+            (&mut self.tokens, ticket.cost as f64),
+        ] {
+            bucket.level = (bucket.level + cost).min(bucket.limit.unwrap_or(f64::INFINITY));
+        }
         let requests_out = info.requests.remaining == Some(0);
         let tokens_out = info.tokens.remaining.is_some_and(|r| r < ticket.cost);
         let unknown = !requests_out && !tokens_out;
@@ -375,8 +383,15 @@ impl Limiter {
             .in_flight
             .range(..ticket.requests_before)
             .fold((0, 0), |(n, t), (_, cost)| (n + 1, t + cost));
-        let requests_since = self.sent_requests - ticket.requests_before - 1 + earlier;
-        let tokens_since = self.sent_tokens - ticket.tokens_before - ticket.cost + earlier_tokens;
+        // Sent after it but refused: the server never counted them.
+        let (refused, refused_tokens) = self
+            .refused
+            .range(ticket.requests_before + 1..)
+            .fold((0, 0), |(n, t), (_, cost)| (n + 1, t + cost));
+        let requests_since =
+            (self.sent_requests - ticket.requests_before - 1 + earlier).saturating_sub(refused);
+        let tokens_since = (self.sent_tokens - ticket.tokens_before - ticket.cost + earlier_tokens)
+            .saturating_sub(refused_tokens);
         let sync = |bucket: &mut Bucket, status: &LimitStatus, since: u64, out: &mut Vec<_>| {
             if let Some(limit) = status.limit {
                 #[allow(clippy::cast_precision_loss)]
@@ -407,11 +422,7 @@ impl Limiter {
         #[allow(clippy::cast_precision_loss)]
         let estimate = match (self.requests.source, last_empty) {
             (None, _) => {
-                let refused_before = self
-                    .refused
-                    .iter()
-                    .filter(|s| **s < ticket.requests_before)
-                    .count() as u64;
+                let refused_before = self.refused.range(..ticket.requests_before).count() as u64;
                 let n = ticket.requests_before - refused_before;
                 if n < 2 {
                     return None; // too little to go by: the back-off hold covers it
@@ -571,6 +582,24 @@ mod tests {
             l.take(t0, 1);
         }
         assert!(l.ready_at(t0, 1).is_some());
+    }
+
+    #[test]
+    fn refused_requests_are_not_counted_against_the_server() {
+        let t0 = Instant::now();
+        let config = RunConfig {
+            requests_per_minute: Some(2),
+            ..RunConfig::default()
+        };
+        let mut l = Limiter::new(&config, t0);
+        let tickets: Vec<Ticket> = (0..4).map(|_| l.take(t0, 1)).collect();
+        for t in &tickets[2..] {
+            l.on_rate_limited(t0, t, None, Some(&info(2, 0)), &config);
+        }
+        // The first saw 1 left after itself; of the three sent after it, two were refused.
+        l.on_answer(t0, &tickets[0], Some(&info(2, 1)));
+        l.on_answer(t0, &tickets[1], Some(&info(2, 0)));
+        assert_about(l.ready_at(t0, 1).unwrap() - t0, Duration::from_secs(30));
     }
 
     #[test]
