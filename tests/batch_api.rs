@@ -195,3 +195,67 @@ async fn export_then_import_gives_the_runners_report() {
             .any(|p| p.template.as_deref() == Some("I Made Espresso With a [X] Setup"))
     );
 }
+
+/// A line of a finished batch is an outcome, whatever its status: a 429 or a 401 inside a
+/// result file neither waits for a rate limit nor stops the import, and limits in the config
+/// do not pace answers that are already there.
+#[tokio::test]
+async fn import_never_waits_or_stops_on_a_lines_status() {
+    let input = bundled();
+    let plan = Batcher::default().plan(&input).unwrap();
+    let n = plan.batches.len();
+    let config = RunConfig {
+        requests_per_minute: Some(1),
+        tokens_per_minute: Some(1),
+        ..RunConfig::default()
+    };
+    let status_line = |b: usize, status: u16| {
+        json!({"id": "batch_req_1", "custom_id": custom_id(&plan, b), "response": {"status_code": status,
+               "request_id": "req_1", "body": {"error": {"message": "no", "type": "requests"}}}, "error": null})
+        .to_string()
+    };
+    let mut output = vec![status_line(0, 429), status_line(1, 401)];
+    for b in 2..n {
+        let size = plan.batches[b].clusters.len();
+        output.push(ok_line(&custom_id(&plan, b), &answer(1..=size), "stop"));
+    }
+    let output = output.join("\n");
+    let import = import(
+        plan.clone(),
+        &input,
+        "home espresso",
+        &config,
+        &output,
+        None,
+    );
+    let report = tokio::time::timeout(std::time::Duration::from_secs(20), import)
+        .await
+        .expect("the import finished")
+        .unwrap();
+    report.check_accounting().unwrap();
+    let reason = |b: usize| {
+        report
+            .outcomes
+            .iter()
+            .find(|o| o.batch == b)
+            .and_then(|o| o.reason.clone())
+            .unwrap_or_default()
+    };
+    assert!(
+        reason(0).starts_with("other: rate_limited: "),
+        "{}",
+        reason(0)
+    );
+    assert!(
+        reason(1).starts_with("other: authentication: "),
+        "{}",
+        reason(1)
+    );
+    let succeeded = report
+        .outcomes
+        .iter()
+        .filter(|o| o.status == OutcomeStatus::Succeeded)
+        .count();
+    let failed: usize = (0..2).map(|b| plan.batches[b].clusters.len()).sum();
+    assert_eq!(succeeded + failed, report.outcomes.len());
+}

@@ -243,6 +243,9 @@ pub async fn import<'a>(
     replay_config.split_and_reask = false;
     replay_config.max_retries = 0;
     replay_config.max_extra_calls = 0;
+    // Replay never waits: no pacing of answers that are already there.
+    replay_config.requests_per_minute = None;
+    replay_config.tokens_per_minute = None;
     replay_config.concurrency = plan.batches.len().max(1);
     for price in replay_config.prices.0.values_mut() {
         price.input_per_million *= BATCH_DISCOUNT;
