@@ -450,3 +450,35 @@ async fn absurd_waits_from_a_server_or_a_config_never_panic() {
         assert_eq!(ok + failed, 3, "{step:?}");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn with_slow_answers_the_pace_still_holds() {
+    // 5 s per answer: the limit's 2 a second needs 10 in flight, so halving the bound on a
+    // 429 must not cost the pace for long.
+    let (clusters, batching) = one_per_batch(301);
+    for limit in [
+        MockRateLimit::requests_per_minute(120),
+        MockRateLimit::requests_per_minute(120)
+            .with_headers(false)
+            .with_retry_after(false),
+    ] {
+        let plan = plan(&clusters, &batching);
+        let latency = Duration::from_secs(5);
+        let mock = MockBackend::new()
+            .with_latency(latency, TokioTimer)
+            .with_rate_limit(limit, TokioTimer);
+        let config = RunConfig {
+            concurrency: 16,
+            ..RunConfig::default()
+        };
+        let out = run(&clusters, plan, &mock, config).await;
+        assert_eq!(out.report.outcome_counts(), (301, 0));
+        let least = least_time(301, 120) - LATENCY + latency;
+        let ratio = out.elapsed.as_secs_f64() / least.as_secs_f64();
+        eprintln!(
+            "slow {limit:?}: {:.1?}, {ratio:.3}, {} 429s",
+            out.elapsed, out.report.usage.rate_limited
+        );
+        assert!(ratio <= 1.1, "{ratio}");
+    }
+}
