@@ -473,7 +473,7 @@ async fn with_slow_answers_the_pace_still_holds() {
         };
         let out = run(&clusters, plan, &mock, config).await;
         assert_eq!(out.report.outcome_counts(), (301, 0));
-        let least = least_time(301, 120) - LATENCY + latency;
+        let least = least_time(301, 120).checked_sub(LATENCY).unwrap() + latency;
         let ratio = out.elapsed.as_secs_f64() / least.as_secs_f64();
         eprintln!(
             "slow {limit:?}: {:.1?}, {ratio:.3}, {} 429s",
