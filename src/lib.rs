@@ -11,6 +11,7 @@ pub mod prompt;
 pub mod quality;
 pub mod response;
 pub mod run;
+pub mod store;
 pub mod strategy;
 mod sync;
 #[cfg(feature = "testing")]

@@ -105,6 +105,20 @@ pub struct RunUsage {
     /// The rate limits the run paced by at its end, and where they came from.
     #[serde(default)]
     pub rate_limits: crate::run::RateLimitSummary,
+    /// Requests answered from the journal ([`RunStore`](crate::store::RunStore)) instead of a
+    /// call: paid for by an earlier run. Not in `calls_made`.
+    #[serde(default)]
+    pub cached: u64,
+    /// Prompt tokens of the answers from the journal (not in `prompt_tokens`).
+    #[serde(default)]
+    pub cached_prompt_tokens: u64,
+    /// Completion tokens of the answers from the journal (not in `completion_tokens`).
+    #[serde(default)]
+    pub cached_completion_tokens: u64,
+    /// What the answers from the journal would have cost again; `None` when the model has no
+    /// price.
+    #[serde(default)]
+    pub saved_cost_usd: Option<f64>,
 }
 
 /// One answered request: the plan's prompt estimate next to what the backend reported.
@@ -124,6 +138,9 @@ pub struct RequestRecord {
     pub completion_tokens: Option<u64>,
     /// The request's `max_tokens`.
     pub max_tokens: u32,
+    /// The answer came from the journal ([`RunStore`](crate::store::RunStore)), not a call.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cached: bool,
 }
 
 /// Final state of a batched cluster.

@@ -9,9 +9,12 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use std::future::Future;
+use std::pin::pin;
+
 use futures::future::{BoxFuture, Either, select};
 use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 use tracing::Instrument;
 
 use super::concurrency::Window;
@@ -23,6 +26,7 @@ use super::{Runner, prompt_clusters};
 use crate::backend::{BackendError, ChatRequest, ChatResponse, LlmBackend};
 use crate::model::Cluster;
 use crate::plan::BatchPlan;
+use crate::store::RequestKey;
 use crate::timer::Timer;
 
 /// One request's worth of clusters, waiting or in flight.
@@ -43,6 +47,8 @@ pub(super) struct Job {
     ready_at: Option<Instant>,
     /// The last error, for the reason if it ends failed.
     last_error: Option<String>,
+    /// Its request, once rendered, with its journal key; looked up in the journal.
+    rendered: Option<(ChatRequest, Option<RequestKey>)>,
 }
 
 impl Job {
@@ -56,6 +62,7 @@ impl Job {
             calls: 0,
             ready_at: None,
             last_error: None,
+            rendered: None,
         }
     }
 }
@@ -63,6 +70,7 @@ impl Job {
 /// A call that came back.
 pub(super) struct Landed {
     job: Job,
+    key: Option<RequestKey>,
     ticket: Ticket,
     /// The call took an extra call from the budget.
     charged: bool,
@@ -147,10 +155,13 @@ impl<'r, 'p, 'a, B: LlmBackend, T: Timer> Run<'r, 'p, 'a, B, T> {
     }
 
     /// Runs every job to an end.
-    pub(super) async fn drive(&mut self) {
+    /// Runs every job to an end; once `interrupt` completes, sends nothing more and waits
+    /// only for the requests in flight (each bounded by the request timeout).
+    pub(super) async fn drive(&mut self, interrupt: impl Future<Output = ()> + Send) {
         let runner = self.runner;
         let mut flights: FuturesUnordered<BoxFuture<'r, Landed>> = FuturesUnordered::new();
         let mut throttled_until = None;
+        let mut interrupt = pin!(interrupt.fuse());
         loop {
             let now = runner.timer.now();
             let wake = self.launch(now, &mut flights);
@@ -166,22 +177,31 @@ impl<'r, 'p, 'a, B: LlmBackend, T: Timer> Run<'r, 'p, 'a, B, T> {
             if flights.is_empty() && self.queue.is_empty() && self.delayed.is_empty() {
                 break;
             }
-            let landed = match (wake.at, flights.is_empty()) {
-                (Some(at), true) => {
-                    runner.timer.sleep(at.saturating_duration_since(now)).await;
-                    None
-                }
-                (Some(at), false) => {
-                    let sleep = runner.timer.sleep(at.saturating_duration_since(now));
-                    match select(flights.next(), sleep).await {
-                        Either::Left((landed, _)) => landed,
-                        Either::Right(((), _)) => None,
+            if wake.at.is_none() && flights.is_empty() {
+                // Jobs wait on nothing that will come: never hang, account for them.
+                self.stop("internal: the runner had nothing left to wait for");
+                continue;
+            }
+            let waiting = async {
+                match wake.at {
+                    Some(at) if flights.is_empty() => {
+                        runner.timer.sleep(at.saturating_duration_since(now)).await;
+                        None
                     }
+                    Some(at) => {
+                        let sleep = runner.timer.sleep(at.saturating_duration_since(now));
+                        match select(flights.next(), sleep).await {
+                            Either::Left((landed, _)) => landed,
+                            Either::Right(((), _)) => None,
+                        }
+                    }
+                    None => flights.next().await,
                 }
-                (None, false) => flights.next().await,
-                (None, true) => {
-                    // Jobs wait on nothing that will come: never hang, account for them.
-                    self.stop("internal: the runner had nothing left to wait for");
+            };
+            let landed = match select(pin!(waiting), interrupt.as_mut()).await {
+                Either::Left((landed, _)) => landed,
+                Either::Right(((), _)) => {
+                    self.stop("interrupted");
                     None
                 }
             };
@@ -206,19 +226,6 @@ impl<'r, 'p, 'a, B: LlmBackend, T: Timer> Run<'r, 'p, 'a, B, T> {
                 self.fail_waiting(&reason);
                 return Wake::default();
             }
-            if flights.len() >= self.window.limit() {
-                return Wake::default();
-            }
-            match self.breaker.gate(now) {
-                Gate::Open => {}
-                Gate::Until(at) => {
-                    return Wake {
-                        at: Some(at),
-                        by_limiter: false,
-                    };
-                }
-                Gate::Probing => return Wake::default(),
-            }
             let Some(job) = self.next_job(now) else {
                 return Wake {
                     at: self.delayed.iter().filter_map(|j| j.ready_at).min(),
@@ -229,6 +236,28 @@ impl<'r, 'p, 'a, B: LlmBackend, T: Timer> Run<'r, 'p, 'a, B, T> {
                 continue; // split or failed before any call
             };
             let (job, estimated_tokens, max_tokens) = prepared;
+            // An answer in the journal needs no slot, no limit and no budget.
+            let Some(job) = self.serve_from_store(job, estimated_tokens) else {
+                continue;
+            };
+            if flights.len() >= self.window.limit() {
+                self.queue.push_front(job);
+                return Wake::default();
+            }
+            match self.breaker.gate(now) {
+                Gate::Open => {}
+                Gate::Until(at) => {
+                    self.queue.push_front(job);
+                    return Wake {
+                        at: Some(at),
+                        by_limiter: false,
+                    };
+                }
+                Gate::Probing => {
+                    self.queue.push_front(job);
+                    return Wake::default();
+                }
+            }
             let cost = estimated_tokens + u64::from(max_tokens);
             if let Some(at) = self.limiter.ready_at(now, cost) {
                 let patience = self.runner.config.rate_limit_patience;
@@ -274,6 +303,47 @@ impl<'r, 'p, 'a, B: LlmBackend, T: Timer> Run<'r, 'p, 'a, B, T> {
         }
     }
 
+    /// Renders the job's request (once) and serves it from the journal when it is there;
+    /// gives the job back when it must be sent.
+    fn serve_from_store(&mut self, mut job: Job, estimated_tokens: u64) -> Option<Job> {
+        if job.rendered.is_some() {
+            return Some(job); // looked up already
+        }
+        let prompt = prompt_clusters(self.plan, self.clusters, &job.members);
+        let request =
+            self.runner
+                .config
+                .request
+                .request(self.concept, &self.plan.strategy, &prompt);
+        let Some(store) = &self.runner.store else {
+            job.rendered = Some((request, None));
+            return Some(job);
+        };
+        let key = RequestKey::of(&request);
+        match store.get(&key) {
+            Ok(Some(answer)) => {
+                tracing::debug!(batch = job.batch, %key, "answered from the journal");
+                self.emit(&RunEvent::Cached {
+                    batch: job.batch,
+                    clusters: job.members.len(),
+                });
+                self.answer(&job, &request, estimated_tokens, &answer, true);
+                None
+            }
+            Ok(None) => {
+                job.rendered = Some((request, Some(key)));
+                Some(job)
+            }
+            Err(e) => {
+                self.tally
+                    .warnings
+                    .push(format!("batch {}: journal: {e}; sent again", job.batch + 1));
+                job.rendered = Some((request, Some(key)));
+                Some(job)
+            }
+        }
+    }
+
     fn send(
         &mut self,
         mut job: Job,
@@ -282,11 +352,14 @@ impl<'r, 'p, 'a, B: LlmBackend, T: Timer> Run<'r, 'p, 'a, B, T> {
         estimated_tokens: u64,
     ) -> BoxFuture<'r, Landed> {
         let runner = self.runner;
-        let prompt = prompt_clusters(self.plan, self.clusters, &job.members);
-        let request = runner
-            .config
-            .request
-            .request(self.concept, &self.plan.strategy, &prompt);
+        let (request, key) = job.rendered.take().unwrap_or_else(|| {
+            let prompt = prompt_clusters(self.plan, self.clusters, &job.members);
+            let request = runner
+                .config
+                .request
+                .request(self.concept, &self.plan.strategy, &prompt);
+            (request, None)
+        });
         if job.calls == 0 {
             self.emit(&RunEvent::BatchStarted {
                 batch: job.batch,
@@ -312,6 +385,7 @@ impl<'r, 'p, 'a, B: LlmBackend, T: Timer> Run<'r, 'p, 'a, B, T> {
                 };
                 Landed {
                     job,
+                    key,
                     ticket,
                     charged,
                     request,
@@ -328,6 +402,7 @@ impl<'r, 'p, 'a, B: LlmBackend, T: Timer> Run<'r, 'p, 'a, B, T> {
         let now = self.runner.timer.now();
         let Landed {
             mut job,
+            key,
             ticket,
             charged,
             request,
@@ -337,6 +412,16 @@ impl<'r, 'p, 'a, B: LlmBackend, T: Timer> Run<'r, 'p, 'a, B, T> {
         let error = match result {
             Ok(response) => {
                 self.last_answer = now;
+                // Paid for: in the journal before anyone hears of it.
+                if let (Some(store), Some(key)) = (&self.runner.store, &key) {
+                    if let Err(e) = store.put(key, &response) {
+                        tracing::error!(batch = job.batch, %e, "journal: an answer was not recorded");
+                        self.tally.warnings.push(format!(
+                            "batch {}: journal: {e}; this answer would be paid again on a resume",
+                            job.batch + 1
+                        ));
+                    }
+                }
                 let changes = self
                     .limiter
                     .on_answer(now, &ticket, response.rate_limits.as_ref());
@@ -347,10 +432,12 @@ impl<'r, 'p, 'a, B: LlmBackend, T: Timer> Run<'r, 'p, 'a, B, T> {
                 if let Some(Change::Closed) = self.breaker.on_success() {
                     self.emit(&RunEvent::CircuitClosed);
                 }
-                return self.answer(&job, &request, estimated_tokens, &response);
+                return self.answer(&job, &request, estimated_tokens, &response, false);
             }
             Err(error) => error,
         };
+        // Not answered: it goes out again as it was rendered (looked up already).
+        job.rendered = Some((request, key));
         let kind = error.kind();
         match error {
             BackendError::RateLimited {

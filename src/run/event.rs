@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::limiter::{LimitKind, LimitSource};
+use crate::patterns::ClusterPatterns;
 
 /// Progress, as the runner reports it to [`Runner::on_event`](super::Runner::on_event).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -107,16 +108,34 @@ pub enum RunEvent {
         /// Clusters asked again.
         clusters: usize,
     },
-    /// A request's clusters got their patterns.
+    /// A request was answered from the journal, without a call.
+    Cached {
+        /// Planned batch index.
+        batch: usize,
+        /// Clusters in the request.
+        clusters: usize,
+    },
+    /// A request's clusters got their patterns (already recorded in the journal, if any).
     Succeeded {
         /// Planned batch index.
         batch: usize,
         /// Clusters answered.
         clusters: usize,
+        /// Each answered cluster's validated patterns, as they will be in the report.
+        results: Vec<ClusterPatterns>,
+        /// The answer came from the journal.
+        cached: bool,
         /// Prompt tokens, when the backend reports usage.
         prompt_tokens: Option<u64>,
         /// Completion tokens, when the backend reports usage.
         completion_tokens: Option<u64>,
+    },
+    /// The run ended: every batched cluster succeeded or failed. The last event of a run.
+    Finished {
+        /// Clusters that succeeded.
+        succeeded: usize,
+        /// Clusters that failed.
+        failed: usize,
     },
     /// Clusters failed for good.
     Failed {
@@ -131,3 +150,22 @@ pub enum RunEvent {
 
 /// Where events go.
 pub(super) type EventSink = Arc<dyn Fn(&RunEvent) + Send + Sync>;
+
+/// A run's events as a [`Stream`](futures::Stream), from [`Runner::event_stream`]: results
+/// arrive as each request is validated ([`RunEvent::Succeeded`] carries the patterns), and
+/// [`RunEvent::Finished`] comes last.
+///
+/// [`Runner::event_stream`]: super::Runner::event_stream
+#[derive(Debug)]
+pub struct EventStream(pub(super) futures::channel::mpsc::UnboundedReceiver<RunEvent>);
+
+impl futures::Stream for EventStream {
+    type Item = RunEvent;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<RunEvent>> {
+        std::pin::Pin::new(&mut self.0).poll_next(cx)
+    }
+}

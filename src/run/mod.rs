@@ -20,6 +20,7 @@ use crate::model::Cluster;
 use crate::patterns::DiscoveryReport;
 use crate::plan::{BatchPlan, ClusterState};
 use crate::prompt::{PromptCluster, RequestSettings};
+use crate::store::RunStore;
 use crate::timer::Timer;
 
 mod concurrency;
@@ -32,7 +33,7 @@ mod report;
 mod retry;
 
 pub use config::RunConfig;
-pub use event::RunEvent;
+pub use event::{EventStream, RunEvent};
 pub use limiter::{LimitKind, LimitSource, RateLimitSummary};
 
 use event::EventSink;
@@ -43,6 +44,7 @@ pub struct Runner<B, T> {
     timer: T,
     config: RunConfig,
     events: Option<EventSink>,
+    store: Option<Arc<dyn RunStore>>,
 }
 
 impl<B: fmt::Debug, T: fmt::Debug> fmt::Debug for Runner<B, T> {
@@ -52,6 +54,7 @@ impl<B: fmt::Debug, T: fmt::Debug> fmt::Debug for Runner<B, T> {
             .field("timer", &self.timer)
             .field("config", &self.config)
             .field("events", &self.events.is_some())
+            .field("store", &self.store)
             .finish()
     }
 }
@@ -64,7 +67,18 @@ impl<B: LlmBackend, T: Timer> Runner<B, T> {
             timer,
             config: RunConfig::default(),
             events: None,
+            store: None,
         }
+    }
+
+    /// Keeps a journal of answers in `store`: every request is looked up before it is sent
+    /// (a hit is used without a call, as `cached`), and every answer is recorded before its
+    /// clusters are reported as succeeded, so a run killed at any instant and run again with
+    /// the same store pays no answered call twice.
+    #[must_use]
+    pub fn with_store(mut self, store: impl RunStore + 'static) -> Self {
+        self.store = Some(Arc::new(store));
+        self
     }
 
     /// Replaces the config.
@@ -79,6 +93,59 @@ impl<B: LlmBackend, T: Timer> Runner<B, T> {
     pub fn on_event(mut self, sink: impl Fn(&RunEvent) + Send + Sync + 'static) -> Self {
         self.events = Some(Arc::new(sink));
         self
+    }
+
+    /// The runner's events as a stream too (after any `on_event` sink): results as they
+    /// arrive, `RunEvent::Finished` last. Poll it while the run goes, e.g. with `join`.
+    ///
+    /// ```
+    /// # #[cfg(all(feature = "mock", feature = "tokio"))]
+    /// # tokio_test_block_on(async {
+    /// use futures::StreamExt;
+    /// use dynbatch::backend::mock::MockBackend;
+    /// use dynbatch::run::{RunEvent, Runner};
+    /// use dynbatch::timer::TokioTimer;
+    /// use dynbatch::{Batcher, Cluster, Video};
+    ///
+    /// let clusters: Vec<Cluster> = (0..3)
+    ///     .map(|i| Cluster::new(format!("c{i}"), vec![
+    ///         Video::new(format!("I Tried Espresso {i} for 30 Days"), 5.0),
+    ///         Video::new(format!("I Tried Grinder {i} for 30 Days"), 4.0),
+    ///     ]))
+    ///     .collect();
+    /// let plan = Batcher::default().plan(&clusters).unwrap();
+    /// let (runner, mut events) = Runner::new(MockBackend::new(), TokioTimer).event_stream();
+    /// let consume = async {
+    ///     while let Some(event) = events.next().await {
+    ///         match event {
+    ///             RunEvent::Succeeded { results, .. } => {
+    ///                 for r in results { println!("{}: {} patterns", r.id, r.patterns.len()); }
+    ///             }
+    ///             RunEvent::Finished { .. } => break,
+    ///             _ => {}
+    ///         }
+    ///     }
+    /// };
+    /// let (report, ()) = futures::join!(runner.run(plan, &clusters, "espresso"), consume);
+    /// assert!(report.is_ok());
+    /// # });
+    /// # #[cfg(all(feature = "mock", feature = "tokio"))]
+    /// # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
+    /// #     tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(f)
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn event_stream(mut self) -> (Self, EventStream) {
+        let (sender, receiver) = futures::channel::mpsc::unbounded();
+        let before = self.events.take();
+        self.events = Some(Arc::new(move |event: &RunEvent| {
+            if let Some(sink) = &before {
+                sink(event);
+            }
+            // The receiver may be gone: the caller stopped listening, the run goes on.
+            let _ = sender.unbounded_send(event.clone());
+        }));
+        (self, EventStream(receiver))
     }
 
     /// The config.
@@ -117,9 +184,27 @@ impl<B: LlmBackend, T: Timer> Runner<B, T> {
         clusters: &'a [Cluster],
         concept: &str,
     ) -> Result<DiscoveryReport<'a>, Error> {
+        self.run_until(plan, clusters, concept, futures::future::pending())
+            .await
+    }
+
+    /// As [`Runner::run`], until `interrupt` completes (e.g. on Ctrl-C): then nothing more is
+    /// sent, the requests in flight are waited for (each bounded by `request_timeout`) and
+    /// recorded, and the clusters not answered fail with the reason `interrupted`. With a
+    /// journal ([`Runner::with_store`]), running the same plan again resumes.
+    ///
+    /// # Errors
+    /// [`Error::PlanMismatch`] when `plan` was not made from `clusters`.
+    pub async fn run_until<'a>(
+        &self,
+        plan: BatchPlan<'a>,
+        clusters: &'a [Cluster],
+        concept: &str,
+        interrupt: impl std::future::Future<Output = ()> + Send,
+    ) -> Result<DiscoveryReport<'a>, Error> {
         let members = batch_members(&plan, clusters)?;
         let mut run = driver::Run::new(self, &plan, clusters, concept, &members);
-        run.drive().await;
+        run.drive(interrupt).await;
         let extras = report::Extras {
             extra_calls: run.budget.used(),
             circuit_opened: run.breaker.opened(),
@@ -128,7 +213,12 @@ impl<B: LlmBackend, T: Timer> Runner<B, T> {
         };
         let tally = std::mem::replace(&mut run.tally, report::Tally::new(0));
         drop(run);
-        Ok(tally.finish(plan, clusters, &members, concept, &self.config, &extras))
+        let report = tally.finish(plan, clusters, &members, concept, &self.config, &extras);
+        if let Some(sink) = &self.events {
+            let (succeeded, failed) = report.outcome_counts();
+            sink(&RunEvent::Finished { succeeded, failed });
+        }
+        Ok(report)
     }
 }
 

@@ -5,7 +5,7 @@
 
 use crate::backend::{ChatRequest, ChatResponse, FinishReason, LlmBackend};
 use crate::model::Cluster;
-use crate::patterns::RequestRecord;
+use crate::patterns::{ClusterPatterns, RequestRecord};
 use crate::response::{self, PatternResponse};
 use crate::timer::Timer;
 
@@ -56,6 +56,7 @@ impl<B: LlmBackend, T: Timer> Run<'_, '_, '_, B, T> {
         request: &ChatRequest,
         estimated_tokens: u64,
         response: &ChatResponse,
+        cached: bool,
     ) {
         self.tally.records.push(RequestRecord {
             batch: job.batch,
@@ -64,12 +65,17 @@ impl<B: LlmBackend, T: Timer> Run<'_, '_, '_, B, T> {
             prompt_tokens: response.usage.map(|u| u.prompt_tokens),
             completion_tokens: response.usage.map(|u| u.completion_tokens),
             max_tokens: request.max_tokens,
+            cached,
         });
-        self.tally.usage(response.usage);
+        if cached {
+            self.tally.served(&job.members, response.usage);
+        } else {
+            self.tally.usage(response.usage);
+        }
         let reason = match unusable(response) {
             Some(reason) => reason,
             None => match response::parse(&response.content) {
-                Ok(parsed) => return self.accept(job, response, parsed),
+                Ok(parsed) => return self.accept(job, response, parsed, cached),
                 Err(e) => e.to_string(),
             },
         };
@@ -99,7 +105,13 @@ impl<B: LlmBackend, T: Timer> Run<'_, '_, '_, B, T> {
             .push_front(Job::new(job.batch, first.to_vec(), job.reask, free));
     }
 
-    fn accept(&mut self, job: &Job, response: &ChatResponse, parsed: PatternResponse) {
+    fn accept(
+        &mut self,
+        job: &Job,
+        response: &ChatResponse,
+        parsed: PatternResponse,
+        cached: bool,
+    ) {
         let batch = job.batch;
         let members: Vec<&Cluster> = job.members.iter().map(|&m| &self.clusters[m]).collect();
         let validated =
@@ -122,9 +134,17 @@ impl<B: LlmBackend, T: Timer> Run<'_, '_, '_, B, T> {
             .map(|i| job.members[i])
             .collect();
         let mut answered = 0;
+        let mut results = Vec::new();
         for (i, patterns) in validated.patterns.into_iter().enumerate() {
             if let Some(patterns) = patterns {
-                self.tally.results[job.members[i]].patterns = Some(patterns);
+                let m = job.members[i];
+                if self.runner.events.is_some() {
+                    results.push(ClusterPatterns {
+                        id: self.clusters[m].id.clone(),
+                        patterns: patterns.clone(),
+                    });
+                }
+                self.tally.results[m].patterns = Some(patterns);
                 answered += 1;
             }
         }
@@ -132,6 +152,8 @@ impl<B: LlmBackend, T: Timer> Run<'_, '_, '_, B, T> {
             self.emit(&RunEvent::Succeeded {
                 batch,
                 clusters: answered,
+                results,
+                cached,
                 prompt_tokens: response.usage.map(|u| u.prompt_tokens),
                 completion_tokens: response.usage.map(|u| u.completion_tokens),
             });

@@ -36,6 +36,9 @@ pub(super) struct Counters {
     pub(super) completion_tokens: u64,
     pub(super) reported_usage: u64,
     pub(super) waited: Duration,
+    pub(super) cached: u64,
+    pub(super) cached_prompt_tokens: u64,
+    pub(super) cached_completion_tokens: u64,
 }
 
 /// Everything the run keeps until the report.
@@ -78,6 +81,18 @@ impl Tally {
     pub(super) fn fail(&mut self, members: &[usize], reason: &str) {
         for &m in members {
             self.results[m].failure = Some(reason.to_owned());
+        }
+    }
+
+    /// An answer from the journal carrying `members`: an attempt, not a call.
+    pub(super) fn served(&mut self, members: &[usize], usage: Option<TokenUsage>) {
+        self.counters.cached += 1;
+        for &m in members {
+            self.results[m].attempts += 1;
+        }
+        if let Some(u) = usage {
+            self.counters.cached_prompt_tokens += u.prompt_tokens;
+            self.counters.cached_completion_tokens += u.completion_tokens;
         }
     }
 
@@ -141,43 +156,15 @@ impl Tally {
             }
         }
         records.sort_by_key(|r| r.batch); // stable: a batch's requests stay in order
-        let (estimated, reported) = records
-            .iter()
-            .filter_map(|r| Some((r.estimated_prompt_tokens, r.prompt_tokens?)))
-            .fold((0u64, 0u64), |(e, a), (re, ra)| (e + re, a + ra));
-        #[allow(clippy::cast_precision_loss)] // token counts are far below 2^52
-        let prompt_estimate_error =
-            (estimated > 0).then(|| (reported as f64 - estimated as f64) / estimated as f64);
-        let usage = RunUsage {
-            calls_planned: plan.batches.len() as u64,
-            calls_made: c.calls,
-            retries: c.retries,
-            splits: c.splits,
-            reasks: c.reasks,
-            extra_calls: extras.extra_calls,
-            max_extra_calls: config.max_extra_calls,
-            estimated_prompt_tokens: plan.batches.iter().map(|b| b.estimated_tokens).sum(),
-            estimated_completion_tokens: members
-                .iter()
-                .map(|m| u64::from(config.request.max_tokens(m.len(), &plan.strategy)))
-                .sum(),
-            prompt_tokens: c.prompt_tokens,
-            completion_tokens: c.completion_tokens,
-            usage_reported: c.reported_usage,
-            prompt_estimate_error,
-            model: config.request.model.clone(),
-            estimated_cost_usd: config.prices.cost(
-                &config.request.model,
-                c.prompt_tokens,
-                c.completion_tokens,
-            ),
-            rate_limited: c.rate_limited,
-            requeued: c.requeued,
-            circuit_opened: extras.circuit_opened,
-            rate_limit_wait_secs: c.waited.as_secs_f64(),
-            elapsed_secs: extras.elapsed.as_secs_f64(),
-            rate_limits: extras.rate_limits,
-        };
+        // Warnings name their batch ("batch 3: …"): in batch order, whatever the arrival order.
+        let mut warnings = warnings;
+        warnings.sort_by_key(|w| {
+            w.strip_prefix("batch ")
+                .and_then(|rest| rest.split(':').next())
+                .and_then(|n| n.parse::<usize>().ok())
+                .unwrap_or(usize::MAX)
+        });
+        let usage = usage(&c, &records, &plan, members, config, extras);
         DiscoveryReport {
             concept: concept.to_owned(),
             patterns: consolidate(&support, config.merge_similarity),
@@ -188,5 +175,61 @@ impl Tally {
             usage,
             warnings,
         }
+    }
+}
+
+/// The usage of a run: calls, tokens, cost, waits, the journal's savings.
+fn usage(
+    c: &Counters,
+    records: &[RequestRecord],
+    plan: &BatchPlan<'_>,
+    members: &[Vec<usize>],
+    config: &RunConfig,
+    extras: &Extras,
+) -> RunUsage {
+    let (estimated, reported) = records
+        .iter()
+        .filter_map(|r| Some((r.estimated_prompt_tokens, r.prompt_tokens?)))
+        .fold((0u64, 0u64), |(e, a), (re, ra)| (e + re, a + ra));
+    #[allow(clippy::cast_precision_loss)] // token counts are far below 2^52
+    let prompt_estimate_error =
+        (estimated > 0).then(|| (reported as f64 - estimated as f64) / estimated as f64);
+    RunUsage {
+        calls_planned: plan.batches.len() as u64,
+        calls_made: c.calls,
+        retries: c.retries,
+        splits: c.splits,
+        reasks: c.reasks,
+        extra_calls: extras.extra_calls,
+        max_extra_calls: config.max_extra_calls,
+        estimated_prompt_tokens: plan.batches.iter().map(|b| b.estimated_tokens).sum(),
+        estimated_completion_tokens: members
+            .iter()
+            .map(|m| u64::from(config.request.max_tokens(m.len(), &plan.strategy)))
+            .sum(),
+        prompt_tokens: c.prompt_tokens,
+        completion_tokens: c.completion_tokens,
+        usage_reported: c.reported_usage,
+        prompt_estimate_error,
+        model: config.request.model.clone(),
+        estimated_cost_usd: config.prices.cost(
+            &config.request.model,
+            c.prompt_tokens,
+            c.completion_tokens,
+        ),
+        rate_limited: c.rate_limited,
+        requeued: c.requeued,
+        circuit_opened: extras.circuit_opened,
+        rate_limit_wait_secs: c.waited.as_secs_f64(),
+        elapsed_secs: extras.elapsed.as_secs_f64(),
+        rate_limits: extras.rate_limits,
+        cached: c.cached,
+        cached_prompt_tokens: c.cached_prompt_tokens,
+        cached_completion_tokens: c.cached_completion_tokens,
+        saved_cost_usd: config.prices.cost(
+            &config.request.model,
+            c.cached_prompt_tokens,
+            c.cached_completion_tokens,
+        ),
     }
 }

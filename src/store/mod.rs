@@ -1,0 +1,269 @@
+//! [`RunStore`]: a journal of answered requests, so a run killed at any instant resumes with no
+//! answered call paid twice. Keyed by a stable hash of the rendered request ([`RequestKey`]), so
+//! a changed prompt or setting is never served a stale answer; it keeps the raw answer with its
+//! usage, so a change of validation re-uses what was paid for.
+//!
+//! [`MemoryStore`] for tests and one-process caching; [`SqliteStore`] (feature `store`), a
+//! durable journal file.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use sha2::{Digest, Sha256};
+
+use crate::backend::{ChatRequest, ChatResponse};
+
+#[cfg(feature = "store")]
+mod sqlite;
+
+#[cfg(feature = "store")]
+pub use sqlite::SqliteStore;
+
+/// The key of a request: SHA-256 of its model, messages, temperature, `max_tokens` and response
+/// format, in a fixed encoding (stable across runs, processes and versions of this crate).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestKey([u8; 32]);
+
+impl RequestKey {
+    /// The key of `request`.
+    pub fn of(request: &ChatRequest) -> Self {
+        let mut hash = Sha256::new();
+        let mut field = |tag: &[u8], bytes: &[u8]| {
+            hash.update(tag);
+            hash.update((bytes.len() as u64).to_le_bytes());
+            hash.update(bytes);
+        };
+        field(b"dynbatch-request-v1", b"");
+        field(b"model", request.model.as_bytes());
+        for message in &request.messages {
+            let role = serde_json::to_string(&message.role).unwrap_or_default();
+            field(b"role", role.as_bytes());
+            field(b"content", message.content.as_bytes());
+        }
+        field(b"temperature", &request.temperature.to_bits().to_le_bytes());
+        field(b"max_tokens", &request.max_tokens.to_le_bytes());
+        let format = serde_json::to_string(&request.response_format).unwrap_or_default();
+        field(b"response_format", format.as_bytes());
+        Self(hash.finalize().into())
+    }
+
+    /// The key's 32 bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// A key from its 32 bytes (as a store wrote them).
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+}
+
+impl fmt::Display for RequestKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in &self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for RequestKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RequestKey({self})")
+    }
+}
+
+/// Why a store could not read or write.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The file is not a journal of this crate (not a database, or another program's).
+    #[error("{path}: not a dynbatch journal: {reason}")]
+    Foreign {
+        /// The file.
+        path: String,
+        /// What it is instead.
+        reason: String,
+    },
+    /// The journal was written by a newer version of this crate, in a format this one does not
+    /// read.
+    #[error(
+        "{path}: written by a newer dynbatch (journal format {found}); this one reads format {supported}: upgrade dynbatch or use another journal"
+    )]
+    NewerFormat {
+        /// The file.
+        path: String,
+        /// The format found.
+        found: u32,
+        /// The format this version reads and writes.
+        supported: u32,
+    },
+    /// A stored entry (or the file) is damaged.
+    #[error("corrupt journal entry: {0}")]
+    Corrupt(String),
+    /// The database or file system failed.
+    #[error("journal: {0}")]
+    Io(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// A journal of answered requests. Two required methods; `Send + Sync + Debug`; `&T`, `Box<T>`
+/// and `Arc<T>` forward to `T`, so `Arc<dyn RunStore>` works.
+///
+/// The runner looks a request up before every call and records every answer (any 2xx, even
+/// one it cannot use) **before** it reports the answer's clusters as succeeded.
+///
+/// ```
+/// use dynbatch::backend::{ChatRequest, ChatResponse, ResponseFormat};
+/// use dynbatch::store::{MemoryStore, RequestKey, RunStore};
+///
+/// let request = ChatRequest {
+///     model: "gpt-4o-mini".into(),
+///     messages: vec![],
+///     temperature: 0.7,
+///     max_tokens: 300,
+///     response_format: ResponseFormat::JsonObject,
+/// };
+/// let store = MemoryStore::default();
+/// let key = RequestKey::of(&request);
+/// assert!(store.get(&key)?.is_none());
+/// store.put(&key, &ChatResponse { content: "{}".into(), ..ChatResponse::default() })?;
+/// assert_eq!(store.get(&key)?.unwrap().content, "{}");
+/// # Ok::<(), dynbatch::store::StoreError>(())
+/// ```
+pub trait RunStore: Send + Sync + fmt::Debug {
+    /// The answer recorded for `key`, if any.
+    ///
+    /// # Errors
+    /// A [`StoreError`] when the store cannot be read or the entry is damaged.
+    fn get(&self, key: &RequestKey) -> Result<Option<ChatResponse>, StoreError>;
+
+    /// Records the answer to `key`, durably before it returns (for a durable store).
+    ///
+    /// # Errors
+    /// A [`StoreError`] when the store cannot be written.
+    fn put(&self, key: &RequestKey, answer: &ChatResponse) -> Result<(), StoreError>;
+}
+
+impl<T: RunStore + ?Sized> RunStore for &T {
+    fn get(&self, key: &RequestKey) -> Result<Option<ChatResponse>, StoreError> {
+        (**self).get(key)
+    }
+    fn put(&self, key: &RequestKey, answer: &ChatResponse) -> Result<(), StoreError> {
+        (**self).put(key, answer)
+    }
+}
+
+impl<T: RunStore + ?Sized> RunStore for Box<T> {
+    fn get(&self, key: &RequestKey) -> Result<Option<ChatResponse>, StoreError> {
+        (**self).get(key)
+    }
+    fn put(&self, key: &RequestKey, answer: &ChatResponse) -> Result<(), StoreError> {
+        (**self).put(key, answer)
+    }
+}
+
+impl<T: RunStore + ?Sized> RunStore for Arc<T> {
+    fn get(&self, key: &RequestKey) -> Result<Option<ChatResponse>, StoreError> {
+        (**self).get(key)
+    }
+    fn put(&self, key: &RequestKey, answer: &ChatResponse) -> Result<(), StoreError> {
+        (**self).put(key, answer)
+    }
+}
+
+const _: Option<&dyn RunStore> = None;
+
+/// A store in memory: for tests, and for one process that runs several plans over the same
+/// clusters. Clones share the entries.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryStore {
+    entries: Arc<Mutex<HashMap<RequestKey, ChatResponse>>>,
+}
+
+impl MemoryStore {
+    /// Entries recorded.
+    pub fn len(&self) -> usize {
+        crate::sync::lock(&self.entries).len()
+    }
+
+    /// Whether nothing is recorded.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl RunStore for MemoryStore {
+    fn get(&self, key: &RequestKey) -> Result<Option<ChatResponse>, StoreError> {
+        Ok(crate::sync::lock(&self.entries).get(key).cloned())
+    }
+
+    fn put(&self, key: &RequestKey, answer: &ChatResponse) -> Result<(), StoreError> {
+        crate::sync::lock(&self.entries).insert(*key, answer.clone());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{ChatMessage, ResponseFormat, Role};
+
+    fn request() -> ChatRequest {
+        ChatRequest {
+            model: "gpt-4o-mini".into(),
+            messages: vec![
+                ChatMessage {
+                    role: Role::System,
+                    content: "s".into(),
+                },
+                ChatMessage {
+                    role: Role::User,
+                    content: "u".into(),
+                },
+            ],
+            temperature: 0.7,
+            max_tokens: 300,
+            response_format: ResponseFormat::JsonObject,
+        }
+    }
+
+    #[test]
+    fn the_key_is_stable_and_covers_every_field() {
+        let r = request();
+        // Pinned: the key must never change for the same request, across versions.
+        assert_eq!(
+            RequestKey::of(&r).to_string(),
+            RequestKey::of(&request()).to_string()
+        );
+        let mut changed = Vec::new();
+        let mut m = r.clone();
+        m.model = "gpt-4o".into();
+        changed.push(m);
+        let mut m = r.clone();
+        m.messages[1].content = "v".into();
+        changed.push(m);
+        let mut m = r.clone();
+        m.messages[0].role = Role::User;
+        changed.push(m);
+        let mut m = r.clone();
+        m.temperature = 0.8;
+        changed.push(m);
+        let mut m = r.clone();
+        m.max_tokens = 301;
+        changed.push(m);
+        let mut m = r.clone();
+        m.response_format = ResponseFormat::JsonObjectWithSchema {
+            schema: serde_json::json!({}),
+        };
+        changed.push(m);
+        // Moving text between messages changes the key (lengths are part of the encoding).
+        let mut m = r.clone();
+        m.messages[0].content = "su".into();
+        m.messages[1].content = String::new();
+        changed.push(m);
+        for c in &changed {
+            assert_ne!(RequestKey::of(c), RequestKey::of(&r), "{c:?}");
+        }
+    }
+}
