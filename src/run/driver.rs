@@ -6,7 +6,7 @@
 //! call; transient errors are retried with back-off, then go to the back of the queue while
 //! the extra-call budget lasts; an account-wide error stops all sending.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use std::future::Future;
@@ -104,6 +104,8 @@ pub(super) struct Run<'r, 'p, 'a, B, T> {
     /// When the last answer (anything but a 429) arrived.
     last_answer: Instant,
     pub(super) started: Instant,
+    /// How often each request was rendered in this run, for its journal key.
+    occurrences: HashMap<RequestKey, u32>,
 }
 
 impl<'r, 'p, 'a, B: LlmBackend, T: Timer> Run<'r, 'p, 'a, B, T> {
@@ -135,6 +137,7 @@ impl<'r, 'p, 'a, B: LlmBackend, T: Timer> Run<'r, 'p, 'a, B, T> {
             stop: None,
             last_answer: now,
             started: now,
+            occurrences: HashMap::new(),
         }
     }
 
@@ -320,6 +323,9 @@ impl<'r, 'p, 'a, B: LlmBackend, T: Timer> Run<'r, 'p, 'a, B, T> {
             return Some(job);
         };
         let key = RequestKey::of(&request);
+        let seen = self.occurrences.entry(key).or_insert(0);
+        let key = key.occurrence(*seen);
+        *seen += 1;
         match store.get(&key) {
             Ok(Some(answer)) => {
                 tracing::debug!(batch = job.batch, %key, "answered from the journal");

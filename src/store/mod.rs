@@ -48,6 +48,21 @@ impl RequestKey {
         Self(hash.finalize().into())
     }
 
+    /// The key of the `n`-th time (from 0) the same request is asked in one run: asking again
+    /// is asking for a new answer (a re-ask of a lone cluster repeats the request of its split
+    /// half), so each occurrence has its own entry, and a resumed run replays them in order.
+    #[must_use]
+    pub fn occurrence(self, n: u32) -> Self {
+        if n == 0 {
+            return self;
+        }
+        let mut hash = Sha256::new();
+        hash.update(b"dynbatch-occurrence-v1");
+        hash.update(self.0);
+        hash.update(n.to_le_bytes());
+        Self(hash.finalize().into())
+    }
+
     /// The key's 32 bytes.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0

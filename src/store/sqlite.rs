@@ -65,7 +65,7 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10))
             .map_err(io)?;
         // The first read of a file that is not a database fails here.
-        let tables: Vec<String> = connection
+        let mut tables: Vec<String> = connection
             .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
             .and_then(|mut s| {
                 s.query_map([], |row| row.get::<_, String>(0))?
@@ -81,6 +81,7 @@ impl SqliteStore {
             })?;
         if tables.is_empty() {
             Self::create(&connection)?;
+            tables = vec!["dynbatch_answers".to_owned(), "dynbatch_meta".to_owned()];
         } else if !tables.iter().any(|t| t == "dynbatch_meta") {
             return Err(foreign(format!(
                 "an SQLite database with other tables ({})",
