@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --example discover -- [FILE|-] [--concept TEXT] [--concurrency N] [--config CONFIG.json]
-//!                                  [--rpm N] [--tpm N] [--mock-rpm N]
+//!                                  [--rpm N] [--tpm N] [--mock-rpm N] [--journal FILE]
 //!                                  [--dry-run] [--json] [--fail-rate P --seed S]
 //! ```
 //!
@@ -16,6 +16,11 @@
 //! runner the account's limits up front; `--mock-rpm N` makes the offline mock enforce N
 //! requests per minute, as a provider would, to watch the pacing. The progress bar shows what
 //! the runner waits for.
+//!
+//! `--journal FILE` keeps every answer in an SQLite journal (created if missing): run the same
+//! command again after any interruption (a crash, `kill -9`, Ctrl-C) and only what was not
+//! answered is sent again. Ctrl-C stops sending, waits for the requests in flight, and exits
+//! with code 130 saying how to resume.
 
 use std::io::Read;
 use std::process::ExitCode;
@@ -26,13 +31,14 @@ use dynbatch::backend::mock::{MockBackend, MockRateLimit};
 use dynbatch::patterns::DiscoveryReport;
 use dynbatch::prompt::OutputMode;
 use dynbatch::run::{LimitKind, LimitSource, RunConfig, RunEvent, Runner};
+use dynbatch::store::SqliteStore;
 use dynbatch::timer::TokioTimer;
 use dynbatch::{Batcher, BatchingConfig, Cluster};
 use indicatif::{ProgressBar, ProgressStyle};
 
 const BUNDLED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/clusters.json");
 const USAGE: &str = "usage: discover [FILE|-] [--concept TEXT] [--concurrency N] [--config CONFIG.json] [--output object|strict|object-schema] \
-                     [--rpm N] [--tpm N] [--mock-rpm N] [--dry-run] [--json] [--fail-rate P --seed S]";
+                     [--rpm N] [--tpm N] [--mock-rpm N] [--journal FILE] [--dry-run] [--json] [--fail-rate P --seed S]";
 /// Simulated latency of the mock, so the progress is visible.
 const MOCK_LATENCY: Duration = Duration::from_millis(400);
 
@@ -50,6 +56,7 @@ struct Args {
     rpm: Option<u32>,
     tpm: Option<u32>,
     mock_rpm: Option<u32>,
+    journal: Option<String>,
 }
 
 fn positive(name: &str, v: &str) -> Result<u32, String> {
@@ -80,6 +87,7 @@ fn parse_args() -> Result<Option<Args>, String> {
                 args.concurrency = Some(n);
             }
             "--config" => args.config = Some(value("--config")?),
+            "--journal" => args.journal = Some(value("--journal")?),
             "--rpm" => args.rpm = Some(positive("--rpm", &value("--rpm")?)?),
             "--tpm" => args.tpm = Some(positive("--tpm", &value("--tpm")?)?),
             "--mock-rpm" => args.mock_rpm = Some(positive("--mock-rpm", &value("--mock-rpm")?)?),
@@ -147,7 +155,7 @@ fn read(path: &str) -> Result<String, String> {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     match run().await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(message) => {
             eprintln!("error: {message}");
             ExitCode::from(2)
@@ -155,9 +163,17 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run() -> Result<(), String> {
+/// Resolves on Ctrl-C (never, where signals cannot be listened to).
+async fn ctrl_c() {
+    if tokio::signal::ctrl_c().await.is_err() {
+        futures::future::pending::<()>().await;
+    }
+    eprintln!("\ninterrupted: sending nothing more, waiting for the requests in flight…");
+}
+
+async fn run() -> Result<ExitCode, String> {
     let Some(args) = parse_args()? else {
-        return Ok(());
+        return Ok(ExitCode::SUCCESS);
     };
     let config = match &args.config {
         Some(path) => serde_json::from_str::<BatchingConfig>(&read(path)?)
@@ -194,16 +210,25 @@ async fn run() -> Result<(), String> {
             &plan,
             &clusters,
             &concept,
-        );
+        )
+        .map(|()| ExitCode::SUCCESS);
     }
 
     let bar = progress_bar(plan.batches.iter().map(|b| b.clusters.len() as u64).sum());
     let progress = bar.clone();
-    let runner = Runner::new(backend, TokioTimer)
+    let mut runner = Runner::new(backend, TokioTimer)
         .with_config(run_config)
         .on_event(move |event| show(&progress, event));
+    if let Some(path) = &args.journal {
+        let journal = SqliteStore::open(path).map_err(|e| e.to_string())?;
+        match journal.len().map_err(|e| e.to_string())? {
+            0 => eprintln!("journal {path}: new; every answer is kept as it arrives"),
+            n => eprintln!("journal {path}: {n} answers recorded; resuming"),
+        }
+        runner = runner.with_store(journal);
+    }
     let report = runner
-        .run(plan, &clusters, &concept)
+        .run_until(plan, &clusters, &concept, ctrl_c())
         .await
         .map_err(|e| e.to_string())?;
     bar.finish_and_clear();
@@ -214,7 +239,38 @@ async fn run() -> Result<(), String> {
             serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
         );
     }
-    Ok(())
+    let u = &report.usage;
+    if let Some(path) = &args.journal {
+        eprintln!(
+            "Journal: reused {} answers from {path} ({} calls made{})",
+            u.cached,
+            u.calls_made,
+            u.saved_cost_usd
+                .map(|c| format!(", ${c:.5} saved"))
+                .unwrap_or_default()
+        );
+    }
+    let interrupted = report
+        .outcomes
+        .iter()
+        .filter(|o| {
+            o.reason
+                .as_deref()
+                .is_some_and(|r| r.starts_with("interrupted"))
+        })
+        .count();
+    if interrupted > 0 {
+        match &args.journal {
+            Some(path) => eprintln!(
+                "interrupted: {interrupted} clusters not answered yet; every answer so far is in {path}: run the same command again to resume"
+            ),
+            None => eprintln!(
+                "interrupted: {interrupted} clusters not answered; nothing was kept (run with --journal FILE to resume a run)"
+            ),
+        }
+        return Ok(ExitCode::from(130));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The real backend when built with `--features openai` and `OPENAI_API_KEY` or

@@ -1,0 +1,196 @@
+//! The `discover` example as a process: killed with SIGKILL half way, then run again with the
+//! same journal, it sends only what was not answered and ends with the uninterrupted run's
+//! results; interrupted with SIGINT, it waits for what is in flight, says how to resume and
+//! exits with 130.
+
+#![cfg(unix)]
+#![allow(clippy::unwrap_used, clippy::panic, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use dynbatch::store::SqliteStore;
+use serde_json::Value;
+
+/// The example binary, built by `cargo test` next to the test binaries.
+fn discover() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let debug = exe.parent().and_then(Path::parent).unwrap();
+    let path = debug.join("examples").join("discover");
+    assert!(
+        path.exists(),
+        "{} (cargo test builds the examples)",
+        path.display()
+    );
+    path
+}
+
+/// 40 clusters planned one per call: 10 rounds of the mock's 400 ms at concurrency 4.
+fn inputs(dir: &Path) -> (PathBuf, PathBuf) {
+    let clusters: Vec<Value> = (0..40)
+        .map(|i| {
+            serde_json::json!({
+                "id": format!("c{i}"),
+                "size": 20,
+                "avg_performance": 4.5,
+                "is_wide": i % 3 == 0,
+                "thread_sources": ["a", "b", "c", "d", "e"],
+                "videos": (0..4).map(|k| serde_json::json!({
+                    "title": format!("I Tried Topic{i} Setup {k} for {} Days", 7 * (k + 1)),
+                    "performance_ratio": 5.0 - f64::from(k) * 0.2,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let input = dir.join("clusters.json");
+    std::fs::write(&input, serde_json::to_string(&clusters).unwrap()).unwrap();
+    let config = dir.join("config.json");
+    std::fs::write(
+        &config,
+        r#"{"min_batch_size": 1, "max_batch_size": 1, "max_total_calls": 40}"#,
+    )
+    .unwrap();
+    (input, config)
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("dynbatch-kill-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn command(input: &Path, config: &Path, journal: Option<&Path>) -> Command {
+    let mut c = Command::new(discover());
+    c.arg(input)
+        .args(["--config"])
+        .arg(config)
+        .args(["--concurrency", "4", "--json"])
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("OPENAI_BASE_URL")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(journal) = journal {
+        c.arg("--journal").arg(journal);
+    }
+    c
+}
+
+fn report(output: &Output) -> Value {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// What must be the same with or without an interruption.
+fn results(report: &Value) -> (Vec<(Value, Value)>, Value, Value) {
+    let outcomes = report["outcomes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| (o["id"].clone(), o["status"].clone()))
+        .collect();
+    (
+        outcomes,
+        report["patterns"].clone(),
+        report["cluster_patterns"].clone(),
+    )
+}
+
+/// Waits until the journal holds at least `n` answers, so the kill lands half way whatever the
+/// machine's speed.
+fn wait_for_answers(child: &mut Child, journal: &Path, n: u64) {
+    for _ in 0..400 {
+        if let Ok(store) = SqliteStore::open(journal) {
+            if store.len().unwrap_or(0) >= n {
+                return;
+            }
+        }
+        assert!(child.try_wait().unwrap().is_none(), "the run ended early");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("no answers in the journal");
+}
+
+#[test]
+fn killed_with_sigkill_half_way_it_resumes_without_paying_twice() {
+    let dir = scratch("sigkill");
+    let (input, config) = inputs(&dir);
+    let journal = dir.join("run.journal");
+
+    let mut first = command(&input, &config, Some(&journal)).spawn().unwrap();
+    wait_for_answers(&mut first, &journal, 16);
+    first.kill().unwrap(); // SIGKILL: no chance to clean up
+    let status = first.wait().unwrap();
+    assert!(!status.success());
+    let answered = SqliteStore::open(&journal).unwrap().len().unwrap();
+    assert!((16..40).contains(&answered), "{answered}");
+
+    let resumed = command(&input, &config, Some(&journal)).output().unwrap();
+    let resumed_report = report(&resumed);
+    let usage = &resumed_report["usage"];
+    assert_eq!(
+        usage["cached"], answered,
+        "every answer paid before is used"
+    );
+    assert_eq!(
+        usage["calls_made"],
+        40 - answered,
+        "and none of them is paid again"
+    );
+    let stderr = String::from_utf8_lossy(&resumed.stderr);
+    assert!(
+        stderr.contains(&format!("reused {answered} answers")),
+        "{stderr}"
+    );
+    assert_eq!(SqliteStore::open(&journal).unwrap().len().unwrap(), 40);
+
+    let uninterrupted = report(&command(&input, &config, None).output().unwrap());
+    assert_eq!(results(&resumed_report), results(&uninterrupted));
+    assert_eq!(uninterrupted["usage"]["calls_made"], 40);
+}
+
+#[test]
+fn interrupted_with_sigint_it_waits_for_what_is_in_flight_and_says_how_to_resume() {
+    let dir = scratch("sigint");
+    let (input, config) = inputs(&dir);
+    let journal = dir.join("run.journal");
+
+    let mut first = command(&input, &config, Some(&journal)).spawn().unwrap();
+    wait_for_answers(&mut first, &journal, 8);
+    let pid = first.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let output = first.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(130));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("run the same command again to resume"),
+        "{stderr}"
+    );
+    // What was in flight was answered and kept; the report says which clusters are left.
+    let interrupted: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let answered = SqliteStore::open(&journal).unwrap().len().unwrap();
+    let succeeded = interrupted["outcomes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["status"] == "succeeded")
+        .count() as u64;
+    assert_eq!(succeeded, answered);
+    assert_eq!(interrupted["usage"]["calls_made"], answered);
+
+    let resumed = report(&command(&input, &config, Some(&journal)).output().unwrap());
+    assert_eq!(resumed["usage"]["cached"], answered);
+    assert_eq!(resumed["usage"]["calls_made"], 40 - answered);
+}
