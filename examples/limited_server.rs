@@ -12,10 +12,11 @@
 //! `max_tokens`) that refills continuously; a request that finds it dry gets a 429, with
 //! `retry-after` and `x-ratelimit-*` headers unless told not to. `--script` plays scripted
 //! answers first (`500`, `503`, `401`, `404`, `429`, each `xN` times). Every 5 s it prints what
-//! it served, and how many distinct requests got a 429 and were never answered (a client that
-//! gave up). Loopback only; stop it with Ctrl-C.
+//! it served, how many distinct requests got a 429 and were never answered (a client that gave
+//! up), and how many it answered more than once (a client that paid twice). Loopback only;
+//! stop it with Ctrl-C.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -35,7 +36,7 @@ struct Stats {
     limited: u64,
     errors: u64,
     limited_prompts: HashSet<String>,
-    answered_prompts: HashSet<String>,
+    answered_prompts: HashMap<String, u32>,
 }
 
 struct Server {
@@ -72,7 +73,7 @@ impl Respond for Server {
         let template = match result {
             Ok(response) => {
                 stats.answered += 1;
-                stats.answered_prompts.insert(prompt);
+                *stats.answered_prompts.entry(prompt).or_insert(0) += 1;
                 let body = json!({
                     "id": "chatcmpl-limited", "object": "chat.completion", "model": response.model,
                     "choices": [{"index": 0, "finish_reason": "stop",
@@ -227,9 +228,14 @@ async fn main() -> Result<(), String> {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if (s.answered, s.limited, s.errors) != last {
             last = (s.answered, s.limited, s.errors);
-            let gave_up = s.limited_prompts.difference(&s.answered_prompts).count();
+            let gave_up = s
+                .limited_prompts
+                .iter()
+                .filter(|p| !s.answered_prompts.contains_key(*p))
+                .count();
+            let twice = s.answered_prompts.values().filter(|n| **n > 1).count();
             eprintln!(
-                "served: {} answers, {} 429s, {} errors; requests 429'd and not answered since: {gave_up}",
+                "served: {} answers, {} 429s, {} errors; requests 429'd and not answered since: {gave_up}; requests answered more than once: {twice}",
                 s.answered, s.limited, s.errors
             );
         }
