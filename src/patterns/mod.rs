@@ -8,6 +8,10 @@ use serde::{Deserialize, Serialize};
 use crate::plan::{BatchPlan, InvariantViolation};
 use crate::response::Pattern;
 
+mod consolidate;
+
+pub use consolidate::{consolidate, normalize};
+
 /// Price of a model, in US dollars per million tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ModelPrice {
@@ -211,122 +215,6 @@ pub struct ConsolidatedPattern {
     pub wide: bool,
     /// How many raw patterns were merged into it.
     pub occurrences: usize,
-}
-
-/// Text reduced for comparison: lower case; placeholders (`[X]`, `{topic}`, `<n>`) and numbers
-/// become one token each; other punctuation dropped.
-pub fn normalize(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut depth = 0usize;
-    for c in text.chars() {
-        match c {
-            '[' | '{' | '<' => {
-                if depth == 0 {
-                    out.push_str(" _slot_ ");
-                }
-                depth += 1;
-            }
-            ']' | '}' | '>' => depth = depth.saturating_sub(1),
-            _ if depth > 0 => {}
-            c if c.is_ascii_digit() => {
-                if !out.ends_with("_num_ ") {
-                    out.push_str(" _num_ ");
-                }
-            }
-            c if c.is_alphanumeric() => out.extend(c.to_lowercase()),
-            '\'' | '’' => {}
-            _ => out.push(' '),
-        }
-    }
-    out.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-fn jaccard(a: &BTreeSet<String>, b: &BTreeSet<String>) -> f64 {
-    let inter = a.intersection(b).count();
-    let union = a.union(b).count();
-    #[allow(clippy::cast_precision_loss)] // word counts are tiny
-    if union == 0 {
-        1.0
-    } else {
-        inter as f64 / union as f64
-    }
-}
-
-/// Merges the same pattern found in several clusters or batches: identical normalised text
-/// first, then near-duplicates whose word sets have a Jaccard similarity of at least
-/// `threshold`. Clusters are considered in order of priority (then id), patterns in the order
-/// given, so the result is deterministic. Sorted by evidence, highest first.
-pub fn consolidate(support: &[Support], threshold: f64) -> Vec<ConsolidatedPattern> {
-    struct Group {
-        key: String,
-        words: BTreeSet<String>,
-        out: ConsolidatedPattern,
-    }
-    let mut order: Vec<&Support> = support.iter().collect();
-    order.sort_by(|a, b| {
-        b.priority
-            .total_cmp(&a.priority)
-            .then_with(|| a.id.cmp(&b.id))
-    });
-    let mut groups: Vec<Group> = Vec::new();
-    for s in order {
-        for p in &s.patterns {
-            let key = normalize(p.template.as_deref().unwrap_or(&p.pattern));
-            let words: BTreeSet<String> = key.split(' ').map(str::to_owned).collect();
-            let found = groups.iter().position(|g| g.key == key).or_else(|| {
-                groups
-                    .iter()
-                    .position(|g| jaccard(&g.words, &words) >= threshold)
-            });
-            let g = if let Some(i) = found {
-                &mut groups[i]
-            } else {
-                groups.push(Group {
-                    key,
-                    words,
-                    out: ConsolidatedPattern {
-                        pattern: p.pattern.clone(),
-                        template: None,
-                        clusters: Vec::new(),
-                        examples: Vec::new(),
-                        evidence: 0.0,
-                        wide: false,
-                        occurrences: 0,
-                    },
-                });
-                let last = groups.len() - 1;
-                &mut groups[last]
-            };
-            let out = &mut g.out;
-            out.occurrences += 1;
-            if out.template.is_none() {
-                out.template.clone_from(&p.template);
-            }
-            if !out.clusters.contains(&s.id) {
-                out.clusters.push(s.id.clone());
-                out.evidence += s.priority * s.avg_performance;
-            }
-            out.wide |= s.is_wide;
-            for e in p.examples.iter().filter(|e| e.grounded) {
-                if !out.examples.contains(&e.title) {
-                    out.examples.push(e.title.clone());
-                }
-            }
-        }
-    }
-    let mut out: Vec<ConsolidatedPattern> = groups
-        .into_iter()
-        .map(|mut g| {
-            g.out.wide |= g.out.clusters.len() > 1;
-            g.out
-        })
-        .collect();
-    out.sort_by(|a, b| {
-        b.evidence
-            .total_cmp(&a.evidence)
-            .then_with(|| a.pattern.cmp(&b.pattern))
-    });
-    out
 }
 
 /// Everything a run produced. Its JSON form is a public contract (see the README).

@@ -1,0 +1,144 @@
+//! Consolidation at scale: `patterns::consolidate` alone on 10k, 40k and 160k distinct
+//! patterns (as real data from many niches gives: a few common words, many rare ones), and the
+//! whole mock `discover` (plan, run, consolidate) on 1k, 4k and 16k clusters whose titles share
+//! little.
+//!
+//! ```text
+//! cargo bench --bench consolidate --features mock,tokio
+//! ```
+
+#![allow(
+    clippy::panic,
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation
+)]
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use dynbatch::backend::mock::MockBackend;
+use dynbatch::patterns::{Support, consolidate};
+use dynbatch::response::{Example, Pattern};
+use dynbatch::run::{RunConfig, Runner};
+use dynbatch::timer::TokioTimer;
+use dynbatch::{Batcher, BatchingConfig, Cluster, Video};
+
+const COMMON: [&str; 8] = ["i", "the", "for", "why", "[X]", "how", "best", "vs"];
+
+/// A deterministic word: rare (one of 200,000) or common.
+fn word(x: &mut u64) -> String {
+    *x = x
+        .wrapping_mul(6_364_136_223_846_793_005)
+        .wrapping_add(1_442_695_040_888_963_407);
+    let r = *x >> 33;
+    if r % 4 == 0 {
+        COMMON[(r / 4 % 8) as usize].to_owned()
+    } else {
+        letters(r % 200_000)
+    }
+}
+
+/// A number as letters (`normalize` would fold digits into one number token).
+fn letters(mut n: u64) -> String {
+    let mut s = String::from("q");
+    loop {
+        s.push(char::from(b'a' + (n % 26) as u8));
+        n /= 26;
+        if n == 0 {
+            return s;
+        }
+    }
+}
+
+fn support(patterns: usize) -> Vec<Support> {
+    let mut x = 7u64;
+    (0..patterns / 4)
+        .map(|c| Support {
+            id: format!("c{c}"),
+            priority: 1.0 - c as f64 / patterns as f64,
+            avg_performance: 3.0,
+            is_wide: c % 3 == 0,
+            patterns: (0..4)
+                .map(|_| {
+                    let n = 4 + (x >> 60) as usize % 5;
+                    let text: Vec<String> = (0..n).map(|_| word(&mut x)).collect();
+                    Pattern {
+                        pattern: text.join(" "),
+                        template: Some(text.join(" ")),
+                        examples: vec![Example {
+                            title: text.join(" "),
+                            grounded: true,
+                        }],
+                        rationale: None,
+                    }
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// Clusters whose titles share little: each its own rare words around a common frame.
+fn clusters(n: usize) -> Vec<Cluster> {
+    let mut x = 11u64;
+    (0..n)
+        .map(|i| {
+            let videos = (0..5)
+                .map(|k| {
+                    let words: Vec<String> = (0..6).map(|_| word(&mut x)).collect();
+                    Video::new(
+                        format!("{} {} {k}", words.join(" "), i),
+                        5.0 - f64::from(k) * 0.3,
+                    )
+                })
+                .collect();
+            let mut c = Cluster::new(format!("c{i}"), videos);
+            c.size = 20;
+            c.avg_performance = 4.0;
+            c.thread_sources = (0..5).map(|s| format!("s{s}")).collect();
+            c
+        })
+        .collect()
+}
+
+fn bench(c: &mut Criterion) {
+    let mut group = c.benchmark_group("consolidate_distinct");
+    group.sample_size(10);
+    for n in [10_000usize, 40_000, 160_000] {
+        let input = support(n);
+        group.bench_with_input(BenchmarkId::from_parameter(n), &input, |b, input| {
+            b.iter(|| consolidate(input, 0.6).len());
+        });
+    }
+    group.finish();
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut group = c.benchmark_group("mock_discover_distinct");
+    group.sample_size(10);
+    for n in [1_000usize, 4_000, 16_000] {
+        let input = clusters(n);
+        let config = BatchingConfig::builder()
+            .max_total_calls(n)
+            .quality_threshold(0.0)
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let batcher = Batcher::new(config);
+        let runner = Runner::new(MockBackend::new(), TokioTimer).with_config(RunConfig {
+            concurrency: 16,
+            ..RunConfig::default()
+        });
+        group.bench_with_input(BenchmarkId::from_parameter(n), &input, |b, input| {
+            b.iter(|| {
+                let report = rt
+                    .block_on(batcher.discover(input, "niches", &runner))
+                    .unwrap_or_else(|e| panic!("{e}"));
+                assert_eq!(report.outcome_counts().1, 0);
+                report.patterns.len()
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

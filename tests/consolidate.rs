@@ -1,0 +1,256 @@
+//! The indexed consolidation gives exactly the result of the plain scan it replaced, kept here
+//! as the reference: on random inputs, with thresholds 0, 1, beyond, and near ties.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeSet;
+
+use dynbatch::patterns::{ConsolidatedPattern, Support, consolidate, normalize};
+use dynbatch::response::{Example, Pattern};
+use proptest::prelude::*;
+
+/// `normalize` as it was: tokens, then split and joined again.
+fn reference_normalize(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut depth = 0usize;
+    for c in text.chars() {
+        match c {
+            '[' | '{' | '<' => {
+                if depth == 0 {
+                    out.push_str(" _slot_ ");
+                }
+                depth += 1;
+            }
+            ']' | '}' | '>' => depth = depth.saturating_sub(1),
+            _ if depth > 0 => {}
+            c if c.is_ascii_digit() => {
+                if !out.ends_with("_num_ ") {
+                    out.push_str(" _num_ ");
+                }
+            }
+            c if c.is_alphanumeric() => out.extend(c.to_lowercase()),
+            '\'' | '’' => {}
+            _ => out.push(' '),
+        }
+    }
+    out.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The scan as it was: each pattern against every group so far.
+fn reference(support: &[Support], threshold: f64) -> Vec<ConsolidatedPattern> {
+    struct Group {
+        key: String,
+        words: BTreeSet<String>,
+        out: ConsolidatedPattern,
+    }
+    fn jaccard(a: &BTreeSet<String>, b: &BTreeSet<String>) -> f64 {
+        let inter = a.intersection(b).count();
+        let union = a.union(b).count();
+        #[allow(clippy::cast_precision_loss)]
+        if union == 0 {
+            1.0
+        } else {
+            inter as f64 / union as f64
+        }
+    }
+    let mut order: Vec<&Support> = support.iter().collect();
+    order.sort_by(|a, b| {
+        b.priority
+            .total_cmp(&a.priority)
+            .then_with(|| a.id.cmp(&b.id))
+    });
+    let mut groups: Vec<Group> = Vec::new();
+    for s in order {
+        for p in &s.patterns {
+            let key = reference_normalize(p.template.as_deref().unwrap_or(&p.pattern));
+            let words: BTreeSet<String> = key.split(' ').map(str::to_owned).collect();
+            let found = groups.iter().position(|g| g.key == key).or_else(|| {
+                groups
+                    .iter()
+                    .position(|g| jaccard(&g.words, &words) >= threshold)
+            });
+            let i = if let Some(i) = found {
+                i
+            } else {
+                groups.push(Group {
+                    key,
+                    words,
+                    out: ConsolidatedPattern {
+                        pattern: p.pattern.clone(),
+                        template: None,
+                        clusters: Vec::new(),
+                        examples: Vec::new(),
+                        evidence: 0.0,
+                        wide: false,
+                        occurrences: 0,
+                    },
+                });
+                groups.len() - 1
+            };
+            let out = &mut groups[i].out;
+            out.occurrences += 1;
+            if out.template.is_none() {
+                out.template.clone_from(&p.template);
+            }
+            if !out.clusters.contains(&s.id) {
+                out.clusters.push(s.id.clone());
+                out.evidence += s.priority * s.avg_performance;
+            }
+            out.wide |= s.is_wide;
+            for e in p.examples.iter().filter(|e| e.grounded) {
+                if !out.examples.contains(&e.title) {
+                    out.examples.push(e.title.clone());
+                }
+            }
+        }
+    }
+    let mut out: Vec<ConsolidatedPattern> = groups
+        .into_iter()
+        .map(|mut g| {
+            g.out.wide |= g.out.clusters.len() > 1;
+            g.out
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        b.evidence
+            .total_cmp(&a.evidence)
+            .then_with(|| a.pattern.cmp(&b.pattern))
+    });
+    out
+}
+
+/// Templates from a small vocabulary, so that groups overlap a lot: exact repeats, reorders,
+/// near misses, placeholders, numbers, case and punctuation.
+fn arb_template() -> impl Strategy<Value = String> {
+    let word = prop::sample::select(vec![
+        "I",
+        "tried",
+        "the",
+        "for",
+        "days",
+        "[X]",
+        "{topic}",
+        "30",
+        "100",
+        "Why",
+        "is",
+        "overrated",
+        "best",
+        "worst",
+        "espresso",
+        "chess",
+        "vs",
+        "!",
+        "?",
+        "it's",
+        "a",
+        "B",
+    ]);
+    prop::collection::vec(word, 0..7).prop_map(|w| w.join(" "))
+}
+
+fn arb_support() -> impl Strategy<Value = Vec<Support>> {
+    let pattern = (
+        arb_template(),
+        any::<bool>(),
+        prop::collection::vec(0usize..4, 0..3),
+    )
+        .prop_map(|(text, templated, examples)| Pattern {
+            pattern: format!("p: {text}"),
+            template: templated.then(|| text.clone()),
+            examples: examples
+                .into_iter()
+                .map(|e| Example {
+                    title: format!("title {e}"),
+                    grounded: e % 2 == 0,
+                })
+                .collect(),
+            rationale: None,
+        });
+    prop::collection::vec(
+        (
+            0usize..12,
+            0u8..4,
+            1u8..6,
+            any::<bool>(),
+            prop::collection::vec(pattern, 0..5),
+        ),
+        0..14,
+    )
+    .prop_map(|clusters| {
+        clusters
+            .into_iter()
+            .map(|(id, priority, perf, is_wide, patterns)| Support {
+                id: format!("c{id}"),
+                priority: f64::from(priority) / 4.0,
+                avg_performance: f64::from(perf),
+                is_wide,
+                patterns,
+            })
+            .collect()
+    })
+}
+
+fn arb_threshold() -> impl Strategy<Value = f64> {
+    prop_oneof![
+        Just(0.0),
+        Just(1.0),
+        Just(0.6),
+        Just(0.5),
+        // Near ties: Jaccard values of small sets are fractions like 1/3, 2/3, 3/5.
+        Just(1.0 / 3.0),
+        Just(2.0 / 3.0),
+        Just(0.6 - f64::EPSILON),
+        Just(0.6 + f64::EPSILON),
+        Just(-1.0),
+        Just(1.5),
+        Just(f64::NAN),
+        0.0f64..=1.0,
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn invariant_normalize_equals_the_reference(
+        text in prop_oneof![
+            any::<String>(),
+            "[0-9 a-zA-Zé'’\\[\\]{}<>_.!\u{a0}İ٣-]{0,24}",
+        ],
+    ) {
+        prop_assert_eq!(normalize(&text), reference_normalize(&text));
+    }
+
+    #[test]
+    fn invariant_indexed_consolidation_equals_the_scan(
+        support in arb_support(),
+        threshold in arb_threshold(),
+    ) {
+        prop_assert_eq!(consolidate(&support, threshold), reference(&support, threshold));
+    }
+}
+
+#[test]
+fn degenerate_thresholds_keep_their_meaning() {
+    let support = vec![Support {
+        id: "c".into(),
+        priority: 1.0,
+        avg_performance: 1.0,
+        is_wide: false,
+        patterns: ["I tried [X]", "Why chess is overrated", "I tried [X]"]
+            .iter()
+            .map(|t| Pattern {
+                pattern: (*t).to_owned(),
+                template: Some((*t).to_owned()),
+                examples: vec![],
+                rationale: None,
+            })
+            .collect(),
+    }];
+    // 0: everything joins the first group; above 1: only identical texts merge.
+    assert_eq!(consolidate(&support, 0.0).len(), 1);
+    assert_eq!(consolidate(&support, 1.5).len(), 2);
+    assert_eq!(consolidate(&support, f64::NAN).len(), 2);
+    assert_eq!(consolidate(&support, 1.5)[0].occurrences, 2);
+}
