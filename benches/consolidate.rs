@@ -75,16 +75,25 @@ fn support(patterns: usize) -> Vec<Support> {
         .collect()
 }
 
-/// Clusters whose titles share little: each its own rare words around a common frame.
+/// Clusters whose titles share little with other clusters' (many niches): each cluster's
+/// titles follow its own formula of rare words, so the mock finds one distinct pattern per
+/// cluster, and a few common words connect them.
 fn clusters(n: usize) -> Vec<Cluster> {
     let mut x = 11u64;
     (0..n)
         .map(|i| {
+            let frame: Vec<String> = (0..4).map(|_| word(&mut x)).collect();
             let videos = (0..5)
                 .map(|k| {
-                    let words: Vec<String> = (0..6).map(|_| word(&mut x)).collect();
                     Video::new(
-                        format!("{} {} {k}", words.join(" "), i),
+                        format!(
+                            "{} {} {} {} {}",
+                            frame[0],
+                            frame[1],
+                            word(&mut x),
+                            frame[2],
+                            frame[3]
+                        ),
                         5.0 - f64::from(k) * 0.3,
                     )
                 })
