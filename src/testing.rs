@@ -304,3 +304,27 @@ where
         check_plan(batcher, &clusters).map(|_| ())
     })
 }
+
+/// `n` high-quality clusters (size 20, five thread sources, mean performance 4.5), each with
+/// four titles of a formula of its own (`I Tried Topic{i} Setup {k} for {d} Days`): a fixed,
+/// realistic input for runner tests and benches, on which the mock finds one distinct pattern
+/// per cluster. Ids are `c0`, `c1`, …
+pub fn distinct_clusters(n: usize) -> Vec<Cluster> {
+    (0..n)
+        .map(|i| {
+            let videos = (0..4)
+                .map(|k| {
+                    Video::new(
+                        format!("I Tried Topic{i} Setup {k} for {} Days", 7 * (k + 1)),
+                        5.0 - f64::from(k) * 0.2,
+                    )
+                })
+                .collect();
+            let mut c = Cluster::new(format!("c{i}"), videos);
+            c.size = 20;
+            c.avg_performance = 4.5;
+            c.thread_sources = (0..5).map(|s| format!("source {s}")).collect();
+            c
+        })
+        .collect()
+}

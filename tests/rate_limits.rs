@@ -13,30 +13,14 @@ use dynbatch::backend::{LimitStatus, RateLimitInfo};
 use dynbatch::patterns::{DiscoveryReport, OutcomeStatus};
 use dynbatch::run::{LimitKind, LimitSource, RunConfig, RunEvent, Runner};
 use dynbatch::timer::TokioTimer;
-use dynbatch::{BatchPlan, Batcher, BatchingConfig, Cluster, Video};
+use dynbatch::{BatchPlan, Batcher, BatchingConfig, Cluster};
 use tokio::time::Instant;
 
 const LATENCY: Duration = Duration::from_millis(300);
 
 /// `n` clusters with titles of their own, planned one per batch: `n` calls.
 fn one_per_batch(n: usize) -> (Vec<Cluster>, BatchingConfig) {
-    let clusters = (0..n)
-        .map(|i| {
-            let videos = (0..4)
-                .map(|k| {
-                    Video::new(
-                        format!("I Tried Topic{i} Setup {k} for {} Days", 7 * (k + 1)),
-                        5.0 - f64::from(k) * 0.2,
-                    )
-                })
-                .collect();
-            let mut c = Cluster::new(format!("c{i}"), videos);
-            c.size = 20;
-            c.avg_performance = 4.5;
-            c.thread_sources = (0..5).map(|s| format!("source {s}")).collect();
-            c
-        })
-        .collect();
+    let clusters = dynbatch::testing::distinct_clusters(n);
     let config = BatchingConfig::builder()
         .min_batch_size(1)
         .max_batch_size(1)
