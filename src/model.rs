@@ -5,11 +5,11 @@
 
 use std::fmt;
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, de};
 use serde_json::{Map, Value};
 
 /// One video of a cluster: its title and how well it performed against its channel's baseline.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Video {
     /// The video's title, as published. Untrusted text.
     pub title: String,
@@ -35,10 +35,9 @@ impl Video {
 ///
 /// `size` is the cluster's size upstream; `videos` may be a sample of it (typically the top
 /// performers), so `size >= videos.len()`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Cluster {
     /// Identifier, unique within one input. JSON numbers are accepted and kept as their text.
-    #[serde(deserialize_with = "id_from_string_or_number")]
     pub id: String,
     /// Number of videos in the cluster upstream.
     pub size: u32,
@@ -218,24 +217,163 @@ impl fmt::Display for Rejection {
     }
 }
 
-fn id_from_string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Id {
-        Text(String),
-        Unsigned(u64),
-        Signed(i64),
+// Deserialization by hand rather than derived: `#[serde(flatten)]` (for `extra`) makes serde
+// buffer every record in an intermediate tree before reading it, which tripled the memory and
+// the time of reading a large input. Known fields are read straight into their types; only
+// unknown ones become `Value`s.
+
+/// A field name: one of the known ones (no allocation), or another kept for `extra`.
+enum Field<const N: usize> {
+    Known(usize),
+    Other(String),
+}
+
+struct FieldVisitor<const N: usize>(&'static [&'static str; N]);
+
+impl<'de, const N: usize> de::DeserializeSeed<'de> for FieldVisitor<N> {
+    type Value = Field<N>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Field<N>, D::Error> {
+        d.deserialize_identifier(self)
     }
-    Ok(match Id::deserialize(d) {
-        Ok(Id::Text(s)) => s,
-        Ok(Id::Unsigned(n)) => n.to_string(),
-        Ok(Id::Signed(n)) => n.to_string(),
-        Err(_) => {
-            return Err(serde::de::Error::custom(
-                "id must be a string or an integer",
-            ));
+}
+
+impl<const N: usize> de::Visitor<'_> for FieldVisitor<N> {
+    type Value = Field<N>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a field name")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Field<N>, E> {
+        Ok(match self.0.iter().position(|k| *k == v) {
+            Some(i) => Field::Known(i),
+            None => Field::Other(v.to_owned()),
+        })
+    }
+}
+
+/// Fills a field once; a second value for it is an error, as with derived impls.
+fn set<T, E: de::Error>(slot: &mut Option<T>, name: &'static str, value: T) -> Result<(), E> {
+    if slot.replace(value).is_some() {
+        return Err(E::duplicate_field(name));
+    }
+    Ok(())
+}
+
+fn required<T, E: de::Error>(slot: Option<T>, name: &'static str) -> Result<T, E> {
+    slot.ok_or_else(|| E::missing_field(name))
+}
+
+const VIDEO_FIELDS: [&str; 2] = ["title", "performance_ratio"];
+
+impl<'de> Deserialize<'de> for Video {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> de::Visitor<'de> for Visitor {
+            type Value = Video;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a video (an object with title and performance_ratio)")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Video, A::Error> {
+                let (mut title, mut ratio, mut extra) = (None, None, Map::new());
+                while let Some(field) = map.next_key_seed(FieldVisitor(&VIDEO_FIELDS))? {
+                    match field {
+                        Field::Known(0) => set(&mut title, "title", map.next_value()?)?,
+                        Field::Known(_) => {
+                            set(&mut ratio, "performance_ratio", map.next_value()?)?;
+                        }
+                        Field::Other(key) => {
+                            extra.insert(key, map.next_value()?);
+                        }
+                    }
+                }
+                Ok(Video {
+                    title: required(title, "title")?,
+                    performance_ratio: required(ratio, "performance_ratio")?,
+                    extra,
+                })
+            }
         }
-    })
+        d.deserialize_map(Visitor)
+    }
+}
+
+const CLUSTER_FIELDS: [&str; 6] = [
+    "id",
+    "size",
+    "avg_performance",
+    "thread_sources",
+    "is_wide",
+    "videos",
+];
+
+impl<'de> Deserialize<'de> for Cluster {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> de::Visitor<'de> for Visitor {
+            type Value = Cluster;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a cluster (an object with id, size, avg_performance, thread_sources, is_wide and videos)")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Cluster, A::Error> {
+                let mut id: Option<Id> = None;
+                let (mut size, mut avg, mut sources, mut wide, mut videos) =
+                    (None, None, None, None, None);
+                let mut extra = Map::new();
+                while let Some(field) = map.next_key_seed(FieldVisitor(&CLUSTER_FIELDS))? {
+                    match field {
+                        Field::Known(0) => set(&mut id, "id", map.next_value()?)?,
+                        Field::Known(1) => set(&mut size, "size", map.next_value()?)?,
+                        Field::Known(2) => set(&mut avg, "avg_performance", map.next_value()?)?,
+                        Field::Known(3) => {
+                            set(&mut sources, "thread_sources", map.next_value()?)?;
+                        }
+                        Field::Known(4) => set(&mut wide, "is_wide", map.next_value()?)?,
+                        Field::Known(_) => set(&mut videos, "videos", map.next_value()?)?,
+                        Field::Other(key) => {
+                            extra.insert(key, map.next_value()?);
+                        }
+                    }
+                }
+                Ok(Cluster {
+                    id: required(id, "id")?.0,
+                    size: required(size, "size")?,
+                    avg_performance: required(avg, "avg_performance")?,
+                    thread_sources: required(sources, "thread_sources")?,
+                    is_wide: required(wide, "is_wide")?,
+                    videos: required(videos, "videos")?,
+                    extra,
+                })
+            }
+        }
+        d.deserialize_map(Visitor)
+    }
+}
+
+/// An id: a string, or an integer kept as its text.
+struct Id(String);
+
+impl<'de> Deserialize<'de> for Id {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl de::Visitor<'_> for Visitor {
+            type Value = Id;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("id must be a string or an integer")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Id, E> {
+                Ok(Id(v.to_owned()))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Id, E> {
+                Ok(Id(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Id, E> {
+                Ok(Id(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Id, E> {
+                Ok(Id(v.to_string()))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 #[cfg(test)]
@@ -294,6 +432,33 @@ mod tests {
         let back = serde_json::to_value(&c).unwrap();
         assert_eq!(back["channel"], "x");
         assert_eq!(back["videos"][0]["views"], 1000);
+    }
+
+    #[test]
+    fn parse_errors_name_the_field() {
+        let err = |json: &str| {
+            serde_json::from_str::<Cluster>(json)
+                .unwrap_err()
+                .to_string()
+        };
+        let video = r#"{"title": "T", "performance_ratio": 1.0}"#;
+        let base = format!(
+            r#""size": 3, "avg_performance": 2.5, "thread_sources": [], "is_wide": false, "videos": [{video}]"#
+        );
+        assert!(err(&format!("{{{base}}}")).contains("missing field `id`"));
+        assert!(
+            err(&format!(r#"{{"id": 1.5, {base}}}"#)).contains("id must be a string or an integer")
+        );
+        assert!(
+            err(&format!(r#"{{"id": "a", "id": "b", {base}}}"#)).contains("duplicate field `id`")
+        );
+        let twice = r#"{"id": "a", "size": 3, "avg_performance": 2.5, "thread_sources": [],
+            "is_wide": false, "videos": [{"title": "T", "title": "U", "performance_ratio": 1.0}]}"#;
+        assert!(err(twice).contains("duplicate field `title`"));
+        let missing = r#"{"id": "a", "size": 3, "avg_performance": 2.5, "thread_sources": [],
+            "is_wide": false, "videos": [{"title": "T"}]}"#;
+        assert!(err(missing).contains("missing field `performance_ratio`"));
+        assert!(err("[1, 2]").contains("a cluster"));
     }
 
     #[test]
