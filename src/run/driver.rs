@@ -333,6 +333,9 @@ impl<'r, 'p, 'a, B: LlmBackend, T: Timer> Run<'r, 'p, 'a, B, T> {
                     batch: job.batch,
                     clusters: job.members.len(),
                 });
+                // The journal's answer stands in for the call: what follows from it (split
+                // halves, a re-ask) is extra, as it was in the run that paid for it.
+                job.free = false;
                 self.answer(&job, &request, estimated_tokens, &answer, true);
                 None
             }
