@@ -105,7 +105,8 @@ struct Bucket {
 
 impl Bucket {
     fn new(kind: LimitKind, limit: Option<u32>, now: Instant) -> Self {
-        let limit = limit.map(f64::from);
+        // A limit of 0 would never refill: the least that lets anything through is 1.
+        let limit = limit.map(|l| f64::from(l.max(1)));
         Self {
             kind,
             limit,
