@@ -122,17 +122,40 @@ pub enum Warning {
         range: PatternRange,
     },
     /// The cluster at this position was answered more than once; the answers were merged.
+    #[deprecated(note = "reported as `AnsweredMoreThanOnce`, once per request")]
     AnsweredTwice {
         /// Position in the batch (0-based).
         position: usize,
+    },
+    /// The cluster at this position was answered `times` times in one answer; the answers were
+    /// merged (reported once per request, however often it repeats).
+    AnsweredMoreThanOnce {
+        /// Position in the batch (0-based).
+        position: usize,
+        /// How often it was answered.
+        times: usize,
+    },
+    /// The cluster at this position got more patterns than the most asked for: the first
+    /// `kept` were kept, `dropped` more were not.
+    PatternsDropped {
+        /// Position in the batch (0-based).
+        position: usize,
+        /// Patterns kept (the most asked for).
+        kept: usize,
+        /// Patterns dropped.
+        dropped: usize,
     },
 }
 
 impl Warning {
     /// Position in the batch of the cluster concerned.
+    #[allow(deprecated)]
     pub fn position(&self) -> usize {
         match *self {
-            Self::PatternCount { position, .. } | Self::AnsweredTwice { position } => position,
+            Self::PatternCount { position, .. }
+            | Self::AnsweredTwice { position }
+            | Self::AnsweredMoreThanOnce { position, .. }
+            | Self::PatternsDropped { position, .. } => position,
         }
     }
 }
@@ -143,7 +166,16 @@ impl std::fmt::Display for Warning {
             Self::PatternCount { count, range, .. } => {
                 write!(f, "{count} patterns, outside the {range} asked for")
             }
+            #[allow(deprecated)]
             Self::AnsweredTwice { .. } => f.write_str("answered twice; the answers were merged"),
+            Self::AnsweredMoreThanOnce { times, .. } => {
+                write!(f, "answered {times} times; the answers were merged")
+            }
+            Self::PatternsDropped { kept, dropped, .. } => write!(
+                f,
+                "{} patterns, more than the {kept} asked for at most: {dropped} dropped",
+                kept + dropped
+            ),
         }
     }
 }
@@ -159,10 +191,31 @@ impl Validated {
     }
 }
 
+/// Longest text kept of a pattern's name, template or rationale, and of an example title, in
+/// characters; longer ones are cut with `…`. A model that loops cannot make a report huge.
+pub const MAX_FIELD_CHARS: usize = 300;
+/// Most examples kept per pattern.
+pub const MAX_EXAMPLES: usize = 10;
+/// Most unknown cluster numbers listed per answer (the rest are counted in none).
+const MAX_UNKNOWN: usize = 20;
+
+fn cap(text: String) -> String {
+    match text.char_indices().nth(MAX_FIELD_CHARS) {
+        None => text,
+        Some((end, _)) => {
+            let mut cut = text[..end].to_owned();
+            cut.push('…');
+            cut
+        }
+    }
+}
+
 /// Checks an answer against the batch it answers (`clusters` in prompt order): cluster numbers
-/// must exist (others are reported, not used; a repeated number is merged into the first),
-/// pattern counts outside `range` are kept with a warning, and each example is marked grounded
-/// when it is one of that cluster's titles.
+/// must exist (others are reported, not used; a repeated number is merged into the first, with
+/// one warning per cluster), at most `range.max` patterns are kept per cluster (the first; one
+/// warning with the count dropped), fewer than `range.min` are kept with a warning, fields are
+/// cut at [`MAX_FIELD_CHARS`] and examples at [`MAX_EXAMPLES`], and each example is marked
+/// grounded when it is one of that cluster's titles.
 pub fn validate(
     response: PatternResponse,
     clusters: &[&Cluster],
@@ -172,15 +225,37 @@ pub fn validate(
         patterns: vec![None; clusters.len()],
         ..Validated::default()
     };
+    let most = usize::try_from(range.max).unwrap_or(usize::MAX);
+    let mut times = vec![0usize; clusters.len()];
+    let mut dropped = vec![0usize; clusters.len()];
     for answer in response.clusters {
         let slot = usize::try_from(answer.cluster)
             .ok()
             .and_then(|n| n.checked_sub(1))
             .filter(|&i| i < clusters.len());
         let Some(i) = slot else {
-            out.unknown_clusters.push(answer.cluster);
+            if out.unknown_clusters.len() < MAX_UNKNOWN
+                && !out.unknown_clusters.contains(&answer.cluster)
+            {
+                out.unknown_clusters.push(answer.cluster);
+            }
             continue;
         };
+        times[i] += 1;
+        let have = out.patterns[i].as_ref().map_or(0, Vec::len);
+        let room = most.saturating_sub(have);
+        let offered = answer
+            .patterns
+            .iter()
+            .filter(|p| !p.pattern.trim().is_empty())
+            .count();
+        dropped[i] += offered.saturating_sub(room);
+        if room == 0 {
+            if out.patterns[i].is_none() {
+                out.patterns[i] = Some(Vec::new());
+            }
+            continue;
+        }
         let titles: Vec<String> = clusters[i]
             .videos
             .iter()
@@ -190,32 +265,44 @@ pub fn validate(
             .patterns
             .into_iter()
             .filter(|p| !p.pattern.trim().is_empty())
+            .take(room)
             .map(|p| Pattern {
                 examples: p
                     .examples
                     .into_iter()
+                    .take(MAX_EXAMPLES)
+                    .map(cap)
                     .map(|title| Example {
                         grounded: titles.contains(&normalize_title(&title)),
                         title,
                     })
                     .collect(),
-                pattern: p.pattern,
-                template: p.template.filter(|t| !t.trim().is_empty()),
-                rationale: p.rationale,
+                pattern: cap(p.pattern),
+                template: p.template.filter(|t| !t.trim().is_empty()).map(cap),
+                rationale: p.rationale.map(cap),
             })
             .collect();
         match &mut out.patterns[i] {
-            Some(existing) => {
-                out.warnings.push(Warning::AnsweredTwice { position: i });
-                existing.extend(patterns);
-            }
+            Some(existing) => existing.extend(patterns),
             slot @ None => *slot = Some(patterns),
         }
     }
     for (i, p) in out.patterns.iter().enumerate() {
-        if let Some(p) = p {
+        if times[i] > 1 {
+            out.warnings.push(Warning::AnsweredMoreThanOnce {
+                position: i,
+                times: times[i],
+            });
+        }
+        if dropped[i] > 0 {
+            out.warnings.push(Warning::PatternsDropped {
+                position: i,
+                kept: p.as_ref().map_or(0, Vec::len),
+                dropped: dropped[i],
+            });
+        } else if let Some(p) = p {
             let n = u32::try_from(p.len()).unwrap_or(u32::MAX);
-            if n < range.min || n > range.max {
+            if n < range.min {
                 out.warnings.push(Warning::PatternCount {
                     position: i,
                     count: p.len(),
@@ -289,6 +376,44 @@ mod tests {
         assert_eq!(
             v.warnings[0].to_string(),
             "1 patterns, outside the 3-5 asked for"
+        );
+    }
+
+    #[test]
+    fn a_looping_answer_keeps_what_was_asked_and_warns_once() {
+        let a = cluster(&["I Tried X for 30 Days"]);
+        let long = "x".repeat(1_000);
+        let pattern = format!(
+            r#"{{"pattern": "{long}", "template": "I Tried [X]", "examples": [{}], "rationale": "{long}"}}"#,
+            vec![format!("\"{long}\""); 30].join(", ")
+        );
+        let entry = format!(r#"{{"cluster": 1, "patterns": [{}]}}"#, vec![pattern; 4].join(", "));
+        let text = format!(r#"{{"clusters": [{}]}}"#, vec![entry; 1_000].join(", "));
+        let v = validate(parse(&text).unwrap(), &[&a], PatternRange { min: 3, max: 5 });
+        let kept = v.patterns[0].as_ref().unwrap();
+        assert_eq!(kept.len(), 5, "the most asked for, the first ones");
+        let p = &kept[0];
+        assert_eq!(p.pattern.chars().count(), MAX_FIELD_CHARS + 1);
+        assert!(p.pattern.ends_with('…'));
+        assert_eq!(p.rationale.as_ref().unwrap().chars().count(), MAX_FIELD_CHARS + 1);
+        assert_eq!(p.examples.len(), MAX_EXAMPLES);
+        assert_eq!(
+            v.warnings,
+            vec![
+                Warning::AnsweredMoreThanOnce {
+                    position: 0,
+                    times: 1_000
+                },
+                Warning::PatternsDropped {
+                    position: 0,
+                    kept: 5,
+                    dropped: 3_995
+                }
+            ]
+        );
+        assert_eq!(
+            v.warnings[1].to_string(),
+            "4000 patterns, more than the 5 asked for at most: 3995 dropped"
         );
     }
 }
