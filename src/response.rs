@@ -387,15 +387,25 @@ mod tests {
             r#"{{"pattern": "{long}", "template": "I Tried [X]", "examples": [{}], "rationale": "{long}"}}"#,
             vec![format!("\"{long}\""); 30].join(", ")
         );
-        let entry = format!(r#"{{"cluster": 1, "patterns": [{}]}}"#, vec![pattern; 4].join(", "));
+        let entry = format!(
+            r#"{{"cluster": 1, "patterns": [{}]}}"#,
+            vec![pattern; 4].join(", ")
+        );
         let text = format!(r#"{{"clusters": [{}]}}"#, vec![entry; 1_000].join(", "));
-        let v = validate(parse(&text).unwrap(), &[&a], PatternRange { min: 3, max: 5 });
+        let v = validate(
+            parse(&text).unwrap(),
+            &[&a],
+            PatternRange { min: 3, max: 5 },
+        );
         let kept = v.patterns[0].as_ref().unwrap();
         assert_eq!(kept.len(), 5, "the most asked for, the first ones");
         let p = &kept[0];
         assert_eq!(p.pattern.chars().count(), MAX_FIELD_CHARS + 1);
         assert!(p.pattern.ends_with('…'));
-        assert_eq!(p.rationale.as_ref().unwrap().chars().count(), MAX_FIELD_CHARS + 1);
+        assert_eq!(
+            p.rationale.as_ref().unwrap().chars().count(),
+            MAX_FIELD_CHARS + 1
+        );
         assert_eq!(p.examples.len(), MAX_EXAMPLES);
         assert_eq!(
             v.warnings,

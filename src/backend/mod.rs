@@ -211,6 +211,14 @@ pub enum BackendError {
     /// The provider refused the content. Permanent.
     #[error("content filtered: {0}")]
     ContentFilter(String),
+    /// The answer was larger than the backend reads (a server ignoring `max_tokens`, a model
+    /// that loops). Not worth the same request again; the runner splits the request, as for an
+    /// answer cut off at `max_tokens`.
+    #[error("the answer is larger than {limit} bytes; not read further")]
+    ResponseTooLarge {
+        /// The cap, in bytes.
+        limit: usize,
+    },
     /// Anything else, with whether retrying may help.
     #[error("{source}")]
     Other {
@@ -239,7 +247,8 @@ impl BackendError {
             | Self::BadRequest(_)
             | Self::NotFound(_)
             | Self::QuotaExhausted(_)
-            | Self::ContentFilter(_) => false,
+            | Self::ContentFilter(_)
+            | Self::ResponseTooLarge { .. } => false,
             Self::Other { retryable, .. } => *retryable,
         }
     }
@@ -284,6 +293,7 @@ impl BackendError {
             Self::NotFound(_) => "not_found",
             Self::QuotaExhausted(_) => "quota_exhausted",
             Self::ContentFilter(_) => "content_filter",
+            Self::ResponseTooLarge { .. } => "response_too_large",
             Self::Other { .. } => "other",
         }
     }

@@ -54,6 +54,7 @@ pub struct OpenAiBuilder {
     request_timeout: Option<Duration>,
     connect_timeout: Duration,
     max_tokens_field: MaxTokensField,
+    max_response_bytes: Option<usize>,
 }
 
 impl Default for OpenAiBuilder {
@@ -68,6 +69,7 @@ impl Default for OpenAiBuilder {
             request_timeout: None,
             connect_timeout: Duration::from_secs(10),
             max_tokens_field: MaxTokensField::MaxTokens,
+            max_response_bytes: None,
         }
     }
 }
@@ -123,6 +125,15 @@ impl OpenAiBuilder {
         self.connect_timeout = timeout;
         self
     }
+    /// The most bytes of an answer's body read; a larger answer fails the request with
+    /// [`BackendError::ResponseTooLarge`] (the runner then splits it). Default:
+    /// [`default_response_limit`] of the request's `max_tokens`.
+    #[must_use]
+    pub fn max_response_bytes(mut self, bytes: usize) -> Self {
+        self.max_response_bytes = Some(bytes);
+        self
+    }
+
     /// Which field carries `max_tokens`.
     #[must_use]
     pub fn max_tokens_field(mut self, field: MaxTokensField) -> Self {
@@ -353,15 +364,53 @@ impl LlmBackend for OpenAiBackend {
         let status = response.status();
         let headers = response.headers().clone();
         let request_id = header(&headers, "x-request-id");
-        let text = response
-            .text()
-            .await
-            .map_err(|e| self.transport_error(&e))?;
+        let limit = self
+            .config
+            .max_response_bytes
+            .unwrap_or_else(|| default_response_limit(request.max_tokens));
+        let text = self.read_body(response, limit).await?;
         parse_response(status.as_u16(), &headers, &text, request_id, &request.model)
     }
 }
 
+/// The default cap on an answer's body: 8 bytes per `max_tokens` (a token is about 4
+/// characters, escaped JSON can double them) plus 64 KiB for the envelope.
+pub fn default_response_limit(max_tokens: u32) -> usize {
+    usize::try_from(max_tokens)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(8)
+        .saturating_add(64 * 1024)
+}
+
 impl OpenAiBackend {
+    /// The body, read no further than `limit` bytes: a server that ignores `max_tokens` (or a
+    /// model that loops) cannot make one answer take the memory of the process.
+    async fn read_body(
+        &self,
+        mut response: reqwest::Response,
+        limit: usize,
+    ) -> Result<String, BackendError> {
+        let too_large = || BackendError::ResponseTooLarge { limit };
+        if response
+            .content_length()
+            .is_some_and(|n| n > u64::try_from(limit).unwrap_or(u64::MAX))
+        {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| self.transport_error(&e))?
+        {
+            if body.len() + chunk.len() > limit {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+
     fn transport_error(&self, e: &reqwest::Error) -> BackendError {
         if e.is_timeout() {
             BackendError::Timeout(

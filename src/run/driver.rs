@@ -493,6 +493,12 @@ impl<'r, 'p, 'a, B: LlmBackend, T: Timer> Run<'r, 'p, 'a, B, T> {
                 self.limiter.resolve(&ticket);
                 self.transient(job, &error, now);
             }
+            error @ BackendError::ResponseTooLarge { .. } => {
+                // The server answered: it is up. Smaller requests get smaller answers.
+                self.limiter.resolve(&ticket);
+                self.breaker.on_neutral();
+                self.split_or_fail(&job, format!("{kind}: {error}"));
+            }
             error => {
                 self.limiter.resolve(&ticket);
                 self.breaker.on_neutral();

@@ -79,6 +79,12 @@ impl<B: LlmBackend, T: Timer> Run<'_, '_, '_, B, T> {
                 Err(e) => e.to_string(),
             },
         };
+        self.split_or_fail(job, reason);
+    }
+
+    /// An unusable answer: its clusters go out again in two halves, or fail when alone (or
+    /// when splitting is off).
+    pub(super) fn split_or_fail(&mut self, job: &Job, reason: String) {
         if job.members.len() > 1 && self.runner.config.split_and_reask {
             self.split(job, reason);
         } else {
