@@ -223,7 +223,7 @@ impl fmt::Display for Rejection {
 // unknown ones become `Value`s.
 
 /// A field name: one of the known ones (no allocation), or another kept for `extra`.
-enum Field<const N: usize> {
+enum Field {
     Known(usize),
     Other(String),
 }
@@ -231,18 +231,18 @@ enum Field<const N: usize> {
 struct FieldVisitor<const N: usize>(&'static [&'static str; N]);
 
 impl<'de, const N: usize> de::DeserializeSeed<'de> for FieldVisitor<N> {
-    type Value = Field<N>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Field<N>, D::Error> {
+    type Value = Field;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Field, D::Error> {
         d.deserialize_identifier(self)
     }
 }
 
 impl<const N: usize> de::Visitor<'_> for FieldVisitor<N> {
-    type Value = Field<N>;
+    type Value = Field;
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a field name")
     }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Field<N>, E> {
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Field, E> {
         Ok(match self.0.iter().position(|k| *k == v) {
             Some(i) => Field::Known(i),
             None => Field::Other(v.to_owned()),
