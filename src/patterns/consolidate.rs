@@ -138,7 +138,19 @@ fn reaches(a: &[u32], b: &[u32], t: f64) -> bool {
     jaccard >= t
 }
 
-/// The groups' word sets and the inverted index over their prefixes.
+/// A group in the posting list of one of its prefix words.
+#[derive(Clone, Copy)]
+struct Posting {
+    group: u32,
+    /// The group's number of words.
+    size: u32,
+    /// Where the word is in the group's sorted words.
+    position: u32,
+}
+
+/// The groups' word sets and the inverted index over their prefixes, with the positional
+/// filter of `PPJoin`: a candidate is dropped as soon as the words it shares so far plus all it
+/// could still share fall short of the overlap the threshold needs, without reading its words.
 #[derive(Default)]
 struct Index {
     /// Every group's word ranks (sorted), one after another: candidates are read from one
@@ -146,8 +158,25 @@ struct Index {
     ranks: Vec<u32>,
     /// Start and length of each group's ranks.
     spans: Vec<(u32, u32)>,
-    /// Rank → (group, its size) for the groups whose prefix holds it, in creation order.
-    postings: Vec<Vec<(u32, u32)>>,
+    /// Rank → the groups whose prefix holds it, in creation order.
+    postings: Vec<Vec<Posting>>,
+    /// Per group, for the query under way: the query it was last seen by, and the words it
+    /// shares with the query so far (`u32::MAX`: ruled out).
+    seen: Vec<u32>,
+    shared: Vec<u32>,
+    query: u32,
+    touched: Vec<u32>,
+}
+
+/// The overlap two sets of these sizes need for Jaccard `t`: `⌈t/(1+t)·(a+b)⌉`, a hair low.
+fn needed_overlap(t: f64, a: usize, b: usize) -> u32 {
+    #[allow(
+        clippy::cast_precision_loss,
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss
+    )]
+    let needed = (t / (1.0 + t) * (a + b) as f64 - 1e-9).ceil().max(0.0) as u32;
+    needed
 }
 
 impl Index {
@@ -162,36 +191,75 @@ impl Index {
         let size = u32::try_from(words.len()).unwrap_or(u32::MAX);
         self.ranks.extend_from_slice(words);
         self.spans.push((start, size));
+        self.seen.push(0);
+        self.shared.push(0);
         if let Rule::AtLeast(t) = rule {
-            let id = u32::try_from(g).unwrap_or(u32::MAX);
+            let group = u32::try_from(g).unwrap_or(u32::MAX);
             let prefix = words.len() - min_overlap(t, words.len()) + 1;
-            for &w in &words[..prefix.min(words.len())] {
+            for (position, &w) in words[..prefix.min(words.len())].iter().enumerate() {
                 let w = w as usize;
                 if w >= self.postings.len() {
                     self.postings.resize_with(w + 1, Vec::new);
                 }
-                self.postings[w].push((id, size));
+                self.postings[w].push(Posting {
+                    group,
+                    size,
+                    position: u32::try_from(position).unwrap_or(u32::MAX),
+                });
             }
         }
     }
 
     /// The first group in creation order (the smallest index) whose words reach `t`.
-    fn first_match(&self, words: &[u32], t: f64) -> Option<usize> {
+    fn first_match(&mut self, words: &[u32], t: f64) -> Option<usize> {
         let prefix = words.len() - min_overlap(t, words.len()) + 1;
         #[allow(clippy::cast_precision_loss)]
         let (low, high) = (t * words.len() as f64 - 1e-9, words.len() as f64 / t + 1e-9);
+        self.query = self.query.wrapping_add(1);
+        if self.query == 0 {
+            // The stamps wrapped: start them afresh.
+            self.seen.iter_mut().for_each(|s| *s = 0);
+            self.query = 1;
+        }
+        self.touched.clear();
+        for (i, &w) in words[..prefix.min(words.len())].iter().enumerate() {
+            let Some(postings) = self.postings.get(w as usize) else {
+                continue;
+            };
+            let after_x = u32::try_from(words.len() - i - 1).unwrap_or(u32::MAX);
+            for p in postings {
+                let size = f64::from(p.size);
+                if size < low || size > high {
+                    continue;
+                }
+                let g = p.group as usize;
+                if self.seen[g] != self.query {
+                    self.seen[g] = self.query;
+                    self.shared[g] = 0;
+                    self.touched.push(p.group);
+                }
+                let shared = self.shared[g];
+                if shared == u32::MAX {
+                    continue;
+                }
+                // Shared so far, this word, and at most what both have left after it.
+                let after_y = p.size - p.position - 1;
+                let bound = shared + 1 + after_x.min(after_y);
+                self.shared[g] = if bound < needed_overlap(t, words.len(), p.size as usize) {
+                    u32::MAX
+                } else {
+                    shared + 1
+                };
+            }
+        }
         let mut best: Option<usize> = None;
-        for &w in &words[..prefix.min(words.len())] {
-            let postings = self.postings.get(w as usize).map_or(&[][..], Vec::as_slice);
-            for &(g, size) in postings {
-                let g = g as usize;
-                if best.is_some_and(|b| g >= b) {
-                    break; // creation order: the rest of this list is later
-                }
-                let size = f64::from(size);
-                if size >= low && size <= high && reaches(self.words(g), words, t) {
-                    best = Some(g);
-                }
+        for &g in &self.touched {
+            let g = g as usize;
+            if self.shared[g] == u32::MAX || best.is_some_and(|b| g >= b) {
+                continue;
+            }
+            if reaches(self.words(g), words, t) {
+                best = Some(g);
             }
         }
         best
@@ -232,7 +300,10 @@ impl Members {
 
 /// One pattern, prepared: its normalised text and its word ranks.
 struct Prepared {
-    key: String,
+    /// The normalised text as its sequence of word ids: equal sequences are equal texts
+    /// (normalised words are separated by exactly one space), cheaper to hash and keep.
+    key: Vec<u32>,
+    /// Word ranks, sorted, without repeats.
     words: Vec<u32>,
 }
 
@@ -247,16 +318,17 @@ fn prepare(order: &[&Support]) -> Vec<Prepared> {
     let mut ids: Map<&str, u32> =
         Map::with_capacity_and_hasher(keys.len(), foldhash::fast::RandomState::default());
     let mut frequency: Vec<u32> = Vec::new();
-    let mut sets: Vec<Vec<u32>> = Vec::with_capacity(keys.len());
+    let mut sets: Vec<(Vec<u32>, Vec<u32>)> = Vec::with_capacity(keys.len());
     {
         for key in &keys {
-            let mut words: Vec<u32> = key
+            let sequence: Vec<u32> = key
                 .split(' ')
                 .map(|w| {
                     let next = u32::try_from(ids.len()).unwrap_or(u32::MAX);
                     *ids.entry(w).or_insert(next)
                 })
                 .collect();
+            let mut words = sequence.clone();
             words.sort_unstable();
             words.dedup();
             for &w in &words {
@@ -266,18 +338,18 @@ fn prepare(order: &[&Support]) -> Vec<Prepared> {
                 }
                 frequency[w] += 1;
             }
-            sets.push(words);
+            sets.push((sequence, words));
         }
     }
+    drop(ids);
+    drop(keys);
     let mut by_rarity: Vec<u32> = (0..u32::try_from(frequency.len()).unwrap_or(u32::MAX)).collect();
     by_rarity.sort_by_key(|&w| (frequency[w as usize], w));
     let mut rank = vec![0u32; frequency.len()];
     for (r, &w) in by_rarity.iter().enumerate() {
         rank[w as usize] = u32::try_from(r).unwrap_or(u32::MAX);
     }
-    drop(ids);
-    keys.into_iter()
-        .zip(sets)
+    sets.into_iter()
         .map(|(key, mut words)| {
             for w in &mut words {
                 *w = rank[*w as usize];
@@ -311,7 +383,7 @@ pub fn consolidate(support: &[Support], threshold: f64) -> Vec<ConsolidatedPatte
     // groups hold one cluster), a set per group beyond that.
     let mut clusters = Members::default();
     let mut examples = Members::default();
-    let mut by_key: Map<String, usize> =
+    let mut by_key: Map<Vec<u32>, usize> =
         Map::with_capacity_and_hasher(prepared.len(), foldhash::fast::RandomState::default());
     let mut next = prepared.into_iter();
     for s in &order {
