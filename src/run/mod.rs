@@ -31,6 +31,7 @@ mod limiter;
 mod recover;
 mod report;
 mod retry;
+mod settle;
 
 pub use config::RunConfig;
 pub use event::{EventStream, RunEvent};

@@ -1,0 +1,224 @@
+//! What happens to a call that came back: an answer (recorded in the journal first, then
+//! validated), a 429 (back to the head of the queue, the limiter told), a transient error
+//! (back-off, then the back of the queue while the budget lasts), an account-wide error (stop
+//! all sending); and how a stopped run fails what is still waiting.
+
+use std::time::{Duration, Instant};
+
+use super::driver::{Job, Landed, Run};
+use super::event::RunEvent;
+use super::retry::{self, Change};
+use crate::backend::{BackendError, LlmBackend};
+use crate::timer::Timer;
+
+impl<B: LlmBackend, T: Timer> Run<'_, '_, '_, B, T> {
+    /// Handles a call that came back.
+    pub(super) fn land(&mut self, landed: Landed) {
+        let now = self.runner.timer.now();
+        let Landed {
+            mut job,
+            key,
+            ticket,
+            charged,
+            request,
+            estimated_tokens,
+            result,
+        } = landed;
+        let error = match result {
+            Ok(response) => {
+                self.last_answer = now;
+                // Paid for: in the journal before anyone hears of it.
+                if let (Some(store), Some(key)) = (&self.runner.store, &key) {
+                    if let Err(e) = store.put(key, &response) {
+                        tracing::error!(batch = job.batch, %e, "journal: an answer was not recorded");
+                        self.tally.warnings.push(format!(
+                            "batch {}: journal: {e}; this answer would be paid again on a resume",
+                            job.batch + 1
+                        ));
+                    }
+                }
+                let changes = self
+                    .limiter
+                    .on_answer(now, &ticket, response.rate_limits.as_ref());
+                self.limits_changed(changes);
+                if let Some((from, to)) = self.window.on_success() {
+                    self.emit(&RunEvent::ConcurrencyChanged { from, to });
+                }
+                if let Some(Change::Closed) = self.breaker.on_success() {
+                    self.emit(&RunEvent::CircuitClosed);
+                }
+                return self.answer(&job, &request, estimated_tokens, &response, false);
+            }
+            Err(error) => error,
+        };
+        // Not answered: it goes out again as it was rendered (looked up already).
+        job.rendered = Some((request, key));
+        let kind = error.kind();
+        match error {
+            BackendError::RateLimited {
+                retry_after,
+                limits,
+                message,
+            } => {
+                self.tally.counters.rate_limited += 1;
+                if charged {
+                    self.budget.refund();
+                }
+                let (wait, changes) = self.limiter.on_rate_limited(
+                    now,
+                    &ticket,
+                    retry_after,
+                    limits.as_deref(),
+                    &self.runner.config,
+                );
+                tracing::info!(batch = job.batch, ?wait, %message, "rate limited");
+                self.emit(&RunEvent::RateLimited {
+                    batch: job.batch,
+                    wait,
+                    error: message.clone(),
+                });
+                self.limits_changed(changes);
+                if let Some((from, to)) = self
+                    .window
+                    .on_rate_limited(ticket.seq(), self.limiter.sent())
+                {
+                    self.emit(&RunEvent::ConcurrencyChanged { from, to });
+                }
+                self.breaker.on_neutral();
+                job.last_error = Some(format!("{kind}: {message}"));
+                self.queue.push_front(job);
+            }
+            error if error.is_account_wide() => {
+                self.limiter.resolve(&ticket);
+                self.breaker.on_neutral();
+                let reason = format!("{kind}: {error}");
+                self.fail(job.batch, &job.members, &reason);
+                self.stop(&reason);
+            }
+            error if error.is_retryable() => {
+                self.limiter.resolve(&ticket);
+                self.transient(job, &error, now);
+            }
+            error @ BackendError::ResponseTooLarge { .. } => {
+                // The server answered: it is up. Smaller requests get smaller answers.
+                self.limiter.resolve(&ticket);
+                self.breaker.on_neutral();
+                self.split_or_fail(&job, format!("{kind}: {error}"));
+            }
+            error => {
+                self.limiter.resolve(&ticket);
+                self.breaker.on_neutral();
+                let tries = if job.calls > 1 {
+                    format!(" after {} attempts", job.calls)
+                } else {
+                    String::new()
+                };
+                self.fail(job.batch, &job.members, &format!("{kind}{tries}: {error}"));
+            }
+        }
+    }
+
+    /// A 5xx, a timeout, a lost connection: back off and retry, then go to the back of the
+    /// queue while the budget lasts.
+    fn transient(&mut self, mut job: Job, error: &BackendError, now: Instant) {
+        let config = &self.runner.config;
+        if let Some(Change::Opened { failures, wait }) = self.breaker.on_failure(now, config) {
+            tracing::warn!(failures, ?wait, "many failures in a row: pausing");
+            self.emit(&RunEvent::CircuitOpened { failures, wait });
+        }
+        let kind = error.kind();
+        job.failures += 1;
+        job.free = false; // whatever is sent again for it is an extra call
+        job.last_error = Some(format!("{kind} after {} attempts: {error}", job.calls));
+        if let Some(after) = error.retry_after().filter(|a| *a > config.max_retry_after) {
+            let reason = format!(
+                "{kind}: the server asked to wait {after:?}, more than max_retry_after {:?}: {error}",
+                config.max_retry_after
+            );
+            return self.fail(job.batch, &job.members, &reason);
+        }
+        if job.failures <= config.max_retries && self.budget.left() > 0 {
+            let delay = error
+                .retry_after()
+                .unwrap_or_else(|| retry::backoff(config, job.batch as u64, job.failures));
+            self.tally.counters.retries += 1;
+            tracing::info!(batch = job.batch, attempt = job.calls, ?delay, %error, "retrying");
+            self.emit(&RunEvent::Retried {
+                batch: job.batch,
+                attempt: job.calls,
+                delay,
+                error: error.to_string(),
+            });
+            job.ready_at = Some(super::later(now, delay));
+            self.delayed.push(job);
+        } else if self.budget.left() > 0 {
+            self.tally.counters.requeued += 1;
+            self.emit(&RunEvent::Requeued {
+                batch: job.batch,
+                attempts: job.calls,
+                error: error.to_string(),
+            });
+            job.failures = 0;
+            job.ready_at = None;
+            self.queue.push_back(job);
+        } else {
+            let reason = job.last_error.clone().unwrap_or_default();
+            let cap = self.budget.cap();
+            self.fail(
+                job.batch,
+                &job.members,
+                &format!("{reason}; extra-call budget exhausted ({cap} calls)"),
+            );
+        }
+    }
+
+    fn limits_changed(&self, changes: Vec<super::limiter::Change>) {
+        for (kind, per_minute, source) in changes {
+            tracing::info!(?kind, per_minute, ?source, "rate limit");
+            self.emit(&RunEvent::LimitChanged {
+                kind,
+                per_minute,
+                source,
+            });
+        }
+    }
+
+    /// Nothing more is sent; every waiting job fails with `reason`.
+    pub(super) fn stop(&mut self, reason: &str) {
+        if self.stop.is_none() {
+            tracing::warn!(%reason, "stopping: nothing more is sent");
+            self.emit(&RunEvent::Stopped {
+                reason: reason.to_owned(),
+            });
+            self.stop = Some(reason.to_owned());
+        }
+        self.fail_waiting(reason);
+    }
+
+    /// The rate limit outlasted the patience: stop with the last 429's message.
+    pub(super) fn give_up(&mut self, patience: Duration) {
+        let last = self
+            .queue
+            .iter()
+            .find_map(|j| j.last_error.clone())
+            .map(|e| format!("; last: {e}"))
+            .unwrap_or_default();
+        self.stop(&format!(
+            "rate_limited: no answer for {patience:?} while waiting for the rate limit (rate_limit_patience){last}"
+        ));
+    }
+
+    pub(super) fn fail_waiting(&mut self, reason: &str) {
+        let waiting: Vec<Job> = self.queue.drain(..).chain(self.delayed.drain(..)).collect();
+        for job in waiting {
+            let reason = match &job.last_error {
+                _ if job.calls == 0 => format!("{reason} (not sent: the run stopped)"),
+                Some(own) if !reason.contains(own.as_str()) => {
+                    format!("{reason} (its last error: {own})")
+                }
+                _ => reason.to_owned(),
+            };
+            self.fail(job.batch, &job.members, &reason);
+        }
+    }
+}
