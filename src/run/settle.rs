@@ -53,6 +53,7 @@ impl<B: LlmBackend, T: Timer> Run<'_, '_, '_, B, T> {
         };
         // Not answered: it goes out again as it was rendered (looked up already).
         job.rendered = Some((request, key));
+        self.limiter.resolve(&ticket);
         let kind = error.kind();
         match error {
             BackendError::RateLimited {
@@ -89,24 +90,20 @@ impl<B: LlmBackend, T: Timer> Run<'_, '_, '_, B, T> {
                 self.queue.push_front(job);
             }
             error if error.is_account_wide() => {
-                self.limiter.resolve(&ticket);
                 self.breaker.on_neutral();
                 let reason = format!("{kind}: {error}");
                 self.fail(job.batch, &job.members, &reason);
                 self.stop(&reason);
             }
             error if error.is_retryable() => {
-                self.limiter.resolve(&ticket);
                 self.transient(job, &error, now);
             }
             error @ BackendError::ResponseTooLarge { .. } => {
                 // The server answered: it is up. Smaller requests get smaller answers.
-                self.limiter.resolve(&ticket);
                 self.breaker.on_neutral();
                 self.split_or_fail(&job, format!("{kind}: {error}"));
             }
             error => {
-                self.limiter.resolve(&ticket);
                 self.breaker.on_neutral();
                 let tries = if job.calls > 1 {
                     format!(" after {} attempts", job.calls)
