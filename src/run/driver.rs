@@ -157,7 +157,6 @@ impl<'r, 'p, 'a, B: LlmBackend, T: Timer> Run<'r, 'p, 'a, B, T> {
         self.tally.fail(members, reason);
     }
 
-    /// Runs every job to an end.
     /// Runs every job to an end; once `interrupt` completes, sends nothing more and waits
     /// only for the requests in flight (each bounded by the request timeout).
     pub(super) async fn drive(&mut self, interrupt: impl Future<Output = ()> + Send) {
