@@ -1,12 +1,16 @@
 //! The async runner: executes a [`BatchPlan`] against an [`LlmBackend`] at the account's rate
-//! limit and through its outages, with nothing lost. One request loop ([`driver`]) starts
-//! requests whenever a slot, the circuit breaker and the rate limiter allow:
+//! limit and through its outages, with nothing lost, and with a journal of answers
+//! ([`Runner::with_store`]) so that a run killed at any instant resumes. One file per concern:
 //!
-//! - [`limiter`]: pacing by requests and tokens per minute, learnt from the server;
-//! - [`concurrency`]: adaptive concurrency (AIMD) up to `RunConfig::concurrency`;
-//! - [`retry`]: back-off, the circuit breaker, the extra-call budget;
-//! - [`recover`]: splitting unusable answers, re-asking missing clusters;
-//! - [`event`]: [`RunEvent`]; [`report`]: the [`DiscoveryReport`].
+//! - `driver.rs`: the request loop, which starts a request whenever a slot, the circuit breaker
+//!   and the rate limiter allow;
+//! - `settle.rs`: what happens to a call that came back (answer, 429, error, stop);
+//! - `limiter.rs`: pacing by requests and tokens per minute, learnt from the server;
+//! - `concurrency.rs`: adaptive concurrency (AIMD) up to [`RunConfig::concurrency`];
+//! - `retry.rs`: back-off, the circuit breaker, the extra-call budget;
+//! - `recover.rs`: splitting unusable answers, re-asking missing clusters;
+//! - `event.rs`: [`RunEvent`] and [`EventStream`]; `report.rs`: the [`DiscoveryReport`];
+//!   `config.rs`: [`RunConfig`].
 //!
 //! Dropping the future returned by [`Runner::run`] cancels cleanly: no request starts after.
 
