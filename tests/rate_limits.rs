@@ -393,11 +393,20 @@ proptest::proptest! {
         let (clusters, batching) = one_per_batch(n);
         let plan = plan(&clusters, &batching);
         let mock = MockBackend::scripted(script).then_answer();
-        let config = RunConfig { concurrency, max_extra_calls: 0, ..RunConfig::default() };
+        // Patience long enough for any script: the property is about what a 429 is while it
+        // lasts (a long streak of 429s narrows the inferred limit, and the patience, 10
+        // minutes by default, then ends the wait: `a_rate_limit_that_never_lifts_…`).
+        let config = RunConfig {
+            concurrency,
+            max_extra_calls: 0,
+            rate_limit_patience: Duration::from_secs(86_400),
+            ..RunConfig::default()
+        };
         let out = runtime.block_on(run(&clusters, plan, &mock, config));
         let u = &out.report.usage;
         // Every cluster succeeds: a 429 is never a failure while the patience lasts.
-        proptest::prop_assert_eq!(out.report.outcome_counts(), (n, 0));
+        let reasons: Vec<_> = out.report.outcomes.iter().filter_map(|o| o.reason.clone()).collect();
+        proptest::prop_assert_eq!(out.report.outcome_counts(), (n, 0), "{:?}", reasons);
         proptest::prop_assert_eq!(u.extra_calls, 0);
         proptest::prop_assert_eq!(u.retries, 0);
         proptest::prop_assert_eq!(u.calls_made, u.calls_planned + u.rate_limited);
