@@ -36,9 +36,12 @@ fn one_per_batch(n: usize) -> (Vec<Cluster>, BatchPlan<'static>) {
 }
 
 fn config(concurrency: usize) -> RunConfig {
+    // Budgets and patience that never bind: what a resume changes is what is paid, and a
+    // binding budget or patience would end the two runs at different points.
     RunConfig {
         concurrency,
         max_extra_calls: 1_000,
+        rate_limit_patience: Duration::from_secs(86_400),
         ..RunConfig::default()
     }
 }
