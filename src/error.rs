@@ -22,6 +22,19 @@ pub enum Error {
     /// Reading or writing a file of this crate's formats (e.g. Batch API JSONL).
     #[error("{0}")]
     Format(String),
+    /// A journal ([`RunStore`](crate::store::RunStore)) could not be read or written.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// A Batch API call failed for good (feature `openai`).
+    #[cfg(feature = "openai")]
+    #[error("Batch API {operation}: {source}")]
+    BatchApi {
+        /// What was being done.
+        operation: String,
+        /// The error.
+        #[source]
+        source: crate::backend::BackendError,
+    },
     /// An error from a plug-in or another library.
     #[error(transparent)]
     Other(#[from] Box<dyn std::error::Error + Send + Sync>),

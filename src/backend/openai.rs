@@ -148,6 +148,18 @@ impl OpenAiBuilder {
     /// nor an `api-key` header, except for a server on loopback: local servers need none), or a
     /// header that is not valid HTTP.
     pub fn build(self) -> Result<OpenAiBackend, Error> {
+        let client = self.http_client()?;
+        let endpoint = format!("{}/chat/completions", self.base_url.trim_end_matches('/'));
+        Ok(OpenAiBackend {
+            client,
+            endpoint,
+            config: self,
+        })
+    }
+
+    /// The HTTP client every request of this configuration goes through: auth and extra
+    /// headers, timeouts. Checked as [`OpenAiBuilder::build`] says.
+    pub(crate) fn http_client(&self) -> Result<reqwest::Client, Error> {
         let fail = |m: String| Error::Backend(m);
         let url = reqwest::Url::parse(&self.base_url)
             .map_err(|e| fail(format!("base URL {:?}: {e}", self.base_url)))?;
@@ -191,15 +203,60 @@ impl OpenAiBuilder {
         if let Some(timeout) = self.request_timeout {
             client = client.timeout(timeout);
         }
-        let client = client
+        client
             .build()
-            .map_err(|e| fail(format!("HTTP client: {e}")))?;
-        let endpoint = format!("{}/chat/completions", self.base_url.trim_end_matches('/'));
-        Ok(OpenAiBackend {
-            client,
-            endpoint,
-            config: self,
-        })
+            .map_err(|e| fail(format!("HTTP client: {e}")))
+    }
+
+    /// The base URL, without a trailing `/`.
+    pub(crate) fn base(&self) -> &str {
+        self.base_url.trim_end_matches('/')
+    }
+
+    /// The model that replaces every request's, if set.
+    pub(crate) fn model_override(&self) -> Option<&str> {
+        self.model.as_deref()
+    }
+
+    /// The field that carries `max_tokens`.
+    pub(crate) fn tokens_field(&self) -> MaxTokensField {
+        self.max_tokens_field
+    }
+
+    /// Builds the [`BatchApiClient`](super::batch_api::BatchApiClient) of this configuration:
+    /// the same base URL, auth, headers and model.
+    ///
+    /// # Errors
+    /// As [`OpenAiBuilder::build`].
+    pub fn build_batch_api(self) -> Result<super::batch_api::BatchApiClient, Error> {
+        super::batch_api::BatchApiClient::new(self)
+    }
+
+    /// A builder from `OPENAI_API_KEY`, `OPENAI_BASE_URL` and `OPENAI_MODEL`; with
+    /// `OPENAI_API_KEY_HEADER=api-key` the key goes in an `api-key` header (Azure `OpenAI`).
+    pub fn from_env() -> Self {
+        let var = |name| {
+            std::env::var(name)
+                .ok()
+                .filter(|v: &String| !v.trim().is_empty())
+        };
+        let mut builder = Self::default();
+        if let Some(url) = var("OPENAI_BASE_URL") {
+            builder = builder.base_url(url);
+        }
+        if let Some(key) = var("OPENAI_API_KEY") {
+            // Azure OpenAI takes its key in an `api-key` header rather than as a bearer token.
+            builder = match var("OPENAI_API_KEY_HEADER") {
+                Some(header) if header.eq_ignore_ascii_case("api-key") => {
+                    builder.header("api-key", key)
+                }
+                _ => builder.api_key(key),
+            };
+        }
+        if let Some(model) = var("OPENAI_MODEL") {
+            builder = builder.model(model);
+        }
+        builder
     }
 }
 
@@ -257,28 +314,7 @@ impl OpenAiBackend {
     /// # Errors
     /// As [`OpenAiBuilder::build`]: no key for a server that is not on loopback, a bad URL.
     pub fn from_env() -> Result<Self, Error> {
-        let var = |name| {
-            std::env::var(name)
-                .ok()
-                .filter(|v: &String| !v.trim().is_empty())
-        };
-        let mut builder = Self::builder();
-        if let Some(url) = var("OPENAI_BASE_URL") {
-            builder = builder.base_url(url);
-        }
-        if let Some(key) = var("OPENAI_API_KEY") {
-            // Azure OpenAI takes its key in an `api-key` header rather than as a bearer token.
-            builder = match var("OPENAI_API_KEY_HEADER") {
-                Some(header) if header.eq_ignore_ascii_case("api-key") => {
-                    builder.header("api-key", key)
-                }
-                _ => builder.api_key(key),
-            };
-        }
-        if let Some(model) = var("OPENAI_MODEL") {
-            builder = builder.model(model);
-        }
-        builder.build()
+        OpenAiBuilder::from_env().build()
     }
 
     /// The URL requests go to.

@@ -43,7 +43,39 @@ impl Default for PriceTable {
     }
 }
 
+/// Which prices a report's cost is at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum PriceTier {
+    /// Live calls at list prices.
+    #[default]
+    Standard,
+    /// The Batch API's prices: list prices less
+    /// [`BATCH_DISCOUNT`](crate::backend::batch_api::BATCH_DISCOUNT) (feature `openai`).
+    Batch,
+}
+
 impl PriceTable {
+    /// The same table with every price less `discount` (a fraction: 0.5 halves them), e.g.
+    /// the Batch API's prices.
+    #[must_use]
+    pub fn at_discount(&self, discount: f64) -> Self {
+        let keep = (1.0 - discount).clamp(0.0, 1.0);
+        Self(
+            self.0
+                .iter()
+                .map(|(model, p)| {
+                    let price = ModelPrice {
+                        input_per_million: p.input_per_million * keep,
+                        output_per_million: p.output_per_million * keep,
+                    };
+                    (model.clone(), price)
+                })
+                .collect(),
+        )
+    }
+
     /// Cost of the tokens on `model`; `None` for a model not in the table.
     pub fn cost(&self, model: &str, prompt_tokens: u64, completion_tokens: u64) -> Option<f64> {
         let p = self.0.get(model)?;
@@ -123,6 +155,9 @@ pub struct RunUsage {
     /// price.
     #[serde(default)]
     pub saved_cost_usd: Option<f64>,
+    /// Which prices the costs are at: the Batch API's are half the list prices.
+    #[serde(default)]
+    pub price_tier: PriceTier,
 }
 
 /// One answered request: the plan's prompt estimate next to what the backend reported.

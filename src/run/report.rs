@@ -231,5 +231,6 @@ fn usage(
             c.cached_prompt_tokens,
             c.cached_completion_tokens,
         ),
+        price_tier: crate::patterns::PriceTier::Standard,
     }
 }

@@ -63,6 +63,15 @@ impl RequestKey {
         Self(hash.finalize().into())
     }
 
+    /// The key of a Batch API input file (its exact bytes), kept apart from request keys.
+    pub fn of_batch_input(jsonl: &[u8]) -> Self {
+        let mut hash = Sha256::new();
+        hash.update(b"dynbatch-batch-input-v1");
+        hash.update((jsonl.len() as u64).to_le_bytes());
+        hash.update(jsonl);
+        Self(hash.finalize().into())
+    }
+
     /// The key's 32 bytes.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
@@ -120,6 +129,9 @@ pub enum StoreError {
     /// The database or file system failed.
     #[error("journal: {0}")]
     Io(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The store cannot do what was asked (e.g. keep Batch API submissions).
+    #[error("journal: {0}")]
+    Unsupported(String),
 }
 
 /// A journal of answered requests. Two required methods; `Send + Sync + Debug`; `&T`, `Box<T>`
@@ -158,6 +170,40 @@ pub trait RunStore: Send + Sync + fmt::Debug {
     /// # Errors
     /// A [`StoreError`] when the store cannot be written.
     fn put(&self, key: &RequestKey, answer: &ChatResponse) -> Result<(), StoreError>;
+
+    /// The Batch API submission recorded for the input file `key`
+    /// ([`RequestKey::of_batch_input`]), if any. The default keeps none.
+    ///
+    /// # Errors
+    /// A [`StoreError`] when the store cannot be read or the entry is damaged.
+    fn get_batch(&self, key: &RequestKey) -> Result<Option<BatchRecord>, StoreError> {
+        let _ = key;
+        Ok(None)
+    }
+
+    /// Records a Batch API submission of the input file `key`, durably before it returns.
+    /// Called once the file is uploaded (`batch_id` still `None`) and again once the batch is
+    /// created, so a process killed in between finds the file and never submits it twice.
+    ///
+    /// # Errors
+    /// The default: [`StoreError::Unsupported`], before anything is submitted, so a store
+    /// that cannot keep batch ids never leads to a batch paid for twice.
+    fn put_batch(&self, key: &RequestKey, record: &BatchRecord) -> Result<(), StoreError> {
+        let _ = (key, record);
+        Err(StoreError::Unsupported(
+            "this store keeps no Batch API submissions".into(),
+        ))
+    }
+}
+
+/// A Batch API submission, as a [`RunStore`] keeps it: the uploaded input file and, once
+/// created, the batch.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BatchRecord {
+    /// The uploaded input file.
+    pub input_file_id: String,
+    /// The batch made from it; `None` between the upload and the batch's creation.
+    pub batch_id: Option<String>,
 }
 
 impl<T: RunStore + ?Sized> RunStore for &T {
@@ -166,6 +212,12 @@ impl<T: RunStore + ?Sized> RunStore for &T {
     }
     fn put(&self, key: &RequestKey, answer: &ChatResponse) -> Result<(), StoreError> {
         (**self).put(key, answer)
+    }
+    fn get_batch(&self, key: &RequestKey) -> Result<Option<BatchRecord>, StoreError> {
+        (**self).get_batch(key)
+    }
+    fn put_batch(&self, key: &RequestKey, record: &BatchRecord) -> Result<(), StoreError> {
+        (**self).put_batch(key, record)
     }
 }
 
@@ -176,6 +228,12 @@ impl<T: RunStore + ?Sized> RunStore for Box<T> {
     fn put(&self, key: &RequestKey, answer: &ChatResponse) -> Result<(), StoreError> {
         (**self).put(key, answer)
     }
+    fn get_batch(&self, key: &RequestKey) -> Result<Option<BatchRecord>, StoreError> {
+        (**self).get_batch(key)
+    }
+    fn put_batch(&self, key: &RequestKey, record: &BatchRecord) -> Result<(), StoreError> {
+        (**self).put_batch(key, record)
+    }
 }
 
 impl<T: RunStore + ?Sized> RunStore for Arc<T> {
@@ -184,6 +242,12 @@ impl<T: RunStore + ?Sized> RunStore for Arc<T> {
     }
     fn put(&self, key: &RequestKey, answer: &ChatResponse) -> Result<(), StoreError> {
         (**self).put(key, answer)
+    }
+    fn get_batch(&self, key: &RequestKey) -> Result<Option<BatchRecord>, StoreError> {
+        (**self).get_batch(key)
+    }
+    fn put_batch(&self, key: &RequestKey, record: &BatchRecord) -> Result<(), StoreError> {
+        (**self).put_batch(key, record)
     }
 }
 
@@ -194,6 +258,7 @@ const _: Option<&dyn RunStore> = None;
 #[derive(Debug, Clone, Default)]
 pub struct MemoryStore {
     entries: Arc<Mutex<HashMap<RequestKey, ChatResponse>>>,
+    batches: Arc<Mutex<HashMap<RequestKey, BatchRecord>>>,
 }
 
 impl MemoryStore {
@@ -215,6 +280,15 @@ impl RunStore for MemoryStore {
 
     fn put(&self, key: &RequestKey, answer: &ChatResponse) -> Result<(), StoreError> {
         crate::sync::lock(&self.entries).insert(*key, answer.clone());
+        Ok(())
+    }
+
+    fn get_batch(&self, key: &RequestKey) -> Result<Option<BatchRecord>, StoreError> {
+        Ok(crate::sync::lock(&self.batches).get(key).cloned())
+    }
+
+    fn put_batch(&self, key: &RequestKey, record: &BatchRecord) -> Result<(), StoreError> {
+        crate::sync::lock(&self.batches).insert(*key, record.clone());
         Ok(())
     }
 }

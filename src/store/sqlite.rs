@@ -11,11 +11,18 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
-use super::{RequestKey, RunStore, StoreError};
+use super::{BatchRecord, RequestKey, RunStore, StoreError};
 use crate::backend::ChatResponse;
 
 /// The format this version reads and writes.
 const FORMAT_VERSION: u32 = 1;
+/// Batch API submissions, by input file key. Created on open when missing: journals written
+/// before it existed read the same, and older versions ignore it.
+const BATCHES_TABLE: &str = "CREATE TABLE IF NOT EXISTS dynbatch_batches (
+    key BLOB PRIMARY KEY,
+    record TEXT NOT NULL,
+    recorded_at INTEGER NOT NULL
+);";
 /// What marks a database as a dynbatch journal.
 const FORMAT_NAME: &str = "dynbatch-journal";
 
@@ -134,6 +141,7 @@ impl SqliteStore {
                      answer TEXT NOT NULL,
                      recorded_at INTEGER NOT NULL
                  );
+                 {BATCHES_TABLE}
                  INSERT OR IGNORE INTO dynbatch_meta VALUES ('format', '{FORMAT_NAME}');
                  INSERT OR IGNORE INTO dynbatch_meta VALUES ('version', '{FORMAT_VERSION}');
                  COMMIT;"
@@ -144,7 +152,9 @@ impl SqliteStore {
     fn tune(connection: &Connection) -> Result<(), StoreError> {
         // WAL: readers never block the writer; FULL: each commit is on disk before it returns.
         connection
-            .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")
+            .execute_batch(&format!(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; {BATCHES_TABLE}"
+            ))
             .map_err(io)
     }
 
@@ -198,9 +208,7 @@ impl RunStore for SqliteStore {
     fn put(&self, key: &RequestKey, answer: &ChatResponse) -> Result<(), StoreError> {
         let text = serde_json::to_string(answer)
             .map_err(|e| StoreError::Corrupt(format!("answer {key}: {e}")))?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let now = unix_now();
         let connection = crate::sync::lock(&self.connection);
         // One statement: one transaction, committed (and synced) before this returns.
         connection
@@ -211,4 +219,41 @@ impl RunStore for SqliteStore {
             .map_err(io)?;
         Ok(())
     }
+
+    fn get_batch(&self, key: &RequestKey) -> Result<Option<BatchRecord>, StoreError> {
+        let text: Option<String> = {
+            let connection = crate::sync::lock(&self.connection);
+            connection
+                .prepare_cached("SELECT record FROM dynbatch_batches WHERE key = ?1")
+                .and_then(|mut s| {
+                    s.query_row([key.as_bytes().as_slice()], |row| row.get(0))
+                        .optional()
+                })
+                .map_err(io)?
+        };
+        text.map(|t| {
+            serde_json::from_str(&t)
+                .map_err(|e| StoreError::Corrupt(format!("{}: batch {key}: {e}", self.path)))
+        })
+        .transpose()
+    }
+
+    fn put_batch(&self, key: &RequestKey, record: &BatchRecord) -> Result<(), StoreError> {
+        let text = serde_json::to_string(record)
+            .map_err(|e| StoreError::Corrupt(format!("batch {key}: {e}")))?;
+        let connection = crate::sync::lock(&self.connection);
+        connection
+            .prepare_cached(
+                "INSERT OR REPLACE INTO dynbatch_batches (key, record, recorded_at) VALUES (?1, ?2, ?3)",
+            )
+            .and_then(|mut s| s.execute(params![key.as_bytes().as_slice(), text, unix_now()]))
+            .map_err(io)?;
+        Ok(())
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
