@@ -194,3 +194,69 @@ fn interrupted_with_sigint_it_waits_for_what_is_in_flight_and_says_how_to_resume
     assert_eq!(resumed["usage"]["cached"], answered);
     assert_eq!(resumed["usage"]["calls_made"], 40 - answered);
 }
+
+#[path = "support/batch_server.rs"]
+mod batch_server;
+
+/// With `--batch-api`, a process killed while it waits for its batch leaves the batch id in
+/// the journal: the next run attaches to it, and nothing is uploaded, created or answered twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_while_a_batch_runs_it_attaches_again_and_pays_once() {
+    use std::io::{BufRead, BufReader};
+    let dir = scratch("batch");
+    let (input, config) = inputs(&dir);
+    let journal = dir.join("run.journal");
+    // Batches that stay in progress until released.
+    let (server, fake) = batch_server::FakeBatchApi::start(1_000_000).await;
+    let batch_command = || {
+        let mut c = command(&input, &config, Some(&journal));
+        c.args(["--batch-api", "--poll-secs", "0.05"])
+            .env("OPENAI_BASE_URL", format!("{}/v1", server.uri()));
+        c
+    };
+
+    let mut first = batch_command().spawn().unwrap();
+    let stderr = first.stderr.take().unwrap();
+    let submitted = tokio::task::spawn_blocking(move || {
+        BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .any(|line| line.contains("batch api: batch_000: in_progress"))
+    })
+    .await
+    .unwrap();
+    assert!(submitted, "the first run never saw its batch in progress");
+    first.kill().unwrap(); // SIGKILL while it polls
+    assert!(!first.wait().unwrap().success());
+    assert_eq!((fake.counts().uploads, fake.counts().creates), (1, 1));
+
+    fake.release();
+    let mut second = batch_command();
+    let resumed = tokio::task::spawn_blocking(move || second.output())
+        .await
+        .unwrap()
+        .unwrap();
+    let resumed_report = report(&resumed);
+    let stderr = String::from_utf8_lossy(&resumed.stderr);
+    assert!(stderr.contains("attached to batch_000"), "{stderr}");
+    let counts = fake.counts();
+    assert_eq!(
+        (counts.uploads, counts.creates),
+        (1, 1),
+        "nothing sent twice"
+    );
+    assert_eq!(counts.answered.len(), 40);
+    assert!(
+        counts.answered.values().all(|&n| n == 1),
+        "nothing paid twice"
+    );
+    assert!(
+        resumed_report["outcomes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|o| o["status"] == "succeeded"),
+        "{stderr}"
+    );
+    assert_eq!(resumed_report["usage"]["price_tier"], "batch");
+}

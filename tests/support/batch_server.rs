@@ -78,13 +78,19 @@ impl FakeBatchApi {
     /// Starts a server; batches complete after `in_progress_polls` polls in progress.
     pub async fn start(in_progress_polls: usize) -> (MockServer, Self) {
         let server = MockServer::start().await;
+        let fake = Self::mount(&server, in_progress_polls).await;
+        (server, fake)
+    }
+
+    /// Serves the fake on `server`.
+    pub async fn mount(server: &MockServer, in_progress_polls: usize) -> Self {
         let fake = Self::default();
         fake.lock().in_progress_polls = in_progress_polls;
         Mock::given(wiremock::matchers::any())
             .respond_with(fake.clone())
-            .mount(&server)
+            .mount(server)
             .await;
-        (server, fake)
+        fake
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -99,6 +105,18 @@ impl FakeBatchApi {
     /// Answers the next request whose path contains `path` with `status`, once.
     pub fn fault(&self, path: &str, status: u16) {
         self.lock().faults.push_back((path.to_owned(), status));
+    }
+
+    /// Lets every batch still running finish at its next polls (finalizing, then its fate).
+    pub fn release(&self) {
+        let mut state = self.lock();
+        for b in &mut state.batches {
+            if let Some(last) = b.script.back().copied() {
+                if matches!(b.status, "validating" | "in_progress") {
+                    b.script = VecDeque::from(["finalizing", last]);
+                }
+            }
+        }
     }
 
     /// What was asked so far.
@@ -173,7 +191,10 @@ fn answer_line(mock: &MockBackend, line: &Value, n: usize) -> Value {
             .unwrap_or(1000),
         response_format: ResponseFormat::JsonObject,
     };
-    let response = futures::executor::block_on(mock.complete(&chat)).unwrap();
+    let response = match futures::executor::block_on(mock.complete(&chat)) {
+        Ok(response) => response,
+        Err(e) => return error_line(line, n, "server_error", &e.to_string()),
+    };
     json!({"id": format!("batch_req_{n}"), "custom_id": line["custom_id"], "error": null,
            "response": {"status_code": 200, "request_id": format!("req_{n}"), "body": {
                "id": format!("chatcmpl-{n}"), "object": "chat.completion", "model": response.model,
@@ -263,6 +284,57 @@ impl State {
         b.failed = failed;
     }
 
+    fn create(&mut self, request: &Request) -> ResponseTemplate {
+        let Ok(body) = serde_json::from_slice::<Value>(&request.body) else {
+            return error(400, "the body is not JSON");
+        };
+        if body["endpoint"] != "/v1/chat/completions" || body["completion_window"] != "24h" {
+            return error(400, "endpoint or completion_window not supported");
+        }
+        let file = body["input_file_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let Some(total) = self.files.get(&file).map(|f| f.lines().count()) else {
+            return error(404, "no such input file");
+        };
+        self.counts.creates += 1;
+        let fate = self
+            .fates
+            .pop_front()
+            .unwrap_or(Fate::Complete { fail_every: None });
+        let mut script: VecDeque<&'static str> = VecDeque::from(["validating"]);
+        if fate == Fate::Fail {
+            script.push_back("failed");
+        } else {
+            script.extend(std::iter::repeat_n("in_progress", self.in_progress_polls));
+            script.push_back("finalizing");
+            script.push_back(if matches!(fate, Fate::Expire { .. }) {
+                "expired"
+            } else {
+                "completed"
+            });
+        }
+        let n = self.batches.len();
+        let batch = Batch {
+            id: format!("batch_{n:03}"),
+            input_file_id: file,
+            metadata: body["metadata"].clone(),
+            fate,
+            script,
+            status: "validating",
+            output_file_id: None,
+            error_file_id: None,
+            created_at: 1_700_000_000 + n as u64,
+            total,
+            completed: 0,
+            failed: 0,
+        };
+        let json = batch_json(&batch);
+        self.batches.push(batch);
+        ResponseTemplate::new(200).set_body_json(json)
+    }
+
     fn retrieve(&mut self, id: &str) -> Option<Value> {
         let i = self.batches.iter().position(|b| b.id == id)?;
         self.counts.retrieves += 1;
@@ -314,57 +386,7 @@ impl Respond for FakeBatchApi {
                     None => error(404, "no such file"),
                 }
             }
-            ("POST", ["batches"]) => {
-                let Ok(body) = serde_json::from_slice::<Value>(&request.body) else {
-                    return error(400, "the body is not JSON");
-                };
-                if body["endpoint"] != "/v1/chat/completions" || body["completion_window"] != "24h"
-                {
-                    return error(400, "endpoint or completion_window not supported");
-                }
-                let file = body["input_file_id"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned();
-                let Some(total) = state.files.get(&file).map(|f| f.lines().count()) else {
-                    return error(404, "no such input file");
-                };
-                state.counts.creates += 1;
-                let fate = state
-                    .fates
-                    .pop_front()
-                    .unwrap_or(Fate::Complete { fail_every: None });
-                let mut script: VecDeque<&'static str> = VecDeque::from(["validating"]);
-                if fate == Fate::Fail {
-                    script.push_back("failed");
-                } else {
-                    script.extend(std::iter::repeat_n("in_progress", state.in_progress_polls));
-                    script.push_back("finalizing");
-                    script.push_back(if matches!(fate, Fate::Expire { .. }) {
-                        "expired"
-                    } else {
-                        "completed"
-                    });
-                }
-                let n = state.batches.len();
-                let batch = Batch {
-                    id: format!("batch_{n:03}"),
-                    input_file_id: file,
-                    metadata: body["metadata"].clone(),
-                    fate,
-                    script,
-                    status: "validating",
-                    output_file_id: None,
-                    error_file_id: None,
-                    created_at: 1_700_000_000 + n as u64,
-                    total,
-                    completed: 0,
-                    failed: 0,
-                };
-                let json = batch_json(&batch);
-                state.batches.push(batch);
-                ResponseTemplate::new(200).set_body_json(json)
-            }
+            ("POST", ["batches"]) => state.create(request),
             ("GET", ["batches"]) => {
                 state.counts.lists += 1;
                 let data: Vec<Value> = state.batches.iter().rev().map(batch_json).collect();

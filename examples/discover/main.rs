@@ -4,6 +4,7 @@
 //! cargo run --example discover -- [FILE|-] [--concept TEXT] [--concurrency N] [--config CONFIG.json]
 //!                                  [--rpm N] [--tpm N] [--mock-rpm N] [--journal FILE]
 //!                                  [--dry-run] [--json] [--fail-rate P --seed S]
+//!                                  [--batch-api [--attach ID,ID] [--cancel] [--remainder batch|live|leave]]
 //! ```
 //!
 //! FILE defaults to the bundled `examples/data/clusters.json`. Human output (plan summary,
@@ -17,10 +18,22 @@
 //! requests per minute, as a provider would, to watch the pacing. The progress bar shows what
 //! the runner waits for.
 //!
+//! `--batch-api` (with `--features openai` and `OPENAI_API_KEY`/`OPENAI_BASE_URL`) sends the plan
+//! through the provider's Batch API at half the price: it prints the batch ids, keeps them in
+//! the journal when there is one (run the same command again to attach to them instead of
+//! submitting again), polls until they end and reports as a live run would. `--attach ID,ID`
+//! attaches by id; `--cancel` cancels them; `--remainder batch|live|leave` says what becomes of
+//! requests a batch left unanswered (expired, server errors): new batches (the default), live
+//! calls, or failed clusters with the reason. `cargo run --example batch_server` is a local
+//! Batch API to try it on.
+//!
 //! `--journal FILE` keeps every answer in an SQLite journal (created if missing): run the same
 //! command again after any interruption (a crash, `kill -9`, Ctrl-C) and only what was not
 //! answered is sent again. Ctrl-C stops sending, waits for the requests in flight, and exits
 //! with code 130 saying how to resume.
+
+#[cfg(feature = "openai")]
+mod batch;
 
 use std::io::Read;
 use std::process::ExitCode;
@@ -38,11 +51,13 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 const BUNDLED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/clusters.json");
 const USAGE: &str = "usage: discover [FILE|-] [--concept TEXT] [--concurrency N] [--config CONFIG.json] [--output object|strict|object-schema] \
-                     [--rpm N] [--tpm N] [--mock-rpm N] [--journal FILE] [--dry-run] [--json] [--fail-rate P --seed S]";
+                     [--rpm N] [--tpm N] [--mock-rpm N] [--journal FILE] [--dry-run] [--json] [--fail-rate P --seed S] \
+                     [--batch-api [--attach ID,ID] [--cancel] [--remainder batch|live|leave] [--poll-secs S]]";
 /// Simulated latency of the mock, so the progress is visible.
 const MOCK_LATENCY: Duration = Duration::from_millis(400);
 
 #[derive(Debug, Default)]
+#[allow(clippy::struct_excessive_bools)] // command-line switches
 struct Args {
     file: Option<String>,
     concept: Option<String>,
@@ -57,6 +72,32 @@ struct Args {
     tpm: Option<u32>,
     mock_rpm: Option<u32>,
     journal: Option<String>,
+    batch_api: bool,
+    attach: Vec<String>,
+    cancel: bool,
+    remainder: Rest,
+    poll_secs: Option<f64>,
+}
+
+/// What to do with requests the batches left unanswered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Rest {
+    /// New batches (the default).
+    #[default]
+    Batch,
+    /// Live calls, at once.
+    Live,
+    /// Report them failed, with the reason.
+    Leave,
+}
+
+fn parse_rest(v: &str) -> Result<Rest, String> {
+    match v {
+        "batch" => Ok(Rest::Batch),
+        "live" => Ok(Rest::Live),
+        "leave" => Ok(Rest::Leave),
+        other => Err(format!("--remainder {other:?}: batch, live or leave")),
+    }
 }
 
 fn positive(name: &str, v: &str) -> Result<u32, String> {
@@ -121,6 +162,26 @@ fn parse_args() -> Result<Option<Args>, String> {
                     }
                 });
             }
+            "--batch-api" => args.batch_api = true,
+            "--attach" => {
+                args.attach = value("--attach")?
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|id| !id.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+            }
+            "--cancel" => args.cancel = true,
+            "--remainder" => args.remainder = parse_rest(&value("--remainder")?)?,
+            "--poll-secs" => {
+                let v = value("--poll-secs")?;
+                args.poll_secs = Some(
+                    v.parse::<f64>()
+                        .ok()
+                        .filter(|s| s.is_finite() && *s > 0.0)
+                        .ok_or_else(|| format!("--poll-secs {v:?} is not a positive number"))?,
+                );
+            }
             "--dry-run" => args.dry_run = true,
             "--json" => args.json = true,
             "-h" | "--help" => {
@@ -134,10 +195,25 @@ fn parse_args() -> Result<Option<Args>, String> {
             extra => return Err(format!("unexpected argument {extra:?}\n{USAGE}")),
         }
     }
+    check(&args).map(|()| Some(args))
+}
+
+/// Options that go together.
+fn check(args: &Args) -> Result<(), String> {
+    let batch_only = !args.attach.is_empty()
+        || args.cancel
+        || args.remainder != Rest::Batch
+        || args.poll_secs.is_some();
+    if batch_only && !args.batch_api {
+        return Err("--attach, --cancel, --remainder and --poll-secs go with --batch-api".into());
+    }
+    if args.batch_api && (args.fail_rate.is_some() || args.mock_rpm.is_some() || args.dry_run) {
+        return Err("--batch-api goes with neither --fail-rate, --mock-rpm nor --dry-run".into());
+    }
     if args.seed.is_some() && args.fail_rate.is_none() {
         return Err("--seed goes with --fail-rate".into());
     }
-    Ok(Some(args))
+    Ok(())
 }
 
 fn read(path: &str) -> Result<String, String> {
@@ -202,6 +278,9 @@ async fn run() -> Result<ExitCode, String> {
     if let Some(output) = args.output {
         run_config.request.output = output;
     }
+    if args.batch_api {
+        return batch_api(&args, plan, &clusters, &concept, run_config).await;
+    }
     let backend = backend(&args, &mut run_config)?;
 
     if args.dry_run {
@@ -233,12 +312,7 @@ async fn run() -> Result<ExitCode, String> {
         .map_err(|e| e.to_string())?;
     bar.finish_and_clear();
     summary(&report);
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
-        );
-    }
+    finish_json(&args, &report)?;
     let u = &report.usage;
     if let Some(path) = &args.journal {
         eprintln!(
@@ -269,6 +343,44 @@ async fn run() -> Result<ExitCode, String> {
             ),
         }
         return Ok(ExitCode::from(130));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--batch-api`: the plan through the provider's Batch API.
+#[cfg(feature = "openai")]
+async fn batch_api(
+    args: &Args,
+    plan: dynbatch::BatchPlan<'_>,
+    clusters: &[Cluster],
+    concept: &str,
+    mut run_config: RunConfig,
+) -> Result<ExitCode, String> {
+    if let Ok(model) = std::env::var("OPENAI_MODEL") {
+        run_config.request.model = model;
+    }
+    batch::run(args, plan, clusters, concept, run_config).await
+}
+
+#[cfg(not(feature = "openai"))]
+#[allow(clippy::unused_async)]
+async fn batch_api(
+    _: &Args,
+    _: dynbatch::BatchPlan<'_>,
+    _: &[Cluster],
+    _: &str,
+    _: RunConfig,
+) -> Result<ExitCode, String> {
+    Err("--batch-api needs the openai feature: cargo run --features openai --example discover -- --batch-api ...".into())
+}
+
+/// Prints the report as JSON on stdout when `--json` asks for it.
+fn finish_json(args: &Args, report: &DiscoveryReport<'_>) -> Result<ExitCode, String> {
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(report).map_err(|e| e.to_string())?
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,143 @@
+//! `discover --batch-api`: the plan through the provider's Batch API (feature `openai`).
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use dynbatch::backend::batch_api::{
+    BatchApiClient, BatchInput, BatchJob, BatchLimits, PollConfig, Remainder, SubmittedBatch,
+};
+use dynbatch::backend::openai::OpenAiBackend;
+use dynbatch::run::{RunConfig, Runner};
+use dynbatch::store::{MemoryStore, RunStore, SqliteStore};
+use dynbatch::timer::TokioTimer;
+use dynbatch::{BatchPlan, Cluster};
+
+use super::{Args, Rest, summary};
+
+pub(crate) async fn run(
+    args: &Args,
+    plan: BatchPlan<'_>,
+    clusters: &[Cluster],
+    concept: &str,
+    run_config: RunConfig,
+) -> Result<ExitCode, String> {
+    if std::env::var_os("OPENAI_API_KEY").is_none() && std::env::var_os("OPENAI_BASE_URL").is_none()
+    {
+        return Err("--batch-api needs a server: set OPENAI_API_KEY (and OPENAI_BASE_URL for another server than OpenAI's); try `cargo run --example batch_server`".into());
+    }
+    let mut poll = PollConfig::default();
+    if let Some(secs) = args.poll_secs {
+        poll.first = Duration::from_secs_f64(secs);
+        poll.max = poll.max.max(poll.first);
+    }
+    let client = BatchApiClient::from_env()
+        .map_err(|e| e.to_string())?
+        .with_poll(poll)
+        .on_event(|event| eprintln!("batch api: {event}"));
+    eprintln!("batch api: {} (costs at batch prices)", client.base_url());
+    let journal = match &args.journal {
+        Some(path) => {
+            let journal = SqliteStore::open(path).map_err(|e| e.to_string())?;
+            eprintln!(
+                "journal {path}: batch ids are kept here; run the same command again to attach to them"
+            );
+            Some(journal)
+        }
+        None => None,
+    };
+    let store = journal.as_ref().map(|j| j as &dyn RunStore);
+    let input = client
+        .input(&plan, clusters, concept, &run_config)
+        .map_err(|e| e.to_string())?;
+    let batches = submit_or_attach(&client, args, &input, store).await?;
+    let ids: Vec<&str> = batches.iter().map(|b| b.batch_id.as_str()).collect();
+    eprintln!(
+        "batch api: batches {} (attach again with --attach {})",
+        ids.join(", "),
+        ids.join(",")
+    );
+    if args.cancel {
+        let job = BatchJob { batches };
+        client
+            .cancel_job(&job, &TokioTimer)
+            .await
+            .map_err(|e| e.to_string())?;
+        eprintln!("batch api: cancel requested; what already ran stays in the result files");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let remainder = match args.remainder {
+        Rest::Batch => Remainder::default(),
+        Rest::Live | Rest::Leave => Remainder::Leave,
+    };
+    let outcome = client
+        .finish(
+            plan.clone(),
+            clusters,
+            concept,
+            &run_config,
+            &TokioTimer,
+            store,
+            remainder,
+            input,
+            batches,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let unanswered = outcome.unanswered.len();
+    if args.remainder != Rest::Live || unanswered == 0 {
+        summary(&outcome.report);
+        if unanswered > 0 {
+            eprintln!(
+                "batch api: {unanswered} requests unanswered; their clusters are failed with the reason (--remainder batch or live to send them again)"
+            );
+        }
+        return super::finish_json(args, &outcome.report);
+    }
+    // The rest, live: the batch answers go to the journal (or memory), and a live run of
+    // the same plan with it sends only what they did not answer.
+    eprintln!("batch api: {unanswered} requests unanswered; sending them live");
+    let memory = MemoryStore::default();
+    let live_store: Box<dyn RunStore> = match &args.journal {
+        Some(path) => Box::new(SqliteStore::open(path).map_err(|e| e.to_string())?),
+        None => Box::new(memory),
+    };
+    outcome
+        .results
+        .record(&outcome.input, &*live_store)
+        .map_err(|e| e.to_string())?;
+    let backend = OpenAiBackend::from_env().map_err(|e| e.to_string())?;
+    let report = Runner::new(backend, TokioTimer)
+        .with_config(run_config)
+        .with_store(live_store)
+        .run(plan, clusters, concept)
+        .await
+        .map_err(|e| e.to_string())?;
+    eprintln!(
+        "batch api: {} requests answered by the batches (${:.5} at batch prices), {} live calls",
+        report.usage.cached,
+        outcome.report.usage.estimated_cost_usd.unwrap_or(0.0),
+        report.usage.calls_made
+    );
+    summary(&report);
+    super::finish_json(args, &report)
+}
+
+/// The batches of `input`: attached to by id when `--attach` names them, else submitted (or
+/// found in the journal).
+async fn submit_or_attach(
+    client: &BatchApiClient,
+    args: &Args,
+    input: &BatchInput,
+    store: Option<&dyn RunStore>,
+) -> Result<Vec<SubmittedBatch>, String> {
+    if args.attach.is_empty() {
+        let all: Vec<usize> = (0..input.len()).collect();
+        let shards = input
+            .shards(&all, BatchLimits::default())
+            .map_err(|e| e.to_string())?;
+        client.submit(&shards, store, &TokioTimer).await
+    } else {
+        client.attach(input, &args.attach, &TokioTimer).await
+    }
+    .map_err(|e| e.to_string())
+}
