@@ -533,7 +533,7 @@ async fn transient_errors_are_retried_and_cancel_ends_a_batch() {
         .count();
     assert_eq!(failed, 1, "the 503 upload was tried again");
     let job = dynbatch::backend::batch_api::BatchJob { batches };
-    client.cancel_job(&job, &Clock::default()).await.unwrap();
+    assert_eq!(client.cancel_job(&job, &Clock::default()).await.unwrap(), 1);
     let run = client
         .finish(
             plan,

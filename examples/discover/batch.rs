@@ -58,11 +58,14 @@ pub(crate) async fn run(
     );
     if args.cancel {
         let job = BatchJob { batches };
-        client
+        let cancelled = client
             .cancel_job(&job, &TokioTimer)
             .await
             .map_err(|e| e.to_string())?;
-        eprintln!("batch api: cancel requested; what already ran stays in the result files");
+        eprintln!(
+            "batch api: cancelled {cancelled} of {} batches (the others had ended); what already ran stays in the result files",
+            job.batches.len()
+        );
         return Ok(ExitCode::SUCCESS);
     }
     let remainder = match args.remainder {

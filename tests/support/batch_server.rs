@@ -53,6 +53,8 @@ pub struct Counts {
     pub lists: usize,
     pub cancels: usize,
     pub downloads: usize,
+    /// Chat completions served live (outside any batch).
+    pub live_calls: usize,
     /// Requests (by `custom_id`) answered, with how often: more than once is paid twice.
     pub answered: BTreeMap<String, usize>,
 }
@@ -177,11 +179,10 @@ fn multipart_file(request: &Request) -> Option<String> {
         .flatten()
 }
 
-fn answer_line(mock: &MockBackend, line: &Value, n: usize) -> Value {
-    let body = &line["body"];
+fn chat_request(body: &Value) -> ChatRequest {
     let messages: Vec<ChatMessage> =
         serde_json::from_value(body["messages"].clone()).unwrap_or_default();
-    let chat = ChatRequest {
+    ChatRequest {
         model: body["model"].as_str().unwrap_or("gpt-4o-mini").to_owned(),
         messages,
         temperature: body["temperature"].as_f64().unwrap_or(0.7),
@@ -190,19 +191,29 @@ fn answer_line(mock: &MockBackend, line: &Value, n: usize) -> Value {
             .and_then(|n| u32::try_from(n).ok())
             .unwrap_or(1000),
         response_format: ResponseFormat::JsonObject,
-    };
-    let response = match futures::executor::block_on(mock.complete(&chat)) {
-        Ok(response) => response,
-        Err(e) => return error_line(line, n, "server_error", &e.to_string()),
-    };
-    json!({"id": format!("batch_req_{n}"), "custom_id": line["custom_id"], "error": null,
-           "response": {"status_code": 200, "request_id": format!("req_{n}"), "body": {
-               "id": format!("chatcmpl-{n}"), "object": "chat.completion", "model": response.model,
-               "choices": [{"index": 0, "finish_reason": "stop",
-                            "message": {"role": "assistant", "content": response.content}}],
-               "usage": response.usage.map(|u| json!({"prompt_tokens": u.prompt_tokens,
-                   "completion_tokens": u.completion_tokens,
-                   "total_tokens": u.prompt_tokens + u.completion_tokens}))}}})
+    }
+}
+
+/// A chat completion for `body`, answered by the offline mock.
+fn completion(mock: &MockBackend, body: &Value, n: usize) -> Result<Value, String> {
+    let response = futures::executor::block_on(mock.complete(&chat_request(body)))
+        .map_err(|e| e.to_string())?;
+    Ok(json!({
+        "id": format!("chatcmpl-{n}"), "object": "chat.completion", "model": response.model,
+        "choices": [{"index": 0, "finish_reason": "stop",
+                     "message": {"role": "assistant", "content": response.content}}],
+        "usage": response.usage.map(|u| json!({"prompt_tokens": u.prompt_tokens,
+            "completion_tokens": u.completion_tokens,
+            "total_tokens": u.prompt_tokens + u.completion_tokens}))}))
+}
+
+fn answer_line(mock: &MockBackend, line: &Value, n: usize) -> Value {
+    match completion(mock, &line["body"], n) {
+        Ok(body) => json!({"id": format!("batch_req_{n}"), "custom_id": line["custom_id"],
+            "error": null,
+            "response": {"status_code": 200, "request_id": format!("req_{n}"), "body": body}}),
+        Err(e) => error_line(line, n, "server_error", &e),
+    }
 }
 
 fn error_line(line: &Value, n: usize, code: &str, message: &str) -> Value {
@@ -365,6 +376,17 @@ impl Respond for FakeBatchApi {
         }
         let parts: Vec<&str> = path.split('/').collect();
         match (verb.as_str(), parts.as_slice()) {
+            // Live calls too, for the requests a batch left unanswered.
+            ("POST", ["chat", "completions"]) => {
+                let Ok(body) = serde_json::from_slice::<Value>(&request.body) else {
+                    return error(400, "the body is not JSON");
+                };
+                state.counts.live_calls += 1;
+                match completion(&MockBackend::new(), &body, state.counts.live_calls) {
+                    Ok(json) => ResponseTemplate::new(200).set_body_json(json),
+                    Err(e) => error(500, &e),
+                }
+            }
             ("POST", ["files"]) => {
                 let Some(content) = multipart_file(request) else {
                     return error(

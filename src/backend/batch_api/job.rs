@@ -607,11 +607,12 @@ impl BatchApiClient {
         Ok(())
     }
 
-    /// Cancels every batch of `job` that has not ended.
+    /// Cancels every batch of `job` that has not ended; returns how many it cancelled.
     ///
     /// # Errors
     /// [`Error::BatchApi`] when a call fails for good.
-    pub async fn cancel_job(&self, job: &BatchJob, timer: &dyn Timer) -> Result<(), Error> {
+    pub async fn cancel_job(&self, job: &BatchJob, timer: &dyn Timer) -> Result<usize, Error> {
+        let mut cancelled = 0;
         for batch in &job.batches {
             let state = self
                 .with_retries("retrieve batch", timer, || self.retrieve(&batch.batch_id))
@@ -622,9 +623,10 @@ impl BatchApiClient {
                 self.emit(&BatchEvent::Cancelled {
                     batch_id: batch.batch_id.clone(),
                 });
+                cancelled += 1;
             }
         }
-        Ok(())
+        Ok(cancelled)
     }
 
     /// The whole job: the plan's requests in files within the limits, submitted (or attached
