@@ -4,7 +4,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use dynbatch::backend::batch_api::{
-    BatchApiClient, BatchInput, BatchJob, BatchLimits, PollConfig, Remainder, SubmittedBatch,
+    BatchApiClient, BatchInput, BatchJob, BatchLimits, BatchRun, PollConfig, Remainder,
+    SubmittedBatch,
 };
 use dynbatch::backend::openai::OpenAiBackend;
 use dynbatch::run::{RunConfig, Runner};
@@ -96,9 +97,23 @@ pub(crate) async fn run(
         }
         return super::finish_json(args, &outcome.report);
     }
-    // The rest, live: the batch answers go to the journal (or memory), and a live run of
-    // the same plan with it sends only what they did not answer.
-    eprintln!("batch api: {unanswered} requests unanswered; sending them live");
+    live_rest(args, plan, clusters, concept, run_config, &outcome).await
+}
+
+/// The rest, live: the batch answers go to the journal (or memory), and a live run of the same
+/// plan with it sends only what they did not answer.
+async fn live_rest(
+    args: &Args,
+    plan: BatchPlan<'_>,
+    clusters: &[Cluster],
+    concept: &str,
+    run_config: RunConfig,
+    outcome: &BatchRun<'_>,
+) -> Result<ExitCode, String> {
+    eprintln!(
+        "batch api: {} requests unanswered; sending them live",
+        outcome.unanswered.len()
+    );
     let memory = MemoryStore::default();
     let live_store: Box<dyn RunStore> = match &args.journal {
         Some(path) => Box::new(SqliteStore::open(path).map_err(|e| e.to_string())?),
