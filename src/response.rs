@@ -79,13 +79,60 @@ pub enum ParseError {
     Invalid(String),
 }
 
-/// Parses an answer, tolerating white space and a fenced ```` ```json ```` block around it.
+/// Parses an answer in either shape: the design's `{"clusters": [{"cluster": 1, "patterns":
+/// [...]}, ...]}`, or the per-batch schema's `{"c1": [...], "c2": [...]}` (see
+/// [`batch_schema`](crate::prompt::batch_schema)). White space, a fenced ```` ```json ````
+/// block, or prose around the one JSON object are tolerated (answers in
+/// [`OutputMode::Text`](crate::prompt::OutputMode::Text) come like that).
 ///
 /// # Errors
 /// [`ParseError::Invalid`] with serde's message.
 pub fn parse(content: &str) -> Result<PatternResponse, ParseError> {
     let text = unfence(content);
-    serde_json::from_str(text).map_err(|e| ParseError::Invalid(e.to_string()))
+    let value: serde_json::Value = match serde_json::from_str(text) {
+        Ok(value) => value,
+        Err(e) => match embedded_object(text).and_then(|t| serde_json::from_str(t).ok()) {
+            Some(value) => value,
+            None => return Err(ParseError::Invalid(e.to_string())),
+        },
+    };
+    if let serde_json::Value::Object(map) = &value {
+        // `{}` answers no cluster, in either shape.
+        if !map.contains_key("clusters") {
+            return keyed(map);
+        }
+    }
+    serde_json::from_value(value).map_err(|e| ParseError::Invalid(e.to_string()))
+}
+
+/// The text from the first `{` to the last `}`: the object in an answer with prose around it.
+fn embedded_object(text: &str) -> Option<&str> {
+    let start = text.find('{')?;
+    let end = text.rfind('}')?;
+    (end > start).then(|| &text[start..=end])
+}
+
+/// The per-batch schema's shape: one key per cluster, `c` and its number.
+fn keyed(map: &serde_json::Map<String, serde_json::Value>) -> Result<PatternResponse, ParseError> {
+    let mut clusters = Vec::with_capacity(map.len());
+    for (key, patterns) in map {
+        let number = key
+            .strip_prefix(['c', 'C'])
+            .unwrap_or(key)
+            .parse::<i64>()
+            .map_err(|_| {
+                ParseError::Invalid(format!(
+                    "the answer has neither \"clusters\" nor cluster keys (\"c1\", ...): found {key:?}"
+                ))
+            })?;
+        let patterns = serde_json::from_value(patterns.clone())
+            .map_err(|e| ParseError::Invalid(format!("{key}: {e}")))?;
+        clusters.push(ClusterAnswer {
+            cluster: number,
+            patterns,
+        });
+    }
+    Ok(PatternResponse { clusters })
 }
 
 fn unfence(content: &str) -> &str {
@@ -351,6 +398,31 @@ mod tests {
         );
         assert!(parse("{\"clusters\": [").is_err());
         assert!(parse("Sorry, I can't help with that.").is_err());
+    }
+
+    #[test]
+    fn parses_the_keyed_shape_and_json_inside_prose() {
+        let keyed = r#"{"c2": [{"pattern": "B", "template": "t", "examples": [], "rationale": "r"}],
+                        "c1": [{"pattern": "A", "template": "t", "examples": ["x"], "rationale": "r"}]}"#;
+        let mut answer = parse(keyed).unwrap();
+        answer.clusters.sort_by_key(|c| c.cluster);
+        assert_eq!(
+            answer
+                .clusters
+                .iter()
+                .map(|c| (c.cluster, c.patterns[0].pattern.as_str()))
+                .collect::<Vec<_>>(),
+            vec![(1, "A"), (2, "B")]
+        );
+        let prose = format!("Here you go:\n{keyed}\nAnything else?");
+        assert_eq!(parse(&prose).unwrap().clusters.len(), 2);
+        let err = parse(r#"{"summary": []}"#).unwrap_err().to_string();
+        assert!(err.contains("found \"summary\""), "{err}");
+        let err = parse(r#"{"c1": "not a list"}"#).unwrap_err().to_string();
+        assert!(
+            err.starts_with("the answer is not the requested JSON: c1:"),
+            "{err}"
+        );
     }
 
     #[test]

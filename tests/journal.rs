@@ -42,6 +42,12 @@ fn config(concurrency: usize) -> RunConfig {
         concurrency,
         max_extra_calls: 1_000,
         rate_limit_patience: Duration::from_secs(86_400),
+        // A fixed output mode: full concurrency from the first request (`Auto` sends one
+        // request alone until the server has taken a mode), so the drop lands where counted.
+        request: dynbatch::prompt::RequestSettings {
+            output: dynbatch::prompt::OutputMode::JsonObject,
+            ..dynbatch::prompt::RequestSettings::default()
+        },
         ..RunConfig::default()
     }
 }
@@ -107,7 +113,9 @@ async fn a_dropped_run_resumes_with_exactly_the_missing_calls() {
 
     // A third run is served entirely from the journal.
     let third = MockBackend::scripted([]);
-    let runner = Runner::new(third.clone(), TokioTimer).with_store(store.clone());
+    let runner = Runner::new(third.clone(), TokioTimer)
+        .with_config(config(2))
+        .with_store(store.clone());
     let again = runner.run(plan, &clusters, "x").await.unwrap();
     assert_eq!((third.calls(), again.usage.cached as usize), (0, n));
     assert_eq!(results(&again), results(&uninterrupted));
@@ -178,6 +186,7 @@ async fn an_interrupted_run_waits_for_what_is_in_flight_and_says_how_to_resume()
     }
     let mock = MockBackend::new();
     let resumed = Runner::new(mock.clone(), TokioTimer)
+        .with_config(config(4))
         .with_store(store.clone())
         .run(plan.clone(), &clusters, "x")
         .await

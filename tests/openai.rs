@@ -179,9 +179,18 @@ async fn strict_schema_max_completion_tokens_and_model_override() {
         "title_patterns"
     );
     assert_eq!(body["response_format"]["json_schema"]["strict"], true);
+    // The batch's own schema: one required key per cluster.
     assert_eq!(
         body["response_format"]["json_schema"]["schema"],
-        dynbatch::prompt::response_schema()
+        dynbatch::prompt::batch_schema(
+            1,
+            dynbatch::Strategy::balanced().patterns_per_cluster,
+            false
+        )
+    );
+    assert_eq!(
+        body["response_format"]["json_schema"]["schema"]["required"],
+        json!(["c1"])
     );
     let received = &server.received_requests().await.unwrap()[0];
     assert!(received.headers.get("authorization").is_none());
@@ -490,6 +499,10 @@ async fn json_object_with_schema_is_sent_the_llama_cpp_way() {
     let body = body_of(&server, 0).await;
     assert_eq!(
         body["response_format"],
-        json!({"type": "json_object", "schema": dynbatch::prompt::response_schema()})
+        json!({"type": "json_object", "schema": dynbatch::prompt::batch_schema(
+            1,
+            dynbatch::Strategy::balanced().patterns_per_cluster,
+            true
+        )})
     );
 }

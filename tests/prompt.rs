@@ -132,7 +132,29 @@ fn request_follows_the_design() {
     assert_eq!(request.model, "gpt-4o-mini");
     assert!((request.temperature - 0.8).abs() < f64::EPSILON);
     assert_eq!(request.max_tokens, 600);
-    assert_eq!(request.response_format, ResponseFormat::JsonObject);
+    // The default (Auto) starts with the batch's own strict schema: keys c1 and c2.
+    assert_eq!(
+        request.response_format,
+        ResponseFormat::JsonSchema {
+            name: "title_patterns".into(),
+            schema: dynbatch::prompt::batch_schema(
+                2,
+                Strategy::thorough().patterns_per_cluster,
+                false
+            ),
+            strict: true,
+        }
+    );
+    let design = RequestSettings {
+        output: OutputMode::JsonObject,
+        ..RequestSettings::default()
+    };
+    assert_eq!(
+        design
+            .request("espresso", &Strategy::thorough(), &batch)
+            .response_format,
+        ResponseFormat::JsonObject
+    );
     assert_eq!(request.messages[0].role, Role::System);
     assert!(
         request.messages[0]

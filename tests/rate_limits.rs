@@ -278,6 +278,11 @@ async fn account_wide_errors_stop_all_sending() {
         let mock = MockBackend::scripted(vec![step; 40]).with_latency(LATENCY, TokioTimer);
         let config = RunConfig {
             concurrency: 4,
+            // Four in flight from the first request (`Auto` would send one alone first).
+            request: dynbatch::prompt::RequestSettings {
+                output: dynbatch::prompt::OutputMode::JsonObject,
+                ..dynbatch::prompt::RequestSettings::default()
+            },
             ..RunConfig::default()
         };
         let out = run(&clusters, plan, &mock, config).await;

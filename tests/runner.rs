@@ -445,6 +445,11 @@ async fn concurrency_bounds_requests_in_flight_and_keeps_plan_order() {
         &mock,
         RunConfig {
             concurrency: 2,
+            // Two in flight from the first request (`Auto` would send one alone first).
+            request: dynbatch::prompt::RequestSettings {
+                output: dynbatch::prompt::OutputMode::JsonObject,
+                ..dynbatch::prompt::RequestSettings::default()
+            },
             ..RunConfig::default()
         },
     )

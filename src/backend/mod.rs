@@ -63,6 +63,9 @@ pub enum ResponseFormat {
         /// Whether the server must follow it exactly.
         strict: bool,
     },
+    /// No `response_format`: the prompt alone asks for the JSON (for servers that refuse
+    /// every format).
+    Text,
 }
 
 /// A chat-completion request, as the runner sends it.
@@ -205,6 +208,11 @@ pub enum BackendError {
     /// 404: the model or the endpoint does not exist. Permanent, account-wide.
     #[error("not found: {0}")]
     NotFound(String),
+    /// The server refused the request's output format (an error that names
+    /// `response_format` or `json_schema`). Permanent for that format;
+    /// [`OutputMode::Auto`](crate::prompt::OutputMode::Auto) falls back to the next one.
+    #[error("output format refused: {0}")]
+    UnsupportedFormat(String),
     /// 429 `insufficient_quota`: no credit left. Permanent.
     #[error("quota exhausted: {0}")]
     QuotaExhausted(String),
@@ -246,6 +254,7 @@ impl BackendError {
             Self::Authentication(_)
             | Self::BadRequest(_)
             | Self::NotFound(_)
+            | Self::UnsupportedFormat(_)
             | Self::QuotaExhausted(_)
             | Self::ContentFilter(_)
             | Self::ResponseTooLarge { .. } => false,
@@ -291,6 +300,7 @@ impl BackendError {
             Self::Authentication(_) => "authentication",
             Self::BadRequest(_) => "bad_request",
             Self::NotFound(_) => "not_found",
+            Self::UnsupportedFormat(_) => "unsupported_format",
             Self::QuotaExhausted(_) => "quota_exhausted",
             Self::ContentFilter(_) => "content_filter",
             Self::ResponseTooLarge { .. } => "response_too_large",

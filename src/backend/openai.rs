@@ -343,17 +343,25 @@ pub fn request_body(
         "model": model.unwrap_or(&request.model),
         "messages": request.messages,
         "temperature": request.temperature,
-        "response_format": match &request.response_format {
-            ResponseFormat::JsonObject => serde_json::json!({"type": "json_object"}),
-            ResponseFormat::JsonObjectWithSchema { schema } => {
-                serde_json::json!({"type": "json_object", "schema": schema})
-            }
-            ResponseFormat::JsonSchema { name, schema, strict } => serde_json::json!({
-                "type": "json_schema",
-                "json_schema": {"name": name, "schema": schema, "strict": strict},
-            }),
-        },
     });
+    let format = match &request.response_format {
+        ResponseFormat::JsonObject => Some(serde_json::json!({"type": "json_object"})),
+        ResponseFormat::JsonObjectWithSchema { schema } => {
+            Some(serde_json::json!({"type": "json_object", "schema": schema}))
+        }
+        ResponseFormat::JsonSchema {
+            name,
+            schema,
+            strict,
+        } => Some(serde_json::json!({
+            "type": "json_schema",
+            "json_schema": {"name": name, "schema": schema, "strict": strict},
+        })),
+        ResponseFormat::Text => None,
+    };
+    if let Some(format) = format {
+        body["response_format"] = format;
+    }
     let field = match max_tokens_field {
         MaxTokensField::MaxTokens => "max_tokens",
         MaxTokensField::MaxCompletionTokens => "max_completion_tokens",
@@ -558,6 +566,19 @@ fn limits_from_message(message: &str) -> (Option<RateLimitInfo>, Option<Duration
     ((!info.is_empty()).then_some(info), wait)
 }
 
+/// Whether an error message is about the request's output format.
+fn names_the_format(message: &str) -> bool {
+    let lower = message.to_ascii_lowercase();
+    [
+        "response_format",
+        "response format",
+        "json_schema",
+        "json schema",
+    ]
+    .iter()
+    .any(|needle| lower.contains(needle))
+}
+
 /// The server's delay: `retry-after-ms`, else `retry-after` as seconds or an HTTP date.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     if let Some(ms) = header(headers, "retry-after-ms").and_then(|v| v.trim().parse::<f64>().ok()) {
@@ -615,6 +636,11 @@ pub fn classify(
     } else {
         (None, None)
     };
+    // A server that cannot produce the output format asked for says so with a 400 (OpenAI,
+    // vLLM), a 422 (validation) or even a 500 (llama-cpp-python): all name the field.
+    if matches!(status, 400 | 422 | 500 | 501) && names_the_format(&message) {
+        return BackendError::UnsupportedFormat(message);
+    }
     let should_retry = header(headers, "x-should-retry").map(|v| v.trim() == "true");
     let retryable = should_retry.unwrap_or(matches!(status, 408 | 409 | 429 | 500..=599)) && !quota;
     match (retryable, status) {

@@ -158,6 +158,10 @@ pub struct RunUsage {
     /// Which prices the costs are at: the Batch API's are half the list prices.
     #[serde(default)]
     pub price_tier: PriceTier,
+    /// The output mode the run's requests went in at its end: under
+    /// [`OutputMode::Auto`](crate::prompt::OutputMode::Auto), what the server accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_mode: Option<crate::prompt::OutputMode>,
 }
 
 /// One answered request: the plan's prompt estimate next to what the backend reported.

@@ -42,8 +42,10 @@ pub struct RunConfig {
     /// probes the server after a back-off, and sending resumes when it succeeds (a circuit
     /// breaker). Default 3.
     pub breaker_threshold: u32,
-    /// Timeout of each call. Default 60 s. The only request timeout: backends set none of
-    /// their own by default.
+    /// Timeout of each call. Default 600 s, as `OpenAI`'s SDKs: a long answer takes a minute
+    /// on a fast model, and a local server that answers one request at a time keeps the
+    /// others waiting for several. The only request timeout: backends set none of their own
+    /// by default.
     pub request_timeout: Duration,
     /// Most calls beyond one per planned batch (retries of transient errors, split halves,
     /// re-asks). Default 16. Calls answered with a 429 are not counted.
@@ -75,7 +77,7 @@ impl Default for RunConfig {
             max_delay: Duration::from_secs(8),
             max_retry_after: Duration::from_secs(120),
             breaker_threshold: 3,
-            request_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(600),
             max_extra_calls: 16,
             request: RequestSettings::default(),
             prices: PriceTable::default(),

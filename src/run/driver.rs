@@ -26,6 +26,7 @@ use super::{Runner, prompt_clusters};
 use crate::backend::{BackendError, ChatRequest, ChatResponse, LlmBackend};
 use crate::model::Cluster;
 use crate::plan::BatchPlan;
+use crate::prompt::OutputMode;
 use crate::store::RequestKey;
 use crate::timer::Timer;
 
@@ -106,6 +107,13 @@ pub(super) struct Run<'r, 'p, 'a, B, T> {
     pub(super) started: Instant,
     /// How often each request was rendered in this run, for its journal key.
     pub(super) occurrences: HashMap<RequestKey, u32>,
+    /// The output mode requests are rendered in: the configured one, or under
+    /// [`OutputMode::Auto`] what the server has not refused yet.
+    pub(super) output: OutputMode,
+    /// Whether the server has answered a request in `output` (always, unless under
+    /// [`OutputMode::Auto`]). Until it has, one request at a time: a refusal is learnt from
+    /// one call, not from every call in flight.
+    pub(super) output_confirmed: bool,
 }
 
 impl<'r, 'p, 'a, B: LlmBackend, T: Timer> Run<'r, 'p, 'a, B, T> {
@@ -118,6 +126,7 @@ impl<'r, 'p, 'a, B: LlmBackend, T: Timer> Run<'r, 'p, 'a, B, T> {
     ) -> Self {
         let config = &runner.config;
         let now = runner.timer.now();
+        let learnt = *crate::sync::lock(&runner.learnt_output);
         Self {
             runner,
             plan,
@@ -138,6 +147,8 @@ impl<'r, 'p, 'a, B: LlmBackend, T: Timer> Run<'r, 'p, 'a, B, T> {
             last_answer: now,
             started: now,
             occurrences: HashMap::new(),
+            output: learnt.unwrap_or(config.request.output.resolved()),
+            output_confirmed: config.request.output != OutputMode::Auto || learnt.is_some(),
         }
     }
 
@@ -242,7 +253,9 @@ impl<'r, 'p, 'a, B: LlmBackend, T: Timer> Run<'r, 'p, 'a, B, T> {
             let Some(job) = self.serve_from_store(job, estimated_tokens) else {
                 continue;
             };
-            if flights.len() >= self.window.limit() {
+            if flights.len() >= self.window.limit()
+                || (!self.output_confirmed && !flights.is_empty())
+            {
                 self.queue.push_front(job);
                 return Wake::default();
             }
@@ -308,15 +321,20 @@ impl<'r, 'p, 'a, B: LlmBackend, T: Timer> Run<'r, 'p, 'a, B, T> {
     /// Renders the job's request (once) and serves it from the journal when it is there;
     /// gives the job back when it must be sent.
     fn serve_from_store(&mut self, mut job: Job, estimated_tokens: u64) -> Option<Job> {
-        if job.rendered.is_some() {
-            return Some(job); // looked up already
+        if let Some((request, _)) = &job.rendered {
+            if OutputMode::of(&request.response_format) == self.output {
+                return Some(job); // looked up already
+            }
+            // Rendered before the server refused its output mode: again, in the one in force.
+            job.rendered = None;
         }
         let prompt = prompt_clusters(self.plan, self.clusters, &job.members);
-        let request =
-            self.runner
-                .config
-                .request
-                .request(self.concept, &self.plan.strategy, &prompt);
+        let request = self.runner.config.request.request_as(
+            self.output,
+            self.concept,
+            &self.plan.strategy,
+            &prompt,
+        );
         let Some(store) = &self.runner.store else {
             job.rendered = Some((request, None));
             return Some(job);
@@ -328,6 +346,8 @@ impl<'r, 'p, 'a, B: LlmBackend, T: Timer> Run<'r, 'p, 'a, B, T> {
         match store.get(&key) {
             Ok(Some(answer)) => {
                 tracing::debug!(batch = job.batch, %key, "answered from the journal");
+                // The server answered this mode in the run that paid for it.
+                self.output_confirmed = true;
                 self.emit(&RunEvent::Cached {
                     batch: job.batch,
                     clusters: job.members.len(),
@@ -360,12 +380,15 @@ impl<'r, 'p, 'a, B: LlmBackend, T: Timer> Run<'r, 'p, 'a, B, T> {
         estimated_tokens: u64,
     ) -> BoxFuture<'r, Landed> {
         let runner = self.runner;
+        let output = self.output;
         let (request, key) = job.rendered.take().unwrap_or_else(|| {
             let prompt = prompt_clusters(self.plan, self.clusters, &job.members);
-            let request = runner
-                .config
-                .request
-                .request(self.concept, &self.plan.strategy, &prompt);
+            let request = runner.config.request.request_as(
+                output,
+                self.concept,
+                &self.plan.strategy,
+                &prompt,
+            );
             (request, None)
         });
         if job.calls == 0 {

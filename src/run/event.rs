@@ -86,6 +86,16 @@ pub enum RunEvent {
     },
     /// A request succeeded after the circuit opened: sending resumes.
     CircuitClosed,
+    /// The server refused the output format ([`OutputMode::Auto`](crate::prompt::OutputMode::Auto)):
+    /// every request from now on goes in `to`. Once per fallback and run.
+    OutputModeChanged {
+        /// The mode refused.
+        from: crate::prompt::OutputMode,
+        /// The mode used from now on.
+        to: crate::prompt::OutputMode,
+        /// The server's message.
+        reason: String,
+    },
     /// An account-wide error (bad key, unknown model, no quota) or a rate limit that outlasted
     /// `rate_limit_patience`: nothing more is sent; the clusters not yet answered fail.
     Stopped {

@@ -50,6 +50,9 @@ pub struct Runner<B, T> {
     config: RunConfig,
     events: Option<EventSink>,
     store: Option<Arc<dyn RunStore>>,
+    /// Under [`OutputMode::Auto`](crate::prompt::OutputMode::Auto), the mode the server took
+    /// in an earlier run of this runner: later runs start there.
+    learnt_output: std::sync::Mutex<Option<crate::prompt::OutputMode>>,
 }
 
 impl<B: fmt::Debug, T: fmt::Debug> fmt::Debug for Runner<B, T> {
@@ -60,6 +63,7 @@ impl<B: fmt::Debug, T: fmt::Debug> fmt::Debug for Runner<B, T> {
             .field("config", &self.config)
             .field("events", &self.events.is_some())
             .field("store", &self.store)
+            .field("learnt_output", &*crate::sync::lock(&self.learnt_output))
             .finish()
     }
 }
@@ -73,6 +77,7 @@ impl<B: LlmBackend, T: Timer> Runner<B, T> {
             config: RunConfig::default(),
             events: None,
             store: None,
+            learnt_output: std::sync::Mutex::new(None),
         }
     }
 
@@ -89,6 +94,7 @@ impl<B: LlmBackend, T: Timer> Runner<B, T> {
     /// Replaces the config.
     #[must_use]
     pub fn with_config(mut self, config: RunConfig) -> Self {
+        *crate::sync::lock(&self.learnt_output) = None;
         self.config = config;
         self
     }
@@ -215,6 +221,7 @@ impl<B: LlmBackend, T: Timer> Runner<B, T> {
             circuit_opened: run.breaker.opened(),
             rate_limits: run.limiter.summary(),
             elapsed: self.timer.now().saturating_duration_since(run.started),
+            output_mode: run.output,
         };
         let tally = std::mem::replace(&mut run.tally, report::Tally::new(0));
         drop(run);

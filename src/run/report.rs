@@ -58,6 +58,7 @@ pub(super) struct Extras {
     pub(super) circuit_opened: u64,
     pub(super) rate_limits: RateLimitSummary,
     pub(super) elapsed: Duration,
+    pub(super) output_mode: crate::prompt::OutputMode,
 }
 
 impl Tally {
@@ -232,5 +233,6 @@ fn usage(
             c.cached_completion_tokens,
         ),
         price_tier: crate::patterns::PriceTier::Standard,
+        output_mode: Some(extras.output_mode),
     }
 }

@@ -7,8 +7,11 @@ use std::time::{Duration, Instant};
 
 use super::driver::{Job, Landed, Run};
 use super::event::RunEvent;
+use super::limiter::Ticket;
 use super::retry::{self, Change};
-use crate::backend::{BackendError, LlmBackend};
+use crate::backend::{BackendError, ChatRequest, ChatResponse, LlmBackend};
+use crate::prompt::OutputMode;
+use crate::store::RequestKey;
 use crate::timer::Timer;
 
 impl<B: LlmBackend, T: Timer> Run<'_, '_, '_, B, T> {
@@ -26,31 +29,19 @@ impl<B: LlmBackend, T: Timer> Run<'_, '_, '_, B, T> {
         } = landed;
         let error = match result {
             Ok(response) => {
-                self.last_answer = now;
-                // Paid for: in the journal before anyone hears of it.
-                if let (Some(store), Some(key)) = (&self.runner.store, &key) {
-                    if let Err(e) = store.put(key, &response) {
-                        tracing::error!(batch = job.batch, %e, "journal: an answer was not recorded");
-                        self.tally.warnings.push(format!(
-                            "batch {}: journal: {e}; this answer would be paid again on a resume",
-                            job.batch + 1
-                        ));
-                    }
-                }
-                let changes = self
-                    .limiter
-                    .on_answer(now, &ticket, response.rate_limits.as_ref());
-                self.limits_changed(changes);
-                if let Some((from, to)) = self.window.on_success() {
-                    self.emit(&RunEvent::ConcurrencyChanged { from, to });
-                }
-                if let Some(Change::Closed) = self.breaker.on_success() {
-                    self.emit(&RunEvent::CircuitClosed);
-                }
-                return self.answer(&job, &request, estimated_tokens, &response, false);
+                return self.answered(
+                    &job,
+                    key.as_ref(),
+                    &ticket,
+                    &request,
+                    estimated_tokens,
+                    &response,
+                    now,
+                );
             }
             Err(error) => error,
         };
+        let refused_mode = OutputMode::of(&request.response_format);
         // Not answered: it goes out again as it was rendered (looked up already).
         job.rendered = Some((request, key));
         self.limiter.resolve(&ticket);
@@ -89,6 +80,11 @@ impl<B: LlmBackend, T: Timer> Run<'_, '_, '_, B, T> {
                 job.last_error = Some(format!("{kind}: {message}"));
                 self.queue.push_front(job);
             }
+            BackendError::UnsupportedFormat(message)
+                if self.runner.config.request.output == OutputMode::Auto =>
+            {
+                self.format_refused(job, refused_mode, &message, charged);
+            }
             error if error.is_account_wide() => {
                 self.breaker.on_neutral();
                 let reason = format!("{kind}: {error}");
@@ -113,6 +109,85 @@ impl<B: LlmBackend, T: Timer> Run<'_, '_, '_, B, T> {
                 self.fail(job.batch, &job.members, &format!("{kind}{tries}: {error}"));
             }
         }
+    }
+
+    /// An answer: in the journal before anyone hears of it, the limiter, window and breaker
+    /// told, then validated.
+    #[allow(clippy::too_many_arguments)]
+    fn answered(
+        &mut self,
+        job: &Job,
+        key: Option<&RequestKey>,
+        ticket: &Ticket,
+        request: &ChatRequest,
+        estimated_tokens: u64,
+        response: &ChatResponse,
+        now: Instant,
+    ) {
+        self.last_answer = now;
+        if !self.output_confirmed {
+            self.output_confirmed = true;
+            if self.runner.config.request.output == OutputMode::Auto {
+                *crate::sync::lock(&self.runner.learnt_output) = Some(self.output);
+            }
+        }
+        // Paid for: in the journal before anyone hears of it.
+        if let (Some(store), Some(key)) = (&self.runner.store, key) {
+            if let Err(e) = store.put(key, response) {
+                tracing::error!(batch = job.batch, %e, "journal: an answer was not recorded");
+                self.tally.warnings.push(format!(
+                    "batch {}: journal: {e}; this answer would be paid again on a resume",
+                    job.batch + 1
+                ));
+            }
+        }
+        let changes = self
+            .limiter
+            .on_answer(now, ticket, response.rate_limits.as_ref());
+        self.limits_changed(changes);
+        if let Some((from, to)) = self.window.on_success() {
+            self.emit(&RunEvent::ConcurrencyChanged { from, to });
+        }
+        if let Some(Change::Closed) = self.breaker.on_success() {
+            self.emit(&RunEvent::CircuitClosed);
+        }
+        self.answer(job, request, estimated_tokens, response, false);
+    }
+
+    /// Under [`OutputMode::Auto`], the server refused the request's output format: every
+    /// request from now on goes in the next one (once per run, reported), and this one goes
+    /// out again at once in it. Not a failure and no extra call: the run learnt what the server
+    /// takes. After the last fallback, a refusal fails the request.
+    fn format_refused(&mut self, mut job: Job, refused: OutputMode, message: &str, charged: bool) {
+        self.breaker.on_neutral();
+        if refused == self.output {
+            let Some(next) = self.output.fallback() else {
+                self.fail(
+                    job.batch,
+                    &job.members,
+                    &format!(
+                        "unsupported_format: the server refused every output format: {message}"
+                    ),
+                );
+                return;
+            };
+            tracing::warn!(from = %refused, to = %next, %message, "output format refused");
+            self.emit(&RunEvent::OutputModeChanged {
+                from: refused,
+                to: next,
+                reason: message.to_owned(),
+            });
+            self.tally.warnings.push(format!(
+                "the server refused output mode {refused} ({message}); this run used {next} from then on"
+            ));
+            self.output = next;
+        }
+        if charged {
+            self.budget.refund();
+        }
+        // Rendered again in the mode now in force (and looked up again in the journal).
+        job.rendered = None;
+        self.queue.push_front(job);
     }
 
     /// A 5xx, a timeout, a lost connection: back off and retry, then go to the back of the

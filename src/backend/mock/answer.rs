@@ -137,9 +137,16 @@ fn matches_skeleton(words: &[&str], parts: &[&str]) -> bool {
     fixed.iter().all(|f| it.any(|w| w.eq_ignore_ascii_case(f)))
 }
 
-pub(super) fn answer_from_prompt(prompt: &str, missing: &[i64], extra: Option<i64>) -> String {
+/// The mock's answer to `prompt`, in the design's shape or, for a request under a batch
+/// schema (`keyed`), the schema's `{"c1": [...], ...}`.
+pub(super) fn answer_from_prompt(
+    prompt: &str,
+    missing: &[i64],
+    extra: Option<i64>,
+    keyed: bool,
+) -> String {
     let (_, most) = pattern_range(prompt);
-    let mut out = String::from("{\"clusters\": [");
+    let mut out = String::from(if keyed { "{" } else { "{\"clusters\": [" });
     let mut first = true;
     let mut entries: Vec<(i64, Vec<Skeleton>)> = read_clusters(prompt)
         .into_iter()
@@ -157,7 +164,11 @@ pub(super) fn answer_from_prompt(prompt: &str, missing: &[i64], extra: Option<i6
             out.push_str(", ");
         }
         first = false;
-        let _ = write!(out, "{{\"cluster\": {n}, \"patterns\": [");
+        if keyed {
+            let _ = write!(out, "\"c{n}\": [");
+        } else {
+            let _ = write!(out, "{{\"cluster\": {n}, \"patterns\": [");
+        }
         let rendered: Vec<String> = patterns
             .iter()
             .map(|(template, examples)| {
@@ -171,9 +182,9 @@ pub(super) fn answer_from_prompt(prompt: &str, missing: &[i64], extra: Option<i6
             })
             .collect();
         out.push_str(&rendered.join(", "));
-        out.push_str("]}");
+        out.push_str(if keyed { "]" } else { "]}" });
     }
-    out.push_str("]}");
+    out.push_str(if keyed { "}" } else { "]}" });
     out
 }
 

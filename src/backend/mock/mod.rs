@@ -10,7 +10,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{
-    BackendError, ChatRequest, ChatResponse, FinishReason, LlmBackend, RateLimitInfo, TokenUsage,
+    BackendError, ChatRequest, ChatResponse, FinishReason, LlmBackend, RateLimitInfo,
+    ResponseFormat, TokenUsage,
 };
 use crate::hash::{fnv, mix};
 use crate::timer::Timer;
@@ -279,7 +280,15 @@ impl LlmBackend for MockBackend {
             timer.sleep(self.latency).await;
         }
         let answer = |missing: &[i64], extra: Option<i64>| {
-            answer_from_prompt(&request.user_text(), missing, extra)
+            answer_from_prompt(
+                &request.user_text(),
+                missing,
+                extra,
+                matches!(
+                    request.response_format,
+                    ResponseFormat::JsonSchema { .. } | ResponseFormat::JsonObjectWithSchema { .. }
+                ),
+            )
         };
         let (content, finish_reason, refusal) = match step {
             MockStep::Answer => (answer(&[], None), FinishReason::Stop, None),

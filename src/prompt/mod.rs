@@ -7,9 +7,13 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{ChatMessage, ChatRequest, ResponseFormat, Role};
+use crate::backend::{ChatMessage, ChatRequest, Role};
 use crate::model::Cluster;
 use crate::strategy::{Strategy, StrategyKind};
+
+mod output;
+
+pub use output::{OutputMode, batch_schema, response_schema};
 
 /// A cluster as a prompt shows it: the cluster and its quality from the plan.
 #[derive(Debug, Clone, Copy)]
@@ -20,28 +24,14 @@ pub struct PromptCluster<'a> {
     pub quality: f64,
 }
 
-/// How the model is asked to format its answer.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OutputMode {
-    /// `response_format: json_object`, as the design does.
-    #[default]
-    JsonObject,
-    /// `response_format: json_schema` with [`response_schema`], strict.
-    StrictSchema,
-    /// `response_format: {"type": "json_object", "schema": ...}` with [`response_schema`]: how
-    /// llama.cpp servers and llama-cpp-python constrain output to a schema (the latter rejects
-    /// `json_schema`).
-    JsonObjectWithSchema,
-}
-
 /// What every request of a run is rendered with. `Default` is the design's.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RequestSettings {
     /// Model name. Default `gpt-4o-mini`.
     pub model: String,
-    /// Output format. Default JSON object.
+    /// Output format. Default [`OutputMode::Auto`]: the batch's own strict schema where the
+    /// server enforces schemas, falling back as far as plain text where it does not.
     pub output: OutputMode,
     /// How `max_tokens` grows with the batch. Default: 300 per cluster, as the design.
     pub output_budget: OutputBudget,
@@ -59,7 +49,7 @@ impl Default for RequestSettings {
     fn default() -> Self {
         Self {
             model: "gpt-4o-mini".into(),
-            output: OutputMode::JsonObject,
+            output: OutputMode::Auto,
             output_budget: OutputBudget::PerCluster(300),
             max_tokens_cap: 4000,
             model_limits: None,
@@ -99,9 +89,22 @@ impl RequestSettings {
         })
     }
 
-    /// The full request for one batch.
+    /// The full request for one batch, in this settings' output mode
+    /// ([`OutputMode::Auto`] renders its first choice, the batch's strict schema).
     pub fn request(
         &self,
+        concept: &str,
+        strategy: &Strategy,
+        clusters: &[PromptCluster<'_>],
+    ) -> ChatRequest {
+        self.request_as(self.output, concept, strategy, clusters)
+    }
+
+    /// The full request for one batch, in `output` mode (what [`OutputMode::Auto`] falls back
+    /// to, when a server refuses its first choice).
+    pub fn request_as(
+        &self,
+        output: OutputMode,
         concept: &str,
         strategy: &Strategy,
         clusters: &[PromptCluster<'_>],
@@ -120,17 +123,7 @@ impl RequestSettings {
             ],
             temperature: strategy.temperature,
             max_tokens: self.max_tokens(clusters.len(), strategy),
-            response_format: match self.output {
-                OutputMode::JsonObject => ResponseFormat::JsonObject,
-                OutputMode::JsonObjectWithSchema => ResponseFormat::JsonObjectWithSchema {
-                    schema: response_schema(),
-                },
-                OutputMode::StrictSchema => ResponseFormat::JsonSchema {
-                    name: "title_patterns".into(),
-                    schema: response_schema(),
-                    strict: true,
-                },
-            },
+            response_format: output.format(clusters.len(), strategy.patterns_per_cluster),
         }
     }
 }
@@ -375,43 +368,6 @@ pub fn system_prompt(strategy: &Strategy) -> String {
          \n\
          \"cluster\" is the number in the CLUSTER header. Answer every cluster, once."
     )
-}
-
-/// The JSON schema of the answer, for strict structured output: [`crate::response`]'s
-/// `PatternResponse`, every field required and no others allowed (as strict mode demands).
-pub fn response_schema() -> serde_json::Value {
-    serde_json::json!({
-        "type": "object",
-        "additionalProperties": false,
-        "required": ["clusters"],
-        "properties": {
-            "clusters": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "additionalProperties": false,
-                    "required": ["cluster", "patterns"],
-                    "properties": {
-                        "cluster": {"type": "integer"},
-                        "patterns": {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "additionalProperties": false,
-                                "required": ["pattern", "template", "examples", "rationale"],
-                                "properties": {
-                                    "pattern": {"type": "string"},
-                                    "template": {"type": "string"},
-                                    "examples": {"type": "array", "items": {"type": "string"}},
-                                    "rationale": {"type": "string"}
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    })
 }
 
 #[cfg(test)]
