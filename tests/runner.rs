@@ -329,7 +329,7 @@ async fn slow_backend_times_out_and_is_retried() {
 
 #[tokio::test(start_paused = true)]
 async fn unusable_answers_split_the_batch_down_to_single_clusters() {
-    for fault in [MockStep::Truncated, MockStep::Malformed, MockStep::Refusal] {
+    for fault in [MockStep::Malformed, MockStep::Refusal] {
         let input = clusters(3);
         let mock = MockBackend::scripted([fault.clone()]).then_answer();
         let report = discover(&input, &mock, RunConfig::default()).await;
@@ -347,9 +347,36 @@ async fn unusable_answers_split_the_batch_down_to_single_clusters() {
             .collect();
         assert_eq!(sizes, vec![3, 1, 2], "{fault:?}");
     }
-    // A lone cluster cannot be split: it fails with the reason.
+    // An answer cut off at max_tokens keeps the clusters it completed (the first of three,
+    // here) and asks again for the rest, together; no split.
     let input = clusters(3);
-    let mock = MockBackend::scripted([MockStep::Truncated, MockStep::Truncated, MockStep::Answer]);
+    let mock = MockBackend::scripted([MockStep::Truncated]).then_answer();
+    let report = discover(&input, &mock, RunConfig::default()).await;
+    assert_eq!(report.outcome_counts(), (3, 0));
+    let u = &report.usage;
+    assert_eq!((u.splits, u.reasks, u.calls_made), (0, 1, 2));
+    let sizes: Vec<usize> = mock
+        .requests()
+        .iter()
+        .map(|r| r.messages[1].content.matches("\nCLUSTER ").count())
+        .collect();
+    assert_eq!(sizes, vec![3, 2]);
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.contains("cut off at max_tokens after 1 of 3 clusters")),
+        "{:?}",
+        report.warnings
+    );
+    // A re-ask cut off again is split; a lone cluster cut off cannot be: it fails with the
+    // reason.
+    let mock = MockBackend::scripted([
+        MockStep::Truncated,
+        MockStep::Truncated,
+        MockStep::Answer,
+        MockStep::Truncated,
+    ]);
     let report = discover(&input, &mock, RunConfig::default()).await;
     assert_eq!(report.outcome_counts(), (2, 1));
     let failed = report
@@ -563,7 +590,7 @@ async fn requests_too_big_for_the_context_window_are_split_before_any_call() {
 #[tokio::test(start_paused = true)]
 async fn the_report_compares_estimated_and_reported_prompt_tokens() {
     let input = nine();
-    let mock = MockBackend::scripted([MockStep::Truncated]).then_answer();
+    let mock = MockBackend::scripted([MockStep::Malformed]).then_answer();
     let report = discover(
         &input,
         &mock,

@@ -107,15 +107,15 @@ impl std::fmt::Display for OutputMode {
 }
 
 /// Longest pattern name, in characters, under a grammar.
-const NAME_CHARS: usize = 60;
+const NAME_CHARS: usize = 40;
 /// Longest template, in characters, under a grammar.
-const TEMPLATE_CHARS: usize = 100;
-/// Longest example title, in characters, under a grammar.
-const EXAMPLE_CHARS: usize = 120;
+const TEMPLATE_CHARS: usize = 80;
+/// Longest example title, in characters, under a grammar: `YouTube`'s limit on a title.
+const EXAMPLE_CHARS: usize = 100;
 /// Longest rationale, in characters, under a grammar.
-const RATIONALE_CHARS: usize = 150;
+const RATIONALE_CHARS: usize = 80;
 /// Most examples per pattern, under a grammar.
-const GRAMMAR_EXAMPLES: usize = 2;
+const GRAMMAR_EXAMPLES: usize = 1;
 
 /// The schema of one batch's answer: `{"c1": [pattern, ...], "c2": [...], ...}`, one key per
 /// cluster of the batch (its number in the prompt's `CLUSTER n` header), every key required and
@@ -123,9 +123,11 @@ const GRAMMAR_EXAMPLES: usize = 2;
 ///
 /// It keeps to what `OpenAI`'s strict mode accepts (every property required,
 /// `additionalProperties: false`, `minItems`/`maxItems`) and what llama.cpp's and vLLM's
-/// grammar converters read. With `length_caps`, every text also gets a `maxLength` and the
-/// examples a smaller `maxItems` (for grammars: a small model cannot loop inside a string;
-/// `OpenAI`'s strict mode does not take `maxLength`, so it is left out there).
+/// grammar converters read. With `length_caps` (for grammars: the small local models they
+/// serve write until a limit stops them), every text gets a `maxLength` (name 40, template 80,
+/// example 100, rationale 80 characters), a pattern one example, and a cluster the strategy's
+/// least number of patterns, so that a complete answer fits the design's 300 tokens per
+/// cluster. `OpenAI`'s strict mode does not take `maxLength`, so it is left out there.
 pub fn batch_schema(clusters: usize, range: PatternRange, length_caps: bool) -> Value {
     let text = |cap: usize| {
         if length_caps {
@@ -152,11 +154,12 @@ pub fn batch_schema(clusters: usize, range: PatternRange, length_caps: bool) -> 
         }
     });
     let min = range.min.min(range.max);
+    let max = if length_caps { min } else { range.max };
     let patterns = json!({
         "type": "array",
         "items": pattern,
         "minItems": min,
-        "maxItems": range.max.max(min),
+        "maxItems": max,
     });
     let keys: Vec<String> = (1..=clusters).map(|n| format!("c{n}")).collect();
     let properties: serde_json::Map<String, Value> =

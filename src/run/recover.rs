@@ -79,6 +79,22 @@ impl<B: LlmBackend, T: Timer> Run<'_, '_, '_, B, T> {
                 Err(e) => e.to_string(),
             },
         };
+        // Cut off at max_tokens: keep the clusters it completed, ask again for the rest (once:
+        // a cut re-ask is split as before).
+        if response.finish_reason == FinishReason::Length
+            && self.runner.config.split_and_reask
+            && !job.reask
+        {
+            if let Some(parsed) = response::salvage(&response.content) {
+                self.tally.warnings.push(format!(
+                    "batch {}: the answer was cut off at max_tokens after {} of {} clusters; those are kept, the rest asked again",
+                    job.batch + 1,
+                    parsed.clusters.len().min(job.members.len()),
+                    job.members.len()
+                ));
+                return self.accept(job, response, parsed, cached);
+            }
+        }
         self.split_or_fail(job, reason);
     }
 
