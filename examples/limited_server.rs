@@ -4,6 +4,7 @@
 //! ```text
 //! cargo run --example limited_server -- [--port 8089] [--rpm 120] [--tpm N] [--latency-ms 300]
 //!                                        [--no-headers] [--no-retry-after] [--script 500x6,503x3]
+//!                                        [--looping N]
 //! OPENAI_BASE_URL=http://127.0.0.1:8089/v1 cargo run --features openai --example discover -- ...
 //! ```
 //!
@@ -13,7 +14,10 @@
 //! `retry-after` and `x-ratelimit-*` headers unless told not to. `--script` plays scripted
 //! answers first (`500`, `503`, `401`, `404`, `429`, each `xN` times). Every 5 s it prints what
 //! it served, how many distinct requests got a 429 and were never answered (a client that gave
-//! up), and how many it answered more than once (a client that paid twice). Loopback only;
+//! up), and how many it answered more than once (a client that paid twice). `--looping N`
+//! answers every request with cluster 1 repeated N times, each pattern 1,000 characters (1,000
+//! repeats is 1 MB, 40,000 is 42 MB), as a looping model or a server that ignores `max_tokens`
+//! would. Loopback only;
 //! stop it with Ctrl-C.
 
 use std::collections::{HashMap, HashSet};
@@ -43,10 +47,28 @@ struct Server {
     mock: MockBackend,
     latency: Duration,
     stats: Arc<Mutex<Stats>>,
+    /// `--looping N`: every answer is cluster 1 repeated N times, each pattern 1,000
+    /// characters (a model that loops, a server that ignores `max_tokens`).
+    looping: Option<Value>,
+}
+
+/// The answer of a model stuck in a loop: cluster 1, `repeats` times.
+fn looping_answer(repeats: usize) -> Value {
+    let long = "x".repeat(1000);
+    let entry = json!({"cluster": 1, "patterns": [{"pattern": long, "template": "I Tried [X]",
+                       "examples": ["I Tried Espresso for 30 Days"], "rationale": long}]});
+    let content = json!({"clusters": vec![entry; repeats]}).to_string();
+    json!({"id": "chatcmpl-looping", "object": "chat.completion", "model": "gpt-4o-mini",
+           "choices": [{"index": 0, "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": content}}],
+           "usage": {"prompt_tokens": 1000, "completion_tokens": 4000, "total_tokens": 5000}})
 }
 
 impl Respond for Server {
     fn respond(&self, request: &Request) -> ResponseTemplate {
+        if let Some(answer) = &self.looping {
+            return ResponseTemplate::new(200).set_body_json(answer.clone());
+        }
         let Ok(body) = serde_json::from_slice::<Value>(&request.body) else {
             return error(400, "the body is not JSON", None);
         };
@@ -174,6 +196,7 @@ async fn main() -> Result<(), String> {
     let (mut rpm, mut tpm, mut latency_ms) = (Some(120u32), None, 300u64);
     let (mut headers_on, mut retry_after_on) = (true, true);
     let mut steps = Vec::new();
+    let mut looping = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().ok_or(format!("{arg} needs a value"));
@@ -190,6 +213,11 @@ async fn main() -> Result<(), String> {
             "--no-headers" => headers_on = false,
             "--no-retry-after" => retry_after_on = false,
             "--script" => steps = script(&value()?)?,
+            "--looping" => {
+                looping = Some(looping_answer(
+                    usize::try_from(number(value()?)?).map_err(|e| e.to_string())?,
+                ));
+            }
             other => return Err(format!("unknown option {other}")),
         }
     }
@@ -213,6 +241,7 @@ async fn main() -> Result<(), String> {
             mock,
             latency: Duration::from_millis(latency_ms),
             stats: stats.clone(),
+            looping,
         })
         .mount(&server)
         .await;
