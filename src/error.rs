@@ -35,6 +35,10 @@ pub enum Error {
         #[source]
         source: crate::backend::BackendError,
     },
+    /// A plan broke one of its invariants (see
+    /// [`BatchPlan::check`](crate::plan::BatchPlan::check)).
+    #[error("the plan breaks an invariant: {0}")]
+    Invariant(#[from] crate::plan::InvariantViolation),
     /// An error from a plug-in or another library.
     #[error(transparent)]
     Other(#[from] Box<dyn std::error::Error + Send + Sync>),

@@ -16,6 +16,10 @@
 //! dynbatch::testing::run_conformance(&batcher, 32).unwrap();
 //! ```
 
+/// The `proptest` this module's strategies are built with, re-exported so property tests of
+/// plug-ins use the same version without a dependency of their own.
+pub use proptest;
+
 use proptest::prelude::*;
 use proptest::test_runner::{Config as RunnerConfig, TestCaseError, TestError, TestRunner};
 

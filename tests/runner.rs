@@ -140,6 +140,40 @@ async fn everything_succeeds_with_one_call_per_batch() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn event_handlers_add_up_and_each_sees_every_event() {
+    let input = clusters(3);
+    let mock = MockBackend::new();
+    let (first, second) = (
+        Arc::new(Mutex::new(Vec::new())),
+        Arc::new(Mutex::new(Vec::new())),
+    );
+    let (a, b) = (first.clone(), second.clone());
+    let runner = runner(&mock, RunConfig::default())
+        .on_event(move |e| a.lock().unwrap().push(format!("{e:?}")))
+        .on_event(move |e| b.lock().unwrap().push(format!("{e:?}")));
+    Batcher::default()
+        .discover(&input, "x", &runner)
+        .await
+        .unwrap();
+    let (first, second) = (first.lock().unwrap(), second.lock().unwrap());
+    assert!(first.len() >= 2, "{first:?}");
+    assert_eq!(*first, *second);
+}
+
+#[test]
+fn an_invariant_violation_is_an_error() {
+    fn check(plan: &dynbatch::BatchPlan<'_>) -> Result<(), dynbatch::Error> {
+        plan.check(&dynbatch::BatchingConfig::default())?;
+        Ok(())
+    }
+    let input = clusters(3);
+    let mut plan = Batcher::default().plan(&input).unwrap();
+    assert!(check(&plan).is_ok());
+    plan.batches.clear(); // the batched clusters are in no batch now
+    assert!(matches!(check(&plan), Err(dynbatch::Error::Invariant(_))));
+}
+
+#[tokio::test(start_paused = true)]
 async fn rate_limit_waits_for_retry_after_then_succeeds() {
     let input = clusters(3);
     let mock = MockBackend::scripted([

@@ -8,7 +8,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
+/// The attribute [`LlmBackend`] implementations need (`#[async_trait]`), re-exported so a
+/// backend crate needs no dependency of its own on `async-trait`.
+pub use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 #[cfg(feature = "openai")]

@@ -99,10 +99,18 @@ impl<B: LlmBackend, T: Timer> Runner<B, T> {
         self
     }
 
-    /// Calls `sink` with every [`RunEvent`].
+    /// Calls `sink` with every [`RunEvent`]. Handlers add up: each one added gets every
+    /// event, after those added before it.
     #[must_use]
     pub fn on_event(mut self, sink: impl Fn(&RunEvent) + Send + Sync + 'static) -> Self {
-        self.events = Some(Arc::new(sink));
+        // Every handler gets every event, in the order they were added.
+        let before = self.events.take();
+        self.events = Some(Arc::new(move |event: &RunEvent| {
+            if let Some(earlier) = &before {
+                earlier(event);
+            }
+            sink(event);
+        }));
         self
     }
 
