@@ -171,7 +171,11 @@ impl BatchPlan<'_> {
         for (b, batch) in self.batches.iter().enumerate() {
             let mut tokens = Vec::with_capacity(batch.clusters.len());
             for id in &batch.clusters {
-                let entry = by_id[id.as_ref()];
+                let Some(&entry) = by_id.get(id.as_ref()) else {
+                    return Err(InvariantViolation::Accounting(format!(
+                        "batch {b} holds {id:?}, which has no entry"
+                    )));
+                };
                 let (Some(t), Some(p)) = (entry.estimated_tokens, entry.priority) else {
                     return Err(InvariantViolation::Accounting(format!(
                         "batched cluster {id:?} has no token estimate or priority"

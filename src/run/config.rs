@@ -58,9 +58,11 @@ pub struct RunConfig {
     pub merge_similarity: f64,
     /// Seed of the back-off jitter (runs are reproducible). Default 0.
     pub jitter_seed: u64,
-    /// Split requests whose answer is unusable and ask again for clusters an answer left out.
-    /// Default `true`; with `false` those clusters fail with the reason (one call per batch,
-    /// as when importing Batch API results).
+    /// Split requests whose answer is unusable, keep what a cut-off answer completed, and ask
+    /// again for clusters an answer left out. Default `true`; with `false` those clusters fail
+    /// with the reason (one call per batch, as when importing Batch API results). Requests too
+    /// big to be sent at all (over the context window or the tokens-per-minute limit) are
+    /// split before any call either way: there is no call to make one answer from.
     pub split_and_reask: bool,
 }
 
