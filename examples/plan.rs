@@ -8,7 +8,7 @@
 //! `examples/data/clusters.json`). The plan's JSON goes to stdout, the summary to stderr. Bad
 //! input prints one message naming the problem and exits with code 2.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::process::ExitCode;
 
 use dynbatch::{Batcher, BatchingConfig, Cluster};
@@ -70,17 +70,31 @@ fn run() -> Result<(), String> {
     }
 
     let path = file.unwrap_or_else(|| BUNDLED.to_owned());
-    let text = read(&path)?;
-    let clusters: Vec<Cluster> = serde_json::from_str(&text)
-        .map_err(|e| format!("{path}: not a JSON array of clusters: {e}"))?;
+    // Streamed from the file: the input's text is never all in memory beside the clusters.
+    let clusters: Vec<Cluster> =
+        serde_json::from_reader(std::io::BufReader::with_capacity(1 << 20, open(&path)?))
+            .map_err(|e| format!("{path}: not a JSON array of clusters: {e}"))?;
 
     let plan = Batcher::new(config)
         .plan(&clusters)
         .map_err(|e| e.to_string())?;
     eprint!("{plan}");
-    let json = serde_json::to_string_pretty(&plan).map_err(|e| e.to_string())?;
-    println!("{json}");
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    serde_json::to_writer_pretty(&mut out, &plan).map_err(|e| e.to_string())?;
+    writeln!(out)
+        .and_then(|()| out.flush())
+        .map_err(|e| e.to_string())?;
     Ok(())
+}
+
+fn open(path: &str) -> Result<Box<dyn std::io::Read>, String> {
+    if path == "-" {
+        Ok(Box::new(std::io::stdin()))
+    } else {
+        std::fs::File::open(path)
+            .map(|f| Box::new(f) as Box<dyn std::io::Read>)
+            .map_err(|e| format!("{path}: {e}"))
+    }
 }
 
 fn read(path: &str) -> Result<String, String> {

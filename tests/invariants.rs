@@ -145,7 +145,7 @@ impl QualityScorer for EngagementScorer {
         let boost = cluster
             .extra
             .get("engagement")
-            .and_then(serde_json::Value::as_f64)
+            .and_then(|v| v.as_f64())
             .unwrap_or(0.0);
         (cluster.avg_performance / 6.0).min(1.0) * 0.8 + boost.min(1.0) * 0.2
     }

@@ -6,7 +6,11 @@
 use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, de};
-use serde_json::{Map, Value};
+
+mod extra;
+
+pub use extra::Extra;
+use extra::ExtraBuilder;
 
 /// One video of a cluster: its title and how well it performed against its channel's baseline.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -17,7 +21,7 @@ pub struct Video {
     pub performance_ratio: f64,
     /// Fields of the upstream record this crate does not interpret, kept verbatim.
     #[serde(flatten)]
-    pub extra: Map<String, Value>,
+    pub extra: Extra,
 }
 
 impl Video {
@@ -26,7 +30,7 @@ impl Video {
         Self {
             title: title.into(),
             performance_ratio,
-            extra: Map::new(),
+            extra: Extra::new(),
         }
     }
 }
@@ -51,7 +55,7 @@ pub struct Cluster {
     pub videos: Vec<Video>,
     /// Fields of the upstream record this crate does not interpret, kept verbatim.
     #[serde(flatten)]
-    pub extra: Map<String, Value>,
+    pub extra: Extra,
 }
 
 impl Cluster {
@@ -67,7 +71,7 @@ impl Cluster {
             thread_sources: Vec::new(),
             is_wide: false,
             videos,
-            extra: Map::new(),
+            extra: Extra::new(),
         }
     }
 
@@ -273,22 +277,20 @@ impl<'de> Deserialize<'de> for Video {
                 f.write_str("a video (an object with title and performance_ratio)")
             }
             fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Video, A::Error> {
-                let (mut title, mut ratio, mut extra) = (None, None, Map::new());
+                let (mut title, mut ratio, mut extra) = (None, None, ExtraBuilder::default());
                 while let Some(field) = map.next_key_seed(FieldVisitor(&VIDEO_FIELDS))? {
                     match field {
                         Field::Known(0) => set(&mut title, "title", map.next_value()?)?,
                         Field::Known(_) => {
                             set(&mut ratio, "performance_ratio", map.next_value()?)?;
                         }
-                        Field::Other(key) => {
-                            extra.insert(key, map.next_value()?);
-                        }
+                        Field::Other(key) => extra.read(&key, &mut map)?,
                     }
                 }
                 Ok(Video {
                     title: required(title, "title")?,
                     performance_ratio: required(ratio, "performance_ratio")?,
-                    extra,
+                    extra: extra.finish(),
                 })
             }
         }
@@ -317,7 +319,7 @@ impl<'de> Deserialize<'de> for Cluster {
                 let mut id: Option<Id> = None;
                 let (mut size, mut avg, mut sources, mut wide, mut videos) =
                     (None, None, None, None, None);
-                let mut extra = Map::new();
+                let mut extra = ExtraBuilder::default();
                 while let Some(field) = map.next_key_seed(FieldVisitor(&CLUSTER_FIELDS))? {
                     match field {
                         Field::Known(0) => set(&mut id, "id", map.next_value()?)?,
@@ -328,9 +330,7 @@ impl<'de> Deserialize<'de> for Cluster {
                         }
                         Field::Known(4) => set(&mut wide, "is_wide", map.next_value()?)?,
                         Field::Known(_) => set(&mut videos, "videos", map.next_value()?)?,
-                        Field::Other(key) => {
-                            extra.insert(key, map.next_value()?);
-                        }
+                        Field::Other(key) => extra.read(&key, &mut map)?,
                     }
                 }
                 Ok(Cluster {
@@ -340,7 +340,7 @@ impl<'de> Deserialize<'de> for Cluster {
                     thread_sources: required(sources, "thread_sources")?,
                     is_wide: required(wide, "is_wide")?,
                     videos: required(videos, "videos")?,
-                    extra,
+                    extra: extra.finish(),
                 })
             }
         }
@@ -427,11 +427,32 @@ mod tests {
             "views": 1000}]}"#;
         let c: Cluster = serde_json::from_str(json).unwrap();
         assert_eq!(c.id, "42");
-        assert_eq!(c.extra["channel"], "x");
-        assert_eq!(c.videos[0].extra["views"], 1000);
+        assert_eq!(c.extra.get("channel").unwrap(), "x");
+        assert_eq!(c.videos[0].extra.get("views").unwrap(), 1000);
+        assert_eq!(c.videos[0].extra.as_json(), r#"{"views":1000}"#);
+        assert!(c.extra.get("size").is_none(), "known fields are not extra");
         let back = serde_json::to_value(&c).unwrap();
         assert_eq!(back["channel"], "x");
         assert_eq!(back["videos"][0]["views"], 1000);
+        let again: Cluster = serde_json::from_value(back).unwrap();
+        assert_eq!(again, c);
+        // Escapes, nesting and several fields survive.
+        let json =
+            r#"{"title": "T", "performance_ratio": 1.0, "a\"b": {"x": [1, "é\n"]}, "z": null}"#;
+        let v: Video = serde_json::from_str(json).unwrap();
+        assert_eq!(v.extra.len(), 2);
+        assert_eq!(
+            v.extra.get("a\"b").unwrap(),
+            serde_json::json!({"x": [1, "é\n"]})
+        );
+        assert_eq!(v.extra.get("z").unwrap(), serde_json::Value::Null);
+        let mut v = v;
+        v.extra.insert("w", serde_json::json!(2));
+        assert_eq!(
+            v.extra.to_map().keys().collect::<Vec<_>>(),
+            ["a\"b", "w", "z"]
+        );
+        assert_eq!(Video::new("T", 1.0).extra, Extra::default());
     }
 
     #[test]
