@@ -70,10 +70,9 @@ fn run() -> Result<(), String> {
     }
 
     let path = file.unwrap_or_else(|| BUNDLED.to_owned());
-    // Streamed from the file: the input's text is never all in memory beside the clusters.
+    // One cluster at a time: the input's text is never all in memory beside the clusters.
     let clusters: Vec<Cluster> =
-        serde_json::from_reader(std::io::BufReader::with_capacity(1 << 20, open(&path)?))
-            .map_err(|e| format!("{path}: not a JSON array of clusters: {e}"))?;
+        dynbatch::read_clusters(open(&path)?).map_err(|e| format!("{path}: {e}"))?;
 
     let plan = Batcher::new(config)
         .plan(&clusters)

@@ -22,7 +22,7 @@ pub mod tokens;
 
 pub use config::{BatchingConfig, BatchingConfigBuilder, ConfigError, OverBudget};
 pub use error::Error;
-pub use model::{Cluster, Extra, Rejection, Video};
+pub use model::{Cluster, Extra, Rejection, Video, read_clusters};
 pub use plan::{
     Batch, BatchPlan, Batcher, ClusterEntry, ClusterState, InvariantViolation, StateCounts,
 };

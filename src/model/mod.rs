@@ -8,9 +8,11 @@ use std::fmt;
 use serde::{Deserialize, Deserializer, Serialize, de};
 
 mod extra;
+mod read;
 
 pub use extra::Extra;
 use extra::ExtraBuilder;
+pub use read::{ReadError, read_clusters};
 
 /// One video of a cluster: its title and how well it performed against its channel's baseline.
 #[derive(Debug, Clone, PartialEq, Serialize)]
