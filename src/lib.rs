@@ -20,12 +20,15 @@ pub mod testing;
 pub mod timer;
 pub mod tokens;
 
+pub use backend::{BackendError, ChatRequest, ChatResponse, LlmBackend};
 pub use config::{BatchingConfig, BatchingConfigBuilder, ConfigError, OverBudget};
 pub use error::Error;
 pub use model::{Cluster, Extra, Rejection, Video, read_clusters};
+pub use patterns::DiscoveryReport;
 pub use plan::{
     Batch, BatchPlan, Batcher, ClusterEntry, ClusterState, InvariantViolation, StateCounts,
 };
 pub use quality::{QualityFactors, QualityScorer, Scored, SpecQualityScorer};
+pub use run::{RunConfig, RunEvent, Runner};
 pub use strategy::{PatternRange, SpecStrategySelector, Strategy, StrategyKind, StrategySelector};
 pub use tokens::{SpecTokenEstimator, TokenEstimator};
