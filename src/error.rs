@@ -12,7 +12,7 @@ pub enum Error {
     Config(#[from] ConfigError),
     /// A [`StrategySelector`](crate::StrategySelector) returned a strategy that cannot be planned.
     #[error("the strategy selector returned an invalid strategy: {0}")]
-    InvalidStrategy(String),
+    InvalidStrategy(#[source] crate::strategy::StrategyError),
     /// A plan given to the runner was not made from the clusters given with it.
     #[error("the plan does not belong to these clusters: {0}")]
     PlanMismatch(String),

@@ -30,5 +30,7 @@ pub use plan::{
 };
 pub use quality::{QualityFactors, QualityScorer, Scored, SpecQualityScorer};
 pub use run::{RunConfig, RunEvent, Runner};
-pub use strategy::{PatternRange, SpecStrategySelector, Strategy, StrategyKind, StrategySelector};
+pub use strategy::{
+    PatternRange, SpecStrategySelector, Strategy, StrategyError, StrategyKind, StrategySelector,
+};
 pub use tokens::{SpecTokenEstimator, TokenEstimator};

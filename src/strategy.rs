@@ -208,29 +208,47 @@ impl Strategy {
     /// Checks a strategy (the planner does this with every selector's answer).
     ///
     /// # Errors
-    /// A message naming the field: a batch size or videos per cluster of 0, a pattern range
-    /// with min 0 or min > max, a temperature outside `0.0..=2.0`.
-    pub fn validate(&self) -> Result<(), String> {
+    /// The [`StrategyError`] naming the field: a batch size or videos per cluster of 0, a
+    /// pattern range with min 0 or min > max, a temperature outside `0.0..=2.0`.
+    pub fn validate(&self) -> Result<(), StrategyError> {
         if self.batch_size == Some(0) {
-            return Err("batch_size is 0".into());
+            return Err(StrategyError::ZeroBatchSize);
         }
         if self.videos_per_cluster == 0 {
-            return Err("videos_per_cluster is 0".into());
+            return Err(StrategyError::ZeroVideosPerCluster);
         }
         let PatternRange { min, max } = self.patterns_per_cluster;
         if min == 0 || min > max {
-            return Err(format!(
-                "patterns_per_cluster {min}-{max} is not a range of at least 1"
-            ));
+            return Err(StrategyError::PatternRange { min, max });
         }
         if !(0.0..=2.0).contains(&self.temperature) {
-            return Err(format!(
-                "temperature {} is outside 0.0..=2.0",
-                self.temperature
-            ));
+            return Err(StrategyError::Temperature(self.temperature));
         }
         Ok(())
     }
+}
+
+/// What is wrong with a [`Strategy`] ([`Strategy::validate`]).
+#[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StrategyError {
+    /// `batch_size` is `Some(0)`.
+    #[error("batch_size is 0")]
+    ZeroBatchSize,
+    /// `videos_per_cluster` is 0.
+    #[error("videos_per_cluster is 0")]
+    ZeroVideosPerCluster,
+    /// `patterns_per_cluster` has min 0 or min > max.
+    #[error("patterns_per_cluster {min}-{max} is not a range of at least 1")]
+    PatternRange {
+        /// Its min.
+        min: u32,
+        /// Its max.
+        max: u32,
+    },
+    /// `temperature` is outside `0.0..=2.0`.
+    #[error("temperature {0} is outside 0.0..=2.0")]
+    Temperature(f64),
 }
 
 /// Picks the strategy of a run from the clusters that passed the quality threshold.

@@ -187,7 +187,10 @@ fn selector_returning_an_invalid_strategy_is_a_typed_error() {
         .plan(&[good("ok")])
         .unwrap_err();
     assert!(
-        matches!(err, Error::InvalidStrategy(ref m) if m == "videos_per_cluster is 0"),
+        matches!(
+            err,
+            Error::InvalidStrategy(dynbatch::strategy::StrategyError::ZeroVideosPerCluster)
+        ),
         "{err}"
     );
 }
