@@ -50,7 +50,7 @@ use dynbatch::{Batcher, BatchingConfig, Cluster};
 use indicatif::{ProgressBar, ProgressStyle};
 
 const BUNDLED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/clusters.json");
-const USAGE: &str = "usage: discover [FILE|-] [--concept TEXT] [--concurrency N] [--config CONFIG.json] [--output object|strict|object-schema] \
+const USAGE: &str = "usage: discover [FILE|-] [--concept TEXT] [--concurrency N] [--config CONFIG.json] [--output auto|object|strict|object-schema|text] \
                      [--rpm N] [--tpm N] [--mock-rpm N] [--journal FILE] [--dry-run] [--json] [--fail-rate P --seed S] \
                      [--batch-api [--attach ID,ID] [--cancel] [--remainder batch|live|leave] [--poll-secs S]]";
 /// Simulated latency of the mock, so the progress is visible.
@@ -152,12 +152,14 @@ fn parse_args() -> Result<Option<Args>, String> {
             "--output" => {
                 let v = value("--output")?;
                 args.output = Some(match v.as_str() {
+                    "auto" => OutputMode::Auto,
                     "object" => OutputMode::JsonObject,
                     "strict" => OutputMode::StrictSchema,
                     "object-schema" => OutputMode::JsonObjectWithSchema,
+                    "text" => OutputMode::Text,
                     other => {
                         return Err(format!(
-                            "--output {other:?}: object, strict or object-schema"
+                            "--output {other:?}: auto, object, strict, object-schema or text"
                         ));
                     }
                 });
