@@ -205,9 +205,12 @@ pub struct ClusterOutcome {
     pub batch: usize,
     /// Succeeded or failed.
     pub status: OutcomeStatus,
-    /// Why it failed.
+    /// Why it failed, for people (with the server's message).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Why it failed, for code to match on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<crate::run::Failure>,
     /// Calls that included it.
     pub attempts: u32,
 }

@@ -19,6 +19,7 @@ use tracing::Instrument;
 
 use super::concurrency::Window;
 use super::event::RunEvent;
+use super::failure::{Failure, StopCause};
 use super::limiter::{Limiter, Ticket};
 use super::report::Tally;
 use super::retry::{Breaker, Budget, Gate};
@@ -101,7 +102,7 @@ pub(super) struct Run<'r, 'p, 'a, B, T> {
     pub(super) breaker: Breaker,
     pub(super) budget: Budget,
     /// Why nothing more is sent, once something stopped the run.
-    pub(super) stop: Option<String>,
+    pub(super) stop: Option<(String, StopCause)>,
     /// When the last answer (anything but a 429) arrived.
     pub(super) last_answer: Instant,
     pub(super) started: Instant,
@@ -158,14 +159,20 @@ impl<'r, 'p, 'a, B: LlmBackend, T: Timer> Run<'r, 'p, 'a, B, T> {
         }
     }
 
-    pub(super) fn fail(&mut self, batch: usize, members: &[usize], reason: &str) {
+    pub(super) fn fail(
+        &mut self,
+        batch: usize,
+        members: &[usize],
+        reason: &str,
+        failure: &Failure,
+    ) {
         tracing::warn!(batch, clusters = members.len(), %reason, "clusters failed");
         self.emit(&RunEvent::Failed {
             batch,
             clusters: members.len(),
             reason: reason.to_owned(),
         });
-        self.tally.fail(members, reason);
+        self.tally.fail(members, reason, failure);
     }
 
     /// Runs every job to an end; once `interrupt` completes, sends nothing more and waits
@@ -192,7 +199,10 @@ impl<'r, 'p, 'a, B: LlmBackend, T: Timer> Run<'r, 'p, 'a, B, T> {
             }
             if wake.at.is_none() && flights.is_empty() {
                 // Jobs wait on nothing that will come: never hang, account for them.
-                self.stop("internal: the runner had nothing left to wait for");
+                self.stop(
+                    "internal: the runner had nothing left to wait for",
+                    &StopCause::Internal,
+                );
                 continue;
             }
             let waiting = async {
@@ -214,7 +224,7 @@ impl<'r, 'p, 'a, B: LlmBackend, T: Timer> Run<'r, 'p, 'a, B, T> {
             let landed = match select(pin!(waiting), interrupt.as_mut()).await {
                 Either::Left((landed, _)) => landed,
                 Either::Right(((), _)) => {
-                    self.stop("interrupted");
+                    self.stop("interrupted", &StopCause::Interrupted);
                     None
                 }
             };
@@ -235,8 +245,8 @@ impl<'r, 'p, 'a, B: LlmBackend, T: Timer> Run<'r, 'p, 'a, B, T> {
         flights: &mut FuturesUnordered<BoxFuture<'r, Landed>>,
     ) -> Wake {
         loop {
-            if let Some(reason) = self.stop.clone() {
-                self.fail_waiting(&reason);
+            if let Some((reason, cause)) = self.stop.clone() {
+                self.fail_waiting(&reason, &cause);
                 return Wake::default();
             }
             let Some(job) = self.next_job(now) else {
@@ -294,7 +304,11 @@ impl<'r, 'p, 'a, B: LlmBackend, T: Timer> Run<'r, 'p, 'a, B, T> {
                     Some(error) => format!("{error}; extra-call budget exhausted ({cap} calls)"),
                     None => format!("extra-call budget exhausted ({cap} calls)"),
                 };
-                self.fail(job.batch, &job.members, &reason);
+                let failure = Failure::BudgetExhausted {
+                    cap,
+                    last_error: job.last_error.clone(),
+                };
+                self.fail(job.batch, &job.members, &reason, &failure);
                 continue;
             }
             let ticket = self.limiter.take(now, cost);

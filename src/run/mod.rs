@@ -31,6 +31,7 @@ mod concurrency;
 mod config;
 mod driver;
 mod event;
+mod failure;
 mod limiter;
 mod recover;
 mod report;
@@ -39,6 +40,7 @@ mod settle;
 
 pub use config::RunConfig;
 pub use event::{EventStream, RunEvent};
+pub use failure::{AnswerProblem, Failure, StopCause};
 pub use limiter::{LimitKind, LimitSource, RateLimitSummary};
 
 use event::EventSink;

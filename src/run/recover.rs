@@ -11,6 +11,7 @@ use crate::timer::Timer;
 
 use super::driver::{Job, Run};
 use super::event::RunEvent;
+use super::failure::{AnswerProblem, Failure};
 
 impl<B: LlmBackend, T: Timer> Run<'_, '_, '_, B, T> {
     /// The plan's estimate of a request with these clusters.
@@ -44,7 +45,7 @@ impl<B: LlmBackend, T: Timer> Run<'_, '_, '_, B, T> {
         if job.members.len() > 1 {
             self.split(&job, reason);
         } else {
-            self.fail(job.batch, &job.members, &reason);
+            self.fail(job.batch, &job.members, &reason, &Failure::TooBigToSend);
         }
         None
     }
@@ -72,11 +73,11 @@ impl<B: LlmBackend, T: Timer> Run<'_, '_, '_, B, T> {
         } else {
             self.tally.usage(response.usage);
         }
-        let reason = match unusable(response) {
-            Some(reason) => reason,
+        let (problem, reason) = match unusable(response) {
+            Some(unusable) => unusable,
             None => match response::parse(&response.content) {
                 Ok(parsed) => return self.accept(job, response, parsed, cached),
-                Err(e) => e.to_string(),
+                Err(e) => (AnswerProblem::NotJson, e.to_string()),
             },
         };
         // Cut off at max_tokens: keep the clusters it completed, ask again for the rest (once:
@@ -95,16 +96,21 @@ impl<B: LlmBackend, T: Timer> Run<'_, '_, '_, B, T> {
                 return self.accept(job, response, parsed, cached);
             }
         }
-        self.split_or_fail(job, reason);
+        self.split_or_fail(job, reason, problem);
     }
 
     /// An unusable answer: its clusters go out again in two halves, or fail when alone (or
     /// when splitting is off).
-    pub(super) fn split_or_fail(&mut self, job: &Job, reason: String) {
+    pub(super) fn split_or_fail(&mut self, job: &Job, reason: String, problem: AnswerProblem) {
         if job.members.len() > 1 && self.runner.config.split_and_reask {
             self.split(job, reason);
         } else {
-            self.fail(job.batch, &job.members, &reason);
+            self.fail(
+                job.batch,
+                &job.members,
+                &reason,
+                &Failure::Unusable { problem },
+            );
         }
     }
 
@@ -184,9 +190,16 @@ impl<B: LlmBackend, T: Timer> Run<'_, '_, '_, B, T> {
             return;
         }
         if !self.runner.config.split_and_reask {
-            self.fail(batch, &missing, "not answered");
+            let failure = Failure::NotAnswered { asked_again: false };
+            self.fail(batch, &missing, "not answered", &failure);
         } else if job.reask {
-            self.fail(batch, &missing, "not answered, even when asked again");
+            let failure = Failure::NotAnswered { asked_again: true };
+            self.fail(
+                batch,
+                &missing,
+                "not answered, even when asked again",
+                &failure,
+            );
         } else {
             self.tally.counters.reasks += 1;
             self.emit(&RunEvent::Reasked {
@@ -199,15 +212,24 @@ impl<B: LlmBackend, T: Timer> Run<'_, '_, '_, B, T> {
 }
 
 /// Why a response cannot be used as an answer, before parsing: truncated or refused.
-fn unusable(response: &ChatResponse) -> Option<String> {
+fn unusable(response: &ChatResponse) -> Option<(AnswerProblem, String)> {
     if response.finish_reason == FinishReason::Length {
-        return Some("the answer was cut off at max_tokens (finish_reason length)".into());
+        return Some((
+            AnswerProblem::CutOff,
+            "the answer was cut off at max_tokens (finish_reason length)".into(),
+        ));
     }
     if let Some(refusal) = &response.refusal {
-        return Some(format!("the model refused: {refusal}"));
+        return Some((
+            AnswerProblem::Refused,
+            format!("the model refused: {refusal}"),
+        ));
     }
     if response.finish_reason == FinishReason::ContentFilter {
-        return Some("the answer was cut by a content filter".into());
+        return Some((
+            AnswerProblem::Filtered,
+            "the answer was cut by a content filter".into(),
+        ));
     }
     None
 }

@@ -13,13 +13,14 @@ use crate::plan::BatchPlan;
 use crate::response::Pattern;
 
 use super::RunConfig;
+use super::failure::Failure;
 use super::limiter::RateLimitSummary;
 
 /// One batched cluster's result so far.
 #[derive(Debug, Default, Clone)]
 pub(super) struct ClusterResult {
     pub(super) patterns: Option<Vec<Pattern>>,
-    pub(super) failure: Option<String>,
+    pub(super) failure: Option<(String, Failure)>,
     pub(super) attempts: u32,
 }
 
@@ -79,9 +80,9 @@ impl Tally {
         }
     }
 
-    pub(super) fn fail(&mut self, members: &[usize], reason: &str) {
+    pub(super) fn fail(&mut self, members: &[usize], reason: &str, failure: &Failure) {
         for &m in members {
-            self.results[m].failure = Some(reason.to_owned());
+            self.results[m].failure = Some((reason.to_owned(), failure.clone()));
         }
     }
 
@@ -128,12 +129,16 @@ impl Tally {
             for &i in m {
                 let r = std::mem::take(&mut results[i]);
                 let id = clusters[i].id.clone();
-                let (status, reason) = match r.patterns {
-                    Some(_) => (OutcomeStatus::Succeeded, None),
+                let (status, reason, failure) = match (&r.patterns, r.failure) {
+                    (Some(_), _) => (OutcomeStatus::Succeeded, None, None),
+                    (None, Some((reason, failure))) => {
+                        (OutcomeStatus::Failed, Some(reason), Some(failure))
+                    }
                     // Every batched cluster is answered or failed before the run ends.
-                    None => (
+                    (None, None) => (
                         OutcomeStatus::Failed,
-                        Some(r.failure.unwrap_or_else(|| "not answered".to_owned())),
+                        Some("not answered".to_owned()),
+                        Some(Failure::NotAnswered { asked_again: false }),
                     ),
                 };
                 outcomes.push(ClusterOutcome {
@@ -141,6 +146,7 @@ impl Tally {
                     batch,
                     status,
                     reason,
+                    failure,
                     attempts: r.attempts,
                 });
                 if let Some(patterns) = r.patterns {

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::driver::{Job, Landed, Run};
 use super::event::RunEvent;
+use super::failure::{AnswerProblem, Failure, StopCause};
 use super::limiter::Ticket;
 use super::retry::{self, Change};
 use crate::backend::{BackendError, ChatRequest, ChatResponse, LlmBackend};
@@ -85,30 +86,49 @@ impl<B: LlmBackend, T: Timer> Run<'_, '_, '_, B, T> {
             {
                 self.format_refused(job, refused_mode, &message, charged);
             }
-            error if error.is_account_wide() => {
-                self.breaker.on_neutral();
-                let reason = format!("{kind}: {error}");
-                self.fail(job.batch, &job.members, &reason);
-                self.stop(&reason);
-            }
+            error if error.is_account_wide() => self.failed_for_good(&job, &error),
             error if error.is_retryable() => {
                 self.transient(job, &error, now);
             }
             error @ BackendError::ResponseTooLarge { .. } => {
                 // The server answered: it is up. Smaller requests get smaller answers.
                 self.breaker.on_neutral();
-                self.split_or_fail(&job, format!("{kind}: {error}"));
+                self.split_or_fail(&job, format!("{kind}: {error}"), AnswerProblem::TooLarge);
             }
-            error => {
-                self.breaker.on_neutral();
-                let tries = if job.calls > 1 {
-                    format!(" after {} attempts", job.calls)
-                } else {
-                    String::new()
-                };
-                self.fail(job.batch, &job.members, &format!("{kind}{tries}: {error}"));
-            }
+            error => self.failed_for_good(&job, &error),
         }
+    }
+
+    /// A permanent error: the request fails with it; an account-wide one also stops the run.
+    fn failed_for_good(&mut self, job: &Job, error: &BackendError) {
+        self.breaker.on_neutral();
+        let kind = error.kind();
+        let failure = Failure::Backend {
+            error: kind.to_owned(),
+            attempts: job.calls,
+        };
+        if error.is_account_wide() {
+            let reason = format!("{kind}: {error}");
+            self.fail(job.batch, &job.members, &reason, &failure);
+            self.stop(
+                &reason,
+                &StopCause::AccountWide {
+                    error: kind.to_owned(),
+                },
+            );
+            return;
+        }
+        let tries = if job.calls > 1 {
+            format!(" after {} attempts", job.calls)
+        } else {
+            String::new()
+        };
+        self.fail(
+            job.batch,
+            &job.members,
+            &format!("{kind}{tries}: {error}"),
+            &failure,
+        );
     }
 
     /// An answer: in the journal before anyone hears of it, the limiter, window and breaker
@@ -168,6 +188,10 @@ impl<B: LlmBackend, T: Timer> Run<'_, '_, '_, B, T> {
                     &format!(
                         "unsupported_format: the server refused every output format: {message}"
                     ),
+                    &Failure::Backend {
+                        error: "unsupported_format".into(),
+                        attempts: job.calls,
+                    },
                 );
                 return;
             };
@@ -207,7 +231,10 @@ impl<B: LlmBackend, T: Timer> Run<'_, '_, '_, B, T> {
                 "{kind}: the server asked to wait {after:?}, more than max_retry_after {:?}: {error}",
                 config.max_retry_after
             );
-            return self.fail(job.batch, &job.members, &reason);
+            let failure = Failure::RetryAfterTooLong {
+                after_ms: u64::try_from(after.as_millis()).unwrap_or(u64::MAX),
+            };
+            return self.fail(job.batch, &job.members, &reason, &failure);
         }
         if job.failures <= config.max_retries && self.budget.left() > 0 {
             let delay = error
@@ -236,10 +263,15 @@ impl<B: LlmBackend, T: Timer> Run<'_, '_, '_, B, T> {
         } else {
             let reason = job.last_error.clone().unwrap_or_default();
             let cap = self.budget.cap();
+            let failure = Failure::BudgetExhausted {
+                cap,
+                last_error: job.last_error.clone(),
+            };
             self.fail(
                 job.batch,
                 &job.members,
                 &format!("{reason}; extra-call budget exhausted ({cap} calls)"),
+                &failure,
             );
         }
     }
@@ -256,15 +288,15 @@ impl<B: LlmBackend, T: Timer> Run<'_, '_, '_, B, T> {
     }
 
     /// Nothing more is sent; every waiting job fails with `reason`.
-    pub(super) fn stop(&mut self, reason: &str) {
+    pub(super) fn stop(&mut self, reason: &str, cause: &StopCause) {
         if self.stop.is_none() {
             tracing::warn!(%reason, "stopping: nothing more is sent");
             self.emit(&RunEvent::Stopped {
                 reason: reason.to_owned(),
             });
-            self.stop = Some(reason.to_owned());
+            self.stop = Some((reason.to_owned(), cause.clone()));
         }
-        self.fail_waiting(reason);
+        self.fail_waiting(reason, cause);
     }
 
     /// The rate limit outlasted the patience: stop with the last 429's message.
@@ -275,12 +307,15 @@ impl<B: LlmBackend, T: Timer> Run<'_, '_, '_, B, T> {
             .find_map(|j| j.last_error.clone())
             .map(|e| format!("; last: {e}"))
             .unwrap_or_default();
-        self.stop(&format!(
-            "rate_limited: no answer for {patience:?} while waiting for the rate limit (rate_limit_patience){last}"
-        ));
+        self.stop(
+            &format!(
+                "rate_limited: no answer for {patience:?} while waiting for the rate limit (rate_limit_patience){last}"
+            ),
+            &StopCause::RateLimitPatience,
+        );
     }
 
-    pub(super) fn fail_waiting(&mut self, reason: &str) {
+    pub(super) fn fail_waiting(&mut self, reason: &str, cause: &StopCause) {
         let waiting: Vec<Job> = self.queue.drain(..).chain(self.delayed.drain(..)).collect();
         for job in waiting {
             let reason = match &job.last_error {
@@ -290,7 +325,11 @@ impl<B: LlmBackend, T: Timer> Run<'_, '_, '_, B, T> {
                 }
                 _ => reason.to_owned(),
             };
-            self.fail(job.batch, &job.members, &reason);
+            let failure = Failure::Stopped {
+                cause: cause.clone(),
+                sent: job.calls > 0,
+            };
+            self.fail(job.batch, &job.members, &reason, &failure);
         }
     }
 }

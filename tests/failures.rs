@@ -1,0 +1,173 @@
+//! Every `Failure` variant, reached through the runner and matched by type: no reason text is
+//! compared. One lone cluster per run, so each script decides its one outcome.
+
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+use std::time::Duration;
+
+use dynbatch::backend::mock::{MockBackend, MockStep};
+use dynbatch::run::{AnswerProblem, Failure, RunConfig, Runner, StopCause};
+use dynbatch::timer::TokioTimer;
+use dynbatch::{Batcher, Cluster, Video};
+
+fn one() -> Vec<Cluster> {
+    let mut c = Cluster::new(
+        "c0",
+        vec![
+            Video::new("I Tried Espresso for 30 Days", 5.0),
+            Video::new("I Tried Espresso Gear for 100 Days", 4.6),
+        ],
+    );
+    c.size = 20;
+    c.avg_performance = 4.5;
+    c.thread_sources = (0..5).map(|s| format!("source {s}")).collect();
+    vec![c]
+}
+
+/// The failure of the one cluster when the backend plays `steps`.
+async fn failure(steps: Vec<MockStep>, config: RunConfig) -> Failure {
+    let input = one();
+    let mock = MockBackend::scripted(steps);
+    let runner = Runner::new(mock, TokioTimer).with_config(config);
+    let report = Batcher::default()
+        .discover(&input, "x", &runner)
+        .await
+        .unwrap();
+    report.check_accounting().unwrap();
+    let outcome = &report.outcomes[0];
+    assert!(
+        outcome.reason.is_some(),
+        "a failure has its reason for people too"
+    );
+    // The JSON report carries it as data.
+    let json = serde_json::to_value(outcome).unwrap();
+    let back: Failure = serde_json::from_value(json["failure"].clone()).unwrap();
+    assert_eq!(Some(&back), outcome.failure.as_ref());
+    outcome.failure.clone().unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_failure_is_a_variant_with_its_data() {
+    let config = RunConfig::default;
+
+    // Answers that cannot be used, for a cluster that cannot be split.
+    for (step, problem) in [
+        (MockStep::Truncated, AnswerProblem::CutOff),
+        (MockStep::Malformed, AnswerProblem::NotJson),
+        (MockStep::Refusal, AnswerProblem::Refused),
+    ] {
+        assert_eq!(
+            failure(vec![step], config()).await,
+            Failure::Unusable { problem }
+        );
+    }
+
+    // Left out twice.
+    assert_eq!(
+        failure(
+            vec![MockStep::Missing(vec![1]), MockStep::Missing(vec![1])],
+            config()
+        )
+        .await,
+        Failure::NotAnswered { asked_again: true }
+    );
+
+    // An account-wide error fails the request that met it, with the error's class.
+    match failure(vec![MockStep::Unauthorized], config()).await {
+        Failure::Backend { error, attempts } => {
+            assert_eq!((error.as_str(), attempts), ("authentication", 1));
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Transient errors until the extra-call budget is gone.
+    let tight = RunConfig {
+        max_extra_calls: 2,
+        ..RunConfig::default()
+    };
+    match failure(vec![MockStep::ServerError; 10], tight).await {
+        Failure::BudgetExhausted { cap, last_error } => {
+            assert_eq!(cap, 2);
+            assert!(last_error.is_some());
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // A server that asks to wait longer than max_retry_after.
+    assert_eq!(
+        failure(
+            vec![MockStep::Unavailable(Some(Duration::from_secs(600)))],
+            config()
+        )
+        .await,
+        Failure::RetryAfterTooLong { after_ms: 600_000 }
+    );
+
+    // A rate limit that outlasts the patience stops the run.
+    let patience = RunConfig {
+        rate_limit_patience: Duration::from_secs(30),
+        ..RunConfig::default()
+    };
+    assert_eq!(
+        failure(
+            vec![MockStep::RateLimited(Some(Duration::from_secs(60))); 3],
+            patience
+        )
+        .await,
+        Failure::Stopped {
+            cause: StopCause::RateLimitPatience,
+            sent: true
+        }
+    );
+
+    // Too big for the context window, alone.
+    let small = RunConfig {
+        request: dynbatch::prompt::RequestSettings {
+            model_limits: Some(dynbatch::prompt::ModelLimits {
+                context_window: 100,
+                max_output_tokens: 50,
+            }),
+            ..dynbatch::prompt::RequestSettings::default()
+        },
+        ..RunConfig::default()
+    };
+    assert_eq!(failure(vec![], small).await, Failure::TooBigToSend);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_interrupt_is_a_stop_of_its_own() {
+    // Four one-cluster batches, one at a time; the interrupt comes with the first in flight.
+    let input: Vec<Cluster> = (0..4)
+        .map(|i| {
+            let mut c = one().remove(0);
+            c.id = format!("c{i}");
+            c
+        })
+        .collect();
+    let config = dynbatch::BatchingConfig::builder()
+        .min_batch_size(1)
+        .max_batch_size(1)
+        .build()
+        .unwrap();
+    let plan = Batcher::new(config).plan(&input).unwrap();
+    assert_eq!(plan.batches.len(), 4);
+    let mock = MockBackend::new().with_latency(Duration::from_secs(1), TokioTimer);
+    let runner = Runner::new(mock, TokioTimer).with_config(RunConfig {
+        concurrency: 1,
+        ..RunConfig::default()
+    });
+    let report = runner.run_until(plan, &input, "x", async {}).await.unwrap();
+    report.check_accounting().unwrap();
+    let stopped = report
+        .outcomes
+        .iter()
+        .filter(|o| {
+            o.failure
+                == Some(Failure::Stopped {
+                    cause: StopCause::Interrupted,
+                    sent: false,
+                })
+        })
+        .count();
+    assert_eq!(stopped, 3, "{:?}", report.outcomes);
+}
