@@ -44,6 +44,7 @@ fn request(n: usize) -> ChatRequest {
         temperature: 0.7,
         max_tokens: 2400,
         response_format: ResponseFormat::JsonObject,
+        batch: None,
     }
 }
 

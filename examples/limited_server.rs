@@ -84,6 +84,7 @@ impl Respond for Server {
                 .and_then(|n| u32::try_from(n).ok())
                 .unwrap_or(1000),
             response_format: ResponseFormat::JsonObject,
+            batch: None,
         };
         // The mock has no latency of its own here: it answers at once.
         let result = futures::executor::block_on(self.mock.complete(&chat));

@@ -36,6 +36,7 @@ fn request(max_tokens: u32) -> ChatRequest {
         temperature: 0.7,
         max_tokens,
         response_format: ResponseFormat::JsonObject,
+        batch: None,
     }
 }
 

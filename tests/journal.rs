@@ -262,6 +262,7 @@ fn key(n: usize) -> RequestKey {
         temperature: 0.0,
         max_tokens: n as u32,
         response_format: dynbatch::backend::ResponseFormat::JsonObject,
+        batch: None,
     })
 }
 

@@ -103,6 +103,7 @@ fn request() -> ChatRequest {
         temperature: 0.7,
         max_tokens: 900,
         response_format: ResponseFormat::JsonObject,
+        batch: None,
     }
 }
 

@@ -34,6 +34,7 @@ fn request() -> ChatRequest {
         temperature: 0.7,
         max_tokens: 300,
         response_format: ResponseFormat::JsonObject,
+        batch: None,
     }
 }
 

@@ -76,6 +76,7 @@ impl Respond for Picky {
             temperature: 0.7,
             max_tokens: 1000,
             response_format: ResponseFormat::JsonObject,
+            batch: None,
         };
         let answer = futures::executor::block_on(MockBackend::new().complete(&chat)).unwrap();
         let content = if self.prose {

@@ -155,6 +155,13 @@ fn request_follows_the_design() {
             .response_format,
         ResponseFormat::JsonObject
     );
+    // The batch beside the messages: ids in prompt order, the strategy's pattern range.
+    let batch_info = request.batch.as_ref().unwrap();
+    assert_eq!(batch_info.clusters, vec![a.id.clone(), b.id.clone()]);
+    assert_eq!(
+        batch_info.patterns,
+        Strategy::thorough().patterns_per_cluster
+    );
     assert_eq!(request.messages[0].role, Role::System);
     assert!(
         request.messages[0]

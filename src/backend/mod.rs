@@ -83,6 +83,20 @@ pub struct ChatRequest {
     pub max_tokens: u32,
     /// The output format.
     pub response_format: ResponseFormat,
+    /// What the request asks about, beside its rendered messages: the batch's clusters and
+    /// the number of patterns per cluster, so a backend needs not read them back from the
+    /// prompt. `None` for a request not rendered from a plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<RequestBatch>,
+}
+
+/// The batch a [`ChatRequest`] asks about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestBatch {
+    /// The clusters' ids in prompt order: `clusters[0]` is `CLUSTER 1` (key `"c1"`).
+    pub clusters: Vec<String>,
+    /// Patterns asked for per cluster.
+    pub patterns: crate::strategy::PatternRange,
 }
 
 impl ChatRequest {

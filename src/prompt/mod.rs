@@ -124,6 +124,10 @@ impl RequestSettings {
             temperature: strategy.temperature,
             max_tokens: self.max_tokens(clusters.len(), strategy),
             response_format: output.format(clusters.len(), strategy.patterns_per_cluster),
+            batch: Some(crate::backend::RequestBatch {
+                clusters: clusters.iter().map(|c| c.cluster.id.clone()).collect(),
+                patterns: strategy.patterns_per_cluster,
+            }),
         }
     }
 }

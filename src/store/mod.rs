@@ -150,6 +150,7 @@ pub enum StoreError {
 ///     temperature: 0.7,
 ///     max_tokens: 300,
 ///     response_format: ResponseFormat::JsonObject,
+///     batch: None,
 /// };
 /// let store = MemoryStore::default();
 /// let key = RequestKey::of(&request);
@@ -314,6 +315,7 @@ mod tests {
             temperature: 0.7,
             max_tokens: 300,
             response_format: ResponseFormat::JsonObject,
+            batch: None,
         }
     }
 

@@ -191,6 +191,7 @@ fn chat_request(body: &Value) -> ChatRequest {
             .and_then(|n| u32::try_from(n).ok())
             .unwrap_or(1000),
         response_format: ResponseFormat::JsonObject,
+        batch: None,
     }
 }
 
