@@ -171,3 +171,45 @@ async fn an_interrupt_is_a_stop_of_its_own() {
         .count();
     assert_eq!(stopped, 3, "{:?}", report.outcomes);
 }
+
+#[tokio::test]
+async fn an_invalid_run_config_is_an_error_naming_the_field() {
+    let input = one();
+    for (config, field) in [
+        (
+            RunConfig {
+                concurrency: 0,
+                ..RunConfig::default()
+            },
+            "concurrency",
+        ),
+        (
+            RunConfig {
+                requests_per_minute: Some(0),
+                ..RunConfig::default()
+            },
+            "requests_per_minute",
+        ),
+        (
+            RunConfig {
+                merge_similarity: 1.5,
+                ..RunConfig::default()
+            },
+            "merge_similarity",
+        ),
+        (
+            RunConfig {
+                request_timeout: Duration::ZERO,
+                ..RunConfig::default()
+            },
+            "request_timeout",
+        ),
+    ] {
+        let runner = Runner::new(MockBackend::new(), TokioTimer).with_config(config);
+        match Batcher::default().discover(&input, "x", &runner).await {
+            Err(dynbatch::Error::Config(e)) => assert_eq!(e.field, field),
+            other => panic!("{field}: {other:?}"),
+        }
+    }
+    assert!(RunConfig::default().validate().is_ok());
+}

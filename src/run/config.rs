@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::ConfigError;
 use crate::patterns::PriceTable;
 use crate::prompt::RequestSettings;
 
@@ -87,5 +88,62 @@ impl Default for RunConfig {
             jitter_seed: 0,
             split_and_reask: true,
         }
+    }
+}
+
+impl RunConfig {
+    /// Checks every setting; the runner does this before a run and fails it with
+    /// [`Error::Config`](crate::Error::Config) rather than clamping a value silently.
+    ///
+    /// # Errors
+    /// The [`ConfigError`] naming the first invalid field: `concurrency`, `requests_per_minute`,
+    /// `tokens_per_minute`, `breaker_threshold` or `request_timeout` of 0; `base_delay` above
+    /// `max_delay`; `merge_similarity` outside `0..=1`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let check = |ok: bool, field: &'static str, value: String, rule: &'static str| {
+            if ok {
+                Ok(())
+            } else {
+                Err(ConfigError { field, value, rule })
+            }
+        };
+        check(
+            self.concurrency >= 1,
+            "concurrency",
+            self.concurrency.to_string(),
+            "at least 1",
+        )?;
+        for (field, limit) in [
+            ("requests_per_minute", self.requests_per_minute),
+            ("tokens_per_minute", self.tokens_per_minute),
+        ] {
+            if let Some(n) = limit {
+                check(n >= 1, field, n.to_string(), "at least 1 when set")?;
+            }
+        }
+        check(
+            self.breaker_threshold >= 1,
+            "breaker_threshold",
+            self.breaker_threshold.to_string(),
+            "at least 1",
+        )?;
+        check(
+            !self.request_timeout.is_zero(),
+            "request_timeout",
+            format!("{:?}", self.request_timeout),
+            "more than 0",
+        )?;
+        check(
+            self.base_delay <= self.max_delay,
+            "base_delay",
+            format!("{:?}", self.base_delay),
+            "at most max_delay",
+        )?;
+        check(
+            (0.0..=1.0).contains(&self.merge_similarity),
+            "merge_similarity",
+            self.merge_similarity.to_string(),
+            "within 0..=1",
+        )
     }
 }

@@ -182,7 +182,8 @@ impl<B: LlmBackend, T: Timer> Runner<B, T> {
     /// Every request the plan's batches would send, in plan order, without sending any.
     ///
     /// # Errors
-    /// [`Error::PlanMismatch`] when `plan` was not made from `clusters`.
+    /// [`Error::PlanMismatch`] when `plan` was not made from `clusters`; [`Error::Config`] when
+    /// the [`RunConfig`] is invalid ([`RunConfig::validate`]).
     pub fn requests(
         &self,
         plan: &BatchPlan<'_>,
@@ -198,7 +199,8 @@ impl<B: LlmBackend, T: Timer> Runner<B, T> {
     /// with a reason in the report.
     ///
     /// # Errors
-    /// [`Error::PlanMismatch`] when `plan` was not made from `clusters`.
+    /// [`Error::PlanMismatch`] when `plan` was not made from `clusters`; [`Error::Config`] when
+    /// the [`RunConfig`] is invalid ([`RunConfig::validate`]).
     pub async fn run<'a>(
         &self,
         plan: BatchPlan<'a>,
@@ -215,7 +217,8 @@ impl<B: LlmBackend, T: Timer> Runner<B, T> {
     /// journal ([`Runner::with_store`]), running the same plan again resumes.
     ///
     /// # Errors
-    /// [`Error::PlanMismatch`] when `plan` was not made from `clusters`.
+    /// [`Error::PlanMismatch`] when `plan` was not made from `clusters`; [`Error::Config`] when
+    /// the [`RunConfig`] is invalid ([`RunConfig::validate`]).
     pub async fn run_until<'a>(
         &self,
         plan: BatchPlan<'a>,
@@ -223,6 +226,7 @@ impl<B: LlmBackend, T: Timer> Runner<B, T> {
         concept: &str,
         interrupt: impl std::future::Future<Output = ()> + Send,
     ) -> Result<DiscoveryReport<'a>, Error> {
+        self.config.validate()?;
         let members = batch_members(&plan, clusters)?;
         let mut run = driver::Run::new(self, &plan, clusters, concept, &members);
         run.drive(interrupt).await;
