@@ -1,0 +1,285 @@
+//! The [`DiscoveryReport`] of a run: every cluster's outcome, the consolidated patterns, the
+//! requests, usage and cost, and the check that every cluster is accounted for.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::plan::{BatchPlan, InvariantViolation};
+use crate::response::Pattern;
+
+use super::price::PriceTier;
+
+/// Calls, tokens and cost of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunUsage {
+    /// Batches in the plan: one call each if nothing goes wrong.
+    pub calls_planned: u64,
+    /// Calls sent, retries included.
+    pub calls_made: u64,
+    /// Retries of retryable errors.
+    pub retries: u64,
+    /// Requests split in two after an unusable answer.
+    pub splits: u64,
+    /// Re-asks of clusters an answer left out.
+    pub reasks: u64,
+    /// Calls beyond one per planned batch, 429s not counted.
+    pub extra_calls: u64,
+    /// The cap on `extra_calls`.
+    pub max_extra_calls: u64,
+    /// The plan's estimate of the prompt tokens of all batches.
+    pub estimated_prompt_tokens: u64,
+    /// The completion tokens the planned requests may use at most (their `max_tokens`).
+    pub estimated_completion_tokens: u64,
+    /// Prompt tokens the backend reported.
+    pub prompt_tokens: u64,
+    /// Completion tokens the backend reported.
+    pub completion_tokens: u64,
+    /// Responses that reported usage.
+    pub usage_reported: u64,
+    /// How far the prompt estimate was off, over the requests that reported usage:
+    /// (reported − estimated) / estimated. `None` without reported usage.
+    pub prompt_estimate_error: Option<f64>,
+    /// The model asked for.
+    pub model: String,
+    /// Cost of the reported tokens; `None` when the model has no price.
+    pub estimated_cost_usd: Option<f64>,
+    /// Calls answered with a 429. Not failures and not extra calls: each such request was
+    /// sent again when the rate limit allowed.
+    #[serde(default)]
+    pub rate_limited: u64,
+    /// Requests that used their retries on transient errors and went to the back of the queue.
+    #[serde(default)]
+    pub requeued: u64,
+    /// How often many transient failures in a row paused all sending (the circuit breaker).
+    #[serde(default)]
+    pub circuit_opened: u64,
+    /// Seconds in which a request was ready to go and only the rate limit held it back.
+    #[serde(default)]
+    pub rate_limit_wait_secs: f64,
+    /// Seconds from the run's start to its end.
+    #[serde(default)]
+    pub elapsed_secs: f64,
+    /// The rate limits the run paced by at its end, and where they came from.
+    #[serde(default)]
+    pub rate_limits: crate::run::RateLimitSummary,
+    /// Requests answered from the journal ([`RunStore`](crate::store::RunStore)) instead of a
+    /// call: paid for by an earlier run. Not in `calls_made`.
+    #[serde(default)]
+    pub cached: u64,
+    /// Prompt tokens of the answers from the journal (not in `prompt_tokens`).
+    #[serde(default)]
+    pub cached_prompt_tokens: u64,
+    /// Completion tokens of the answers from the journal (not in `completion_tokens`).
+    #[serde(default)]
+    pub cached_completion_tokens: u64,
+    /// What the answers from the journal would have cost again; `None` when the model has no
+    /// price.
+    #[serde(default)]
+    pub saved_cost_usd: Option<f64>,
+    /// Which prices the costs are at: the Batch API's are half the list prices.
+    #[serde(default)]
+    pub price_tier: PriceTier,
+    /// The output mode the run's requests went in at its end: under
+    /// [`OutputMode::Auto`](crate::prompt::OutputMode::Auto), what the server accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_mode: Option<crate::prompt::OutputMode>,
+}
+
+/// One answered request: the plan's prompt estimate next to what the backend reported.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestRecord {
+    /// Planned batch index.
+    pub batch: usize,
+    /// Clusters in the request (fewer than the batch after a split or for a re-ask).
+    pub clusters: usize,
+    /// The estimate: the plan's request overhead plus its clusters' estimates.
+    pub estimated_prompt_tokens: u64,
+    /// Prompt tokens the backend reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens: Option<u64>,
+    /// Completion tokens the backend reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_tokens: Option<u64>,
+    /// The request's `max_tokens`.
+    pub max_tokens: u32,
+    /// The answer came from the journal ([`RunStore`](crate::store::RunStore)), not a call.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cached: bool,
+}
+
+/// Final state of a batched cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeStatus {
+    /// Its patterns are in the report.
+    Succeeded,
+    /// No usable answer; see `reason`.
+    Failed,
+}
+
+/// What became of one batched cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterOutcome {
+    /// The cluster's id.
+    pub id: String,
+    /// Its planned batch.
+    pub batch: usize,
+    /// Succeeded or failed.
+    pub status: OutcomeStatus,
+    /// Why it failed, for people (with the server's message).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Why it failed, for code to match on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<crate::run::Failure>,
+    /// Calls that included it.
+    pub attempts: u32,
+}
+
+/// The validated patterns of one cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterPatterns {
+    /// The cluster's id.
+    pub id: String,
+    /// Its patterns, as the model gave them.
+    pub patterns: Vec<Pattern>,
+}
+
+/// A cluster's patterns with what consolidation weighs them by.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Support {
+    /// The cluster's id.
+    pub id: String,
+    /// Its priority in the plan.
+    pub priority: f64,
+    /// Its mean performance.
+    pub avg_performance: f64,
+    /// WIDE or DEEP.
+    pub is_wide: bool,
+    /// Its patterns.
+    pub patterns: Vec<Pattern>,
+}
+
+/// A pattern after consolidation, with provenance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConsolidatedPattern {
+    /// The name of the first (highest-priority) occurrence.
+    pub pattern: String,
+    /// Its template, if any occurrence had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// Ids of the supporting clusters, highest priority first.
+    pub clusters: Vec<String>,
+    /// Grounded example titles (real titles of supporting clusters), without repeats.
+    pub examples: Vec<String>,
+    /// Σ over supporting clusters of priority × mean performance.
+    pub evidence: f64,
+    /// Some supporting cluster is WIDE, or it spans several clusters.
+    pub wide: bool,
+    /// How many raw patterns were merged into it.
+    pub occurrences: usize,
+}
+
+/// Everything a run produced. Its JSON form is a public contract (see the README).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct DiscoveryReport<'a> {
+    /// The concept analysed.
+    pub concept: String,
+    /// The plan that was run.
+    pub plan: BatchPlan<'a>,
+    /// One per batched cluster, in plan order.
+    pub outcomes: Vec<ClusterOutcome>,
+    /// Consolidated patterns, by evidence.
+    pub patterns: Vec<ConsolidatedPattern>,
+    /// Patterns per succeeded cluster.
+    pub cluster_patterns: Vec<ClusterPatterns>,
+    /// Every answered request, by batch: estimated and reported tokens.
+    pub requests: Vec<RequestRecord>,
+    /// Calls, tokens, cost.
+    pub usage: RunUsage,
+    /// Things the answers got wrong that did not stop the run.
+    pub warnings: Vec<String>,
+}
+
+impl DiscoveryReport<'_> {
+    /// Detaches the report from the input its plan borrows ids from.
+    pub fn into_owned(self) -> DiscoveryReport<'static> {
+        DiscoveryReport {
+            concept: self.concept,
+            plan: self.plan.into_owned(),
+            outcomes: self.outcomes,
+            patterns: self.patterns,
+            cluster_patterns: self.cluster_patterns,
+            requests: self.requests,
+            usage: self.usage,
+            warnings: self.warnings,
+        }
+    }
+
+    /// Checks the report's accounting: one outcome per batched cluster of the plan, in plan
+    /// order, naming its batch; a reason exactly for the failed ones; patterns exactly for
+    /// the succeeded ones. With the plan's own states, every input cluster then has exactly one
+    /// final state.
+    ///
+    /// # Errors
+    /// [`InvariantViolation::Accounting`] saying what is off.
+    pub fn check_accounting(&self) -> Result<(), InvariantViolation> {
+        let fail = |m: String| Err(InvariantViolation::Accounting(m));
+        let planned: Vec<(usize, &str)> = self
+            .plan
+            .batches
+            .iter()
+            .enumerate()
+            .flat_map(|(b, batch)| batch.clusters.iter().map(move |id| (b, id.as_ref())))
+            .collect();
+        if planned.len() != self.outcomes.len() {
+            return fail(format!(
+                "{} batched clusters but {} outcomes",
+                planned.len(),
+                self.outcomes.len()
+            ));
+        }
+        let with_patterns: BTreeSet<&str> = self
+            .cluster_patterns
+            .iter()
+            .map(|c| c.id.as_str())
+            .collect();
+        for ((batch, id), o) in planned.into_iter().zip(&self.outcomes) {
+            if o.id != id || o.batch != batch {
+                return fail(format!(
+                    "outcome {:?} (batch {}) where the plan has {id:?} (batch {batch})",
+                    o.id, o.batch
+                ));
+            }
+            let succeeded = o.status == OutcomeStatus::Succeeded;
+            if succeeded == o.reason.is_some() {
+                return fail(format!(
+                    "outcome {id:?} is {:?} with reason {:?}",
+                    o.status, o.reason
+                ));
+            }
+            if succeeded != with_patterns.contains(id) {
+                return fail(format!(
+                    "outcome {id:?} is {:?} but its patterns disagree",
+                    o.status
+                ));
+            }
+        }
+        if with_patterns.len() != self.outcome_counts().0 {
+            return fail("patterns listed for a cluster that is not a succeeded outcome".into());
+        }
+        Ok(())
+    }
+
+    /// Succeeded and failed batched clusters.
+    pub fn outcome_counts(&self) -> (usize, usize) {
+        let ok = self
+            .outcomes
+            .iter()
+            .filter(|o| o.status == OutcomeStatus::Succeeded)
+            .count();
+        (ok, self.outcomes.len() - ok)
+    }
+}
