@@ -52,6 +52,7 @@ fn client(server: &wiremock::MockServer, events: &Arc<Mutex<Vec<BatchEvent>>>) -
         .api_key("sk-test")
         .build_batch_api()
         .unwrap()
+        .with_timer(Clock::default())
         .on_event(move |e| events.lock().unwrap().push(e.clone()))
 }
 
@@ -82,15 +83,8 @@ async fn the_whole_flow_uploads_creates_polls_downloads_and_reports() {
     let plan = Batcher::default().plan(&clusters).unwrap();
     let n = plan.batches.len();
     let run = client(&server, &events)
-        .run(
-            plan,
-            &clusters,
-            CONCEPT,
-            &RunConfig::default(),
-            &clock,
-            None,
-            Remainder::default(),
-        )
+        .with_timer(clock.clone())
+        .run(plan, &clusters, CONCEPT, &RunConfig::default())
         .await
         .unwrap();
     run.report.check_accounting().unwrap();
@@ -150,15 +144,7 @@ async fn a_failed_batch_fails_its_clusters_with_the_reason_and_is_not_sent_again
     let plan = Batcher::default().plan(&clusters).unwrap();
     let batched = plan.counts().batched;
     let run = client(&server, &events)
-        .run(
-            plan,
-            &clusters,
-            CONCEPT,
-            &RunConfig::default(),
-            &Clock::default(),
-            None,
-            Remainder::default(),
-        )
+        .run(plan, &clusters, CONCEPT, &RunConfig::default())
         .await
         .unwrap();
     run.report.check_accounting().unwrap();
@@ -188,15 +174,7 @@ async fn an_expired_batch_leaves_the_rest_for_a_new_batch_or_a_live_run() {
     fake.fates([Fate::Expire { answered: 2 }]);
     let events = Arc::default();
     let run = client(&server, &events)
-        .run(
-            plan.clone(),
-            &clusters,
-            CONCEPT,
-            &RunConfig::default(),
-            &Clock::default(),
-            None,
-            Remainder::default(),
-        )
+        .run(plan.clone(), &clusters, CONCEPT, &RunConfig::default())
         .await
         .unwrap();
     run.report.check_accounting().unwrap();
@@ -217,15 +195,8 @@ async fn an_expired_batch_leaves_the_rest_for_a_new_batch_or_a_live_run() {
     let (server, fake) = FakeBatchApi::start(1).await;
     fake.fates([Fate::Expire { answered: 2 }]);
     let run = client(&server, &Arc::default())
-        .run(
-            plan.clone(),
-            &clusters,
-            CONCEPT,
-            &RunConfig::default(),
-            &Clock::default(),
-            None,
-            Remainder::Leave,
-        )
+        .with_remainder(Remainder::Leave)
+        .run(plan.clone(), &clusters, CONCEPT, &RunConfig::default())
         .await
         .unwrap();
     run.report.check_accounting().unwrap();
@@ -271,15 +242,7 @@ async fn a_plan_over_the_limits_is_split_into_batches_and_merged() {
     // By request count.
     let run = client
         .with_limits(BatchLimits::new(n.div_ceil(2), usize::MAX))
-        .run(
-            plan.clone(),
-            &clusters,
-            CONCEPT,
-            &RunConfig::default(),
-            &Clock::default(),
-            None,
-            Remainder::default(),
-        )
+        .run(plan.clone(), &clusters, CONCEPT, &RunConfig::default())
         .await
         .unwrap();
     run.report.check_accounting().unwrap();
@@ -340,43 +303,26 @@ async fn a_second_run_with_the_journal_attaches_instead_of_submitting_again() {
     let (server, fake) = FakeBatchApi::start(50).await;
 
     // The first run gives up waiting (the process might as well have been killed).
-    let journal = SqliteStore::open(&path).unwrap();
     let impatient = client(&server, &Arc::default()).with_poll(PollConfig {
         max_wait: Duration::from_secs(60),
         ..PollConfig::default()
     });
     let err = impatient
-        .run(
-            plan.clone(),
-            &clusters,
-            CONCEPT,
-            &RunConfig::default(),
-            &Clock::default(),
-            Some(&journal),
-            Remainder::default(),
-        )
+        .with_store(SqliteStore::open(&path).unwrap())
+        .run(plan.clone(), &clusters, CONCEPT, &RunConfig::default())
         .await
         .unwrap_err();
     assert!(
         matches!(&err, Error::BatchApi { operation, .. } if operation.contains("batch_000")),
         "{err}"
     );
-    drop(journal);
     assert_eq!(fake.counts().creates, 1);
 
     // The second, from the same journal, attaches to batch_000 and finishes it.
-    let journal = SqliteStore::open(&path).unwrap();
     let events = Arc::default();
     let run = client(&server, &events)
-        .run(
-            plan.clone(),
-            &clusters,
-            CONCEPT,
-            &RunConfig::default(),
-            &Clock::default(),
-            Some(&journal),
-            Remainder::default(),
-        )
+        .with_store(SqliteStore::open(&path).unwrap())
+        .run(plan.clone(), &clusters, CONCEPT, &RunConfig::default())
         .await
         .unwrap();
     run.report.check_accounting().unwrap();
@@ -400,7 +346,7 @@ async fn a_second_run_with_the_journal_attaches_instead_of_submitting_again() {
         .input(&plan, &clusters, CONCEPT, &RunConfig::default())
         .unwrap();
     let batches = client
-        .attach(&input, &["batch_000".to_owned()], &Clock::default())
+        .attach(&input, &["batch_000".to_owned()])
         .await
         .unwrap();
     assert_eq!(
@@ -413,9 +359,6 @@ async fn a_second_run_with_the_journal_attaches_instead_of_submitting_again() {
             &clusters,
             CONCEPT,
             &RunConfig::default(),
-            &Clock::default(),
-            None,
-            Remainder::default(),
             input,
             batches,
         )
@@ -435,7 +378,7 @@ async fn a_second_run_with_the_journal_attaches_instead_of_submitting_again() {
         .input(&other_plan, &other, CONCEPT, &RunConfig::default())
         .unwrap();
     let err = client
-        .attach(&other_input, &["batch_000".to_owned()], &Clock::default())
+        .attach(&other_input, &["batch_000".to_owned()])
         .await
         .unwrap_err();
     assert!(
@@ -479,15 +422,8 @@ async fn a_batch_created_but_not_recorded_is_found_by_its_file_not_paid_twice() 
         .await
         .unwrap();
     let run = client
-        .run(
-            plan,
-            &clusters,
-            CONCEPT,
-            &RunConfig::default(),
-            &Clock::default(),
-            Some(&journal),
-            Remainder::default(),
-        )
+        .with_store(journal.clone())
+        .run(plan, &clusters, CONCEPT, &RunConfig::default())
         .await
         .unwrap();
     run.report.check_accounting().unwrap();
@@ -521,10 +457,7 @@ async fn transient_errors_are_retried_and_cancel_ends_a_batch() {
             BatchLimits::default(),
         )
         .unwrap();
-    let batches = client
-        .submit(&shards, None, &Clock::default())
-        .await
-        .unwrap();
+    let batches = client.submit(&shards).await.unwrap();
     let failed = events
         .lock()
         .unwrap()
@@ -533,16 +466,13 @@ async fn transient_errors_are_retried_and_cancel_ends_a_batch() {
         .count();
     assert_eq!(failed, 1, "the 503 upload was tried again");
     let job = dynbatch::backend::batch_api::BatchJob { batches };
-    assert_eq!(client.cancel_job(&job, &Clock::default()).await.unwrap(), 1);
+    assert_eq!(client.cancel_job(&job).await.unwrap(), 1);
     let run = client
         .finish(
             plan,
             &clusters,
             CONCEPT,
             &RunConfig::default(),
-            &Clock::default(),
-            None,
-            Remainder::default(),
             input,
             job.batches,
         )
@@ -573,15 +503,8 @@ async fn malformed_result_files_never_panic_or_lose_a_cluster() {
     let (server, fake) = FakeBatchApi::start(1).await;
     fake.fates([Fate::Truncated, Fate::Truncated, Fate::Truncated]);
     let run = client(&server, &Arc::default())
-        .run(
-            plan.clone(),
-            &clusters,
-            CONCEPT,
-            &RunConfig::default(),
-            &Clock::default(),
-            None,
-            Remainder::Leave,
-        )
+        .with_remainder(Remainder::Leave)
+        .run(plan.clone(), &clusters, CONCEPT, &RunConfig::default())
         .await
         .unwrap();
     run.report.check_accounting().unwrap();

@@ -31,26 +31,25 @@ pub(crate) async fn run(
         poll.first = Duration::from_secs_f64(secs);
         poll.max = poll.max.max(poll.first);
     }
-    let client = BatchApiClient::from_env()
+    let mut client = BatchApiClient::from_env()
         .map_err(|e| e.to_string())?
         .with_poll(poll)
+        .with_remainder(match args.remainder {
+            Rest::Batch => Remainder::default(),
+            Rest::Live | Rest::Leave => Remainder::Leave,
+        })
         .on_event(|event| eprintln!("batch api: {event}"));
     eprintln!("batch api: {} (costs at batch prices)", client.base_url());
-    let journal = match &args.journal {
-        Some(path) => {
-            let journal = SqliteStore::open(path).map_err(|e| e.to_string())?;
-            eprintln!(
-                "journal {path}: batch ids are kept here; run the same command again to attach to them"
-            );
-            Some(journal)
-        }
-        None => None,
-    };
-    let store = journal.as_ref().map(|j| j as &dyn RunStore);
+    if let Some(path) = &args.journal {
+        client = client.with_store(SqliteStore::open(path).map_err(|e| e.to_string())?);
+        eprintln!(
+            "journal {path}: batch ids are kept here; run the same command again to attach to them"
+        );
+    }
     let input = client
         .input(&plan, clusters, concept, &run_config)
         .map_err(|e| e.to_string())?;
-    let batches = submit_or_attach(&client, args, &input, store).await?;
+    let batches = submit_or_attach(&client, args, &input).await?;
     let ids: Vec<&str> = batches.iter().map(|b| b.batch_id.as_str()).collect();
     eprintln!(
         "batch api: batches {} (attach again with --attach {})",
@@ -59,32 +58,15 @@ pub(crate) async fn run(
     );
     if args.cancel {
         let job = BatchJob { batches };
-        let cancelled = client
-            .cancel_job(&job, &TokioTimer)
-            .await
-            .map_err(|e| e.to_string())?;
+        let cancelled = client.cancel_job(&job).await.map_err(|e| e.to_string())?;
         eprintln!(
             "batch api: cancelled {cancelled} of {} batches (the others had ended); what already ran stays in the result files",
             job.batches.len()
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let remainder = match args.remainder {
-        Rest::Batch => Remainder::default(),
-        Rest::Live | Rest::Leave => Remainder::Leave,
-    };
     let outcome = client
-        .finish(
-            plan.clone(),
-            clusters,
-            concept,
-            &run_config,
-            &TokioTimer,
-            store,
-            remainder,
-            input,
-            batches,
-        )
+        .finish(plan.clone(), clusters, concept, &run_config, input, batches)
         .await
         .map_err(|e| e.to_string())?;
     let unanswered = outcome.unanswered.len();
@@ -146,16 +128,15 @@ async fn submit_or_attach(
     client: &BatchApiClient,
     args: &Args,
     input: &BatchInput,
-    store: Option<&dyn RunStore>,
 ) -> Result<Vec<SubmittedBatch>, String> {
     if args.attach.is_empty() {
         let all: Vec<usize> = (0..input.len()).collect();
         let shards = input
             .shards(&all, BatchLimits::default())
             .map_err(|e| e.to_string())?;
-        client.submit(&shards, store, &TokioTimer).await
+        client.submit(&shards).await
     } else {
-        client.attach(input, &args.attach, &TokioTimer).await
+        client.attach(input, &args.attach).await
     }
     .map_err(|e| e.to_string())
 }

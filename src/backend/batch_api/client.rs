@@ -8,14 +8,17 @@ use std::sync::Arc;
 use reqwest::header::HeaderMap;
 use serde::{Deserialize, Deserializer, Serialize};
 
+use super::event::BatchEvent;
 use super::input::{BatchInput, BatchLimits};
-use super::job::{BatchEvent, PollConfig};
+use super::job::{PollConfig, Remainder};
 use crate::backend::BackendError;
 use crate::backend::openai::{OpenAiBuilder, classify};
 use crate::error::Error;
 use crate::model::Cluster;
 use crate::plan::BatchPlan;
 use crate::run::RunConfig;
+use crate::store::RunStore;
+use crate::timer::{Timer, TokioTimer};
 
 /// A batch's state, as the provider reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -173,17 +176,15 @@ fn error_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<BatchErrorInfo>, D:
 /// use dynbatch::backend::batch_api::{BatchApiClient, Remainder};
 /// use dynbatch::run::RunConfig;
 /// use dynbatch::store::SqliteStore;
-/// use dynbatch::timer::TokioTimer;
 /// use dynbatch::{Batcher, Cluster};
 ///
 /// let clusters: Vec<Cluster> = serde_json::from_str(&std::fs::read_to_string("clusters.json")?)?;
 /// let plan = Batcher::default().plan(&clusters)?;
-/// let client = BatchApiClient::from_env()?.on_event(|event| eprintln!("{event}"));
-/// let journal = SqliteStore::open("discovery.journal")?;
-/// let run = client
-///     .run(plan, &clusters, "home espresso", &RunConfig::default(), &TokioTimer,
-///          Some(&journal), Remainder::default())
-///     .await?;
+/// let client = BatchApiClient::from_env()?
+///     .with_store(SqliteStore::open("discovery.journal")?)
+///     .with_remainder(Remainder::NewBatch { rounds: 2 })
+///     .on_event(|event| eprintln!("{event}"));
+/// let run = client.run(plan, &clusters, "home espresso", &RunConfig::default()).await?;
 /// println!("batches {:?}; cost ${:.4}", run.job.batch_ids(),
 ///          run.report.usage.estimated_cost_usd.unwrap_or(0.0));
 /// # Ok(()) }
@@ -193,6 +194,9 @@ pub struct BatchApiClient {
     config: OpenAiBuilder,
     pub(super) limits: BatchLimits,
     pub(super) poll: PollConfig,
+    pub(super) remainder: Remainder,
+    pub(super) timer: Arc<dyn Timer>,
+    pub(super) store: Option<Arc<dyn RunStore>>,
     events: Option<EventHandler>,
 }
 
@@ -205,6 +209,8 @@ impl fmt::Debug for BatchApiClient {
             .field("base_url", &self.config.base())
             .field("limits", &self.limits)
             .field("poll", &self.poll)
+            .field("remainder", &self.remainder)
+            .field("store", &self.store)
             .finish_non_exhaustive()
     }
 }
@@ -225,6 +231,9 @@ impl BatchApiClient {
             config,
             limits: BatchLimits::default(),
             poll: PollConfig::default(),
+            remainder: Remainder::default(),
+            timer: Arc::new(TokioTimer),
+            store: None,
             events: None,
         })
     }
@@ -249,6 +258,29 @@ impl BatchApiClient {
     #[must_use]
     pub fn with_poll(mut self, poll: PollConfig) -> Self {
         self.poll = poll;
+        self
+    }
+
+    /// What becomes of requests a batch left unanswered. Default: new batches, 2 rounds.
+    #[must_use]
+    pub fn with_remainder(mut self, remainder: Remainder) -> Self {
+        self.remainder = remainder;
+        self
+    }
+
+    /// The clock polls and back-offs wait on. Default: [`TokioTimer`].
+    #[must_use]
+    pub fn with_timer(mut self, timer: impl Timer + 'static) -> Self {
+        self.timer = Arc::new(timer);
+        self
+    }
+
+    /// Keeps every submission in `store` (a journal): each input file is looked up before it
+    /// is uploaded, and recorded once uploaded and again once its batch exists, so running
+    /// again with the same input attaches instead of paying twice. Default: none.
+    #[must_use]
+    pub fn with_store(mut self, store: impl RunStore + 'static) -> Self {
+        self.store = Some(Arc::new(store));
         self
     }
 

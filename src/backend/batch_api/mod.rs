@@ -8,7 +8,8 @@
 //! [`DiscoveryReport`](crate::patterns::DiscoveryReport) a live run produces (every cluster
 //! accounted; failed lines keep their reason). Requests a batch left unanswered (it expired, or
 //! a line failed in a way worth another try) go into a new batch or are left for a live run, as
-//! [`Remainder`] says. With a [`RunStore`](crate::store::RunStore) journal, every submission
+//! [`Remainder`] says. With a [`RunStore`](crate::store::RunStore) journal
+//! ([`BatchApiClient::with_store`]), every submission
 //! is recorded as it is made, and running again with the same input attaches to the batches
 //! already submitted instead of paying for them twice.
 //!
@@ -22,13 +23,16 @@
 //! HTTP server) have no Batch API.
 
 mod client;
+mod event;
 mod input;
 mod job;
 mod results;
+mod submit;
 
 pub use client::{BatchApiClient, BatchErrorInfo, BatchInfo, BatchStatus, RequestCounts};
+pub use event::BatchEvent;
 pub use input::{BatchInput, BatchLimits, Shard, custom_id, export};
-pub use job::{BatchEvent, BatchJob, BatchRun, PollConfig, Remainder, SubmittedBatch};
+pub use job::{BatchJob, BatchRun, PollConfig, Remainder, SubmittedBatch};
 pub use results::{BatchResults, import, import_results};
 
 /// The Batch API's discount on both prompt and completion tokens.
