@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::client::{BatchStatus, RequestCounts};
 
-/// What a [`BatchApiClient`] is doing.
+/// What a [`BatchApiClient`](super::BatchApiClient) is doing.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum BatchEvent {

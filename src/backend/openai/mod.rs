@@ -6,17 +6,19 @@
 
 use std::fmt;
 use std::net::IpAddr;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 
-use super::{
-    BackendError, ChatRequest, ChatResponse, FinishReason, LlmBackend, RateLimitInfo,
-    ResponseFormat, TokenUsage, parse_duration,
-};
+use super::{BackendError, ChatRequest, ChatResponse, LlmBackend};
 use crate::error::Error;
+
+mod wire;
+
+use wire::header;
+pub use wire::{classify, parse_response, rate_limits, request_body, retry_after};
 
 /// The default base URL.
 pub const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
@@ -332,68 +334,6 @@ impl OpenAiBackend {
     }
 }
 
-/// The chat-completions JSON body for `request`: its model (or `model`, when given), messages,
-/// temperature, response format, and `max_tokens` in the chosen field.
-pub fn request_body(
-    request: &ChatRequest,
-    model: Option<&str>,
-    max_tokens_field: MaxTokensField,
-) -> serde_json::Value {
-    let mut body = serde_json::json!({
-        "model": model.unwrap_or(&request.model),
-        "messages": request.messages,
-        "temperature": request.temperature,
-    });
-    let format = match &request.response_format {
-        ResponseFormat::JsonObject => Some(serde_json::json!({"type": "json_object"})),
-        ResponseFormat::JsonObjectWithSchema { schema } => {
-            Some(serde_json::json!({"type": "json_object", "schema": schema}))
-        }
-        ResponseFormat::JsonSchema {
-            name,
-            schema,
-            strict,
-        } => Some(serde_json::json!({
-            "type": "json_schema",
-            "json_schema": {"name": name, "schema": schema, "strict": strict},
-        })),
-        ResponseFormat::Text => None,
-    };
-    if let Some(format) = format {
-        body["response_format"] = format;
-    }
-    let field = match max_tokens_field {
-        MaxTokensField::MaxTokens => "max_tokens",
-        MaxTokensField::MaxCompletionTokens => "max_completion_tokens",
-    };
-    body[field] = request.max_tokens.into();
-    body
-}
-
-#[derive(Deserialize)]
-struct WireResponse {
-    #[serde(default)]
-    model: Option<String>,
-    choices: Vec<WireChoice>,
-    #[serde(default)]
-    usage: Option<TokenUsage>,
-}
-
-#[derive(Deserialize)]
-struct WireChoice {
-    message: WireMessage,
-    #[serde(default)]
-    finish_reason: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct WireMessage {
-    #[serde(default)]
-    content: Option<String>,
-    #[serde(default)]
-    refusal: Option<String>,
-}
-
 #[async_trait]
 impl LlmBackend for OpenAiBackend {
     async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, BackendError> {
@@ -467,200 +407,5 @@ impl OpenAiBackend {
             // error text names the URL, never the headers.
             BackendError::Connection(e.to_string())
         }
-    }
-}
-
-/// The account's rate limits from a response's `x-ratelimit-*` headers.
-pub fn rate_limits(headers: &HeaderMap) -> Option<RateLimitInfo> {
-    RateLimitInfo::from_headers(|name| headers.get(name).and_then(|v| v.to_str().ok()))
-}
-
-/// Reads a chat-completions HTTP response: a 2xx body into a [`ChatResponse`] (with the rate
-/// limits its headers report), anything else into a [`BackendError`] (see [`classify`]).
-///
-/// # Errors
-/// The classified error, or a non-retryable one for a 2xx body that is not a completion.
-pub fn parse_response(
-    status: u16,
-    headers: &HeaderMap,
-    text: &str,
-    request_id: Option<String>,
-    requested_model: &str,
-) -> Result<ChatResponse, BackendError> {
-    if !(200..300).contains(&status) {
-        return Err(classify(status, headers, text, request_id.as_deref()));
-    }
-    let wire: WireResponse = serde_json::from_str(text).map_err(|e| BackendError::Other {
-        retryable: false,
-        source: format!(
-            "the server's {status} response is not a chat completion ({e}){}: {}",
-            id_note(request_id.as_deref()),
-            snippet(text)
-        )
-        .into(),
-    })?;
-    let Some(choice) = wire.choices.into_iter().next() else {
-        return Err(BackendError::Other {
-            retryable: true,
-            source: format!(
-                "the response has no choices{}",
-                id_note(request_id.as_deref())
-            )
-            .into(),
-        });
-    };
-    Ok(ChatResponse {
-        content: choice.message.content.unwrap_or_default(),
-        finish_reason: choice
-            .finish_reason
-            .map_or(FinishReason::Stop, FinishReason::from),
-        usage: wire.usage,
-        model: wire.model.unwrap_or_else(|| requested_model.to_owned()),
-        refusal: choice.message.refusal.filter(|r| !r.is_empty()),
-        request_id,
-        rate_limits: rate_limits(headers),
-    })
-}
-
-fn header(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers.get(name)?.to_str().ok().map(str::to_owned)
-}
-
-fn id_note(request_id: Option<&str>) -> String {
-    request_id
-        .map(|id| format!(" (request {id})"))
-        .unwrap_or_default()
-}
-
-fn snippet(text: &str) -> String {
-    let cut: String = text.chars().take(300).collect();
-    if cut.len() < text.len() {
-        format!("{cut}…")
-    } else {
-        cut
-    }
-}
-
-/// What `OpenAI`'s 429 message says when the headers do not: "... on requests per min (RPM):
-/// Limit 120, Used 120, Requested 1. Please try again in 500ms. ..." gives the per-minute
-/// limit and the wait. Daily limits (RPD, TPD) are not per-minute limits and are left out.
-fn limits_from_message(message: &str) -> (Option<RateLimitInfo>, Option<Duration>) {
-    let number_after = |marker: &str| {
-        let rest = &message[message.find(marker)? + marker.len()..];
-        let digits: String = rest
-            .chars()
-            .take_while(|c| c.is_ascii_digit() || *c == ',')
-            .filter(char::is_ascii_digit)
-            .collect();
-        digits.parse::<u64>().ok()
-    };
-    let mut info = RateLimitInfo::default();
-    info.requests.limit = number_after("(RPM): Limit ");
-    info.tokens.limit = number_after("(TPM): Limit ");
-    let wait = message.find("try again in ").and_then(|at| {
-        let word = message[at + "try again in ".len()..]
-            .split_whitespace()
-            .next()?;
-        parse_duration(word.trim_end_matches(['.', ',']))
-    });
-    ((!info.is_empty()).then_some(info), wait)
-}
-
-/// Whether an error message is about the request's output format.
-fn names_the_format(message: &str) -> bool {
-    let lower = message.to_ascii_lowercase();
-    [
-        "response_format",
-        "response format",
-        "json_schema",
-        "json schema",
-    ]
-    .iter()
-    .any(|needle| lower.contains(needle))
-}
-
-/// The server's delay: `retry-after-ms`, else `retry-after` as seconds or an HTTP date.
-pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    if let Some(ms) = header(headers, "retry-after-ms").and_then(|v| v.trim().parse::<f64>().ok()) {
-        return Duration::try_from_secs_f64(ms / 1000.0).ok();
-    }
-    let value = header(headers, "retry-after")?;
-    if let Ok(secs) = value.trim().parse::<f64>() {
-        return Duration::try_from_secs_f64(secs).ok();
-    }
-    let at = httpdate::parse_http_date(value.trim()).ok()?;
-    Some(
-        at.duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO),
-    )
-}
-
-/// Maps a non-2xx response as the official SDKs do: `x-should-retry` first; then 408, 409,
-/// 429 and 5xx retryable (429 with `insufficient_quota` permanent); other 4xx permanent, 404 as
-/// [`BackendError::NotFound`]. A 429 carries the rate limits of its headers, or else those its
-/// message names (and the wait it names, when there is no `retry-after`).
-pub fn classify(
-    status: u16,
-    headers: &HeaderMap,
-    body: &str,
-    request_id: Option<&str>,
-) -> BackendError {
-    #[derive(Deserialize)]
-    struct Wrapper {
-        error: ApiError,
-    }
-    #[derive(Deserialize)]
-    struct ApiError {
-        #[serde(default)]
-        message: Option<String>,
-        #[serde(default, rename = "type")]
-        kind: Option<String>,
-        #[serde(default)]
-        code: Option<serde_json::Value>,
-    }
-    let parsed = serde_json::from_str::<Wrapper>(body).ok().map(|w| w.error);
-    let quota = parsed.as_ref().is_some_and(|e| {
-        e.kind.as_deref() == Some("insufficient_quota")
-            || e.code.as_ref().and_then(serde_json::Value::as_str) == Some("insufficient_quota")
-    });
-    let message = format!(
-        "HTTP {status}{}: {}",
-        id_note(request_id),
-        parsed
-            .and_then(|e| e.message)
-            .unwrap_or_else(|| snippet(body))
-    );
-    let after = retry_after(headers);
-    let (message_limits, message_wait) = if status == 429 {
-        limits_from_message(&message)
-    } else {
-        (None, None)
-    };
-    // A server that cannot produce the output format asked for says so with a 400 (OpenAI,
-    // vLLM), a 422 (validation) or even a 500 (llama-cpp-python): all name the field.
-    if matches!(status, 400 | 422 | 500 | 501) && names_the_format(&message) {
-        return BackendError::UnsupportedFormat(message);
-    }
-    let should_retry = header(headers, "x-should-retry").map(|v| v.trim() == "true");
-    let retryable = should_retry.unwrap_or(matches!(status, 408 | 409 | 429 | 500..=599)) && !quota;
-    match (retryable, status) {
-        (true, 429) => BackendError::RateLimited {
-            retry_after: after.or(message_wait),
-            limits: rate_limits(headers).or(message_limits).map(Box::new),
-            message,
-        },
-        (true, _) => BackendError::Overloaded {
-            status: Some(status),
-            retry_after: after,
-            message,
-        },
-        (false, 429) if quota => BackendError::QuotaExhausted(message),
-        (false, 401 | 403) => BackendError::Authentication(message),
-        (false, 404) => BackendError::NotFound(message),
-        (false, 400..=499) => BackendError::BadRequest(message),
-        (false, _) => BackendError::Other {
-            retryable: false,
-            source: message.into(),
-        },
     }
 }
