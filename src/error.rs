@@ -15,13 +15,13 @@ pub enum Error {
     InvalidStrategy(#[source] crate::strategy::StrategyError),
     /// A plan given to the runner was not made from the clusters given with it.
     #[error("the plan does not belong to these clusters: {0}")]
-    PlanMismatch(String),
+    PlanMismatch(#[from] PlanMismatch),
     /// A backend could not be set up (bad URL, missing API key, invalid header).
     #[error("backend: {0}")]
-    Backend(String),
-    /// Reading or writing a file of this crate's formats (e.g. Batch API JSONL).
-    #[error("{0}")]
-    Format(String),
+    Backend(#[from] SetupError),
+    /// A Batch API file or request that does not hold what it should.
+    #[error(transparent)]
+    Format(#[from] FormatError),
     /// A journal ([`RunStore`](crate::store::RunStore)) could not be read or written.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
@@ -42,4 +42,132 @@ pub enum Error {
     /// An error from a plug-in or another library.
     #[error(transparent)]
     Other(#[from] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// How a plan and the clusters (or Batch API input) given with it differ.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PlanMismatch {
+    /// Not as many clusters.
+    #[error("the plan has {plan} clusters, the input {input}")]
+    ClusterCount {
+        /// Clusters in the plan.
+        plan: usize,
+        /// Clusters given.
+        input: usize,
+    },
+    /// Another cluster at the same place.
+    #[error("plan entry {index} is {plan:?}, input cluster {index} is {input:?}")]
+    IdAt {
+        /// The input index.
+        index: usize,
+        /// The plan's id there.
+        plan: String,
+        /// The input's id there.
+        input: String,
+    },
+    /// A batch names a cluster the plan does not have as batched.
+    #[error("batch member {id:?} is not a batched cluster")]
+    NotBatched {
+        /// The id.
+        id: String,
+    },
+    /// Batch API input or results of another number of requests than the plan has batches.
+    #[error(
+        "the Batch API input has {requests} requests and its results {results}, the plan {batches} batches"
+    )]
+    BatchCount {
+        /// Batches in the plan.
+        batches: usize,
+        /// Requests in the input.
+        requests: usize,
+        /// Outcomes in the results.
+        results: usize,
+    },
+}
+
+/// Why a backend could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SetupError {
+    /// The base URL does not parse.
+    #[error("base URL {url:?}: {source}")]
+    BaseUrl {
+        /// The URL given.
+        url: String,
+        /// The parser's error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// No API key (neither a key nor an `api-key` header) for a server that is not on
+    /// loopback.
+    #[error(
+        "no API key for {base_url}: set OPENAI_API_KEY (only a server on loopback may go without)"
+    )]
+    NoApiKey {
+        /// The server.
+        base_url: String,
+    },
+    /// A header name that is not valid HTTP.
+    #[error("header name {name:?} is not valid HTTP")]
+    HeaderName {
+        /// The name.
+        name: String,
+    },
+    /// A header value that is not valid HTTP (the value is not repeated: it may be a secret).
+    #[error("header {name}: the value is not valid HTTP")]
+    HeaderValue {
+        /// The header's name.
+        name: String,
+    },
+    /// The HTTP client could not be built.
+    #[error("HTTP client: {0}")]
+    HttpClient(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// A Batch API file or request that does not hold what it should.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FormatError {
+    /// A request index past the input's end.
+    #[error("request {index} is not in the input ({len} requests)")]
+    NoSuchRequest {
+        /// The index asked for.
+        index: usize,
+        /// Requests in the input.
+        len: usize,
+    },
+    /// One request larger than a whole Batch API file may be.
+    #[error(
+        "request {index} ({custom_id}) is {bytes} bytes, more than a whole Batch API file may hold ({limit})"
+    )]
+    RequestTooLarge {
+        /// The request's index.
+        index: usize,
+        /// Its `custom_id`.
+        custom_id: String,
+        /// Its line's size.
+        bytes: usize,
+        /// The file limit.
+        limit: usize,
+    },
+    /// A line of a batch's input file that is not a Batch API request.
+    #[error("batch {batch_id}: input file line {line}: not a Batch API request: {source}")]
+    NotARequest {
+        /// The batch.
+        batch_id: String,
+        /// The line (1-based).
+        line: usize,
+        /// The parser's error.
+        source: serde_json::Error,
+    },
+    /// A batch that holds a request of other clusters, concept or settings.
+    #[error(
+        "batch {batch_id} holds {custom_id}, which is not a request of this plan: it was submitted for other clusters, concept or settings"
+    )]
+    ForeignRequest {
+        /// The batch.
+        batch_id: String,
+        /// The request's `custom_id`.
+        custom_id: String,
+    },
 }

@@ -3,10 +3,12 @@
 
 #![allow(clippy::unwrap_used, clippy::panic)]
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use dynbatch::backend::ErrorKind;
 use dynbatch::backend::mock::{MockBackend, MockStep};
-use dynbatch::run::{AnswerProblem, Failure, RunConfig, Runner, StopCause};
+use dynbatch::run::{AnswerProblem, Failure, RunConfig, RunEvent, Runner, SplitCause, StopCause};
 use dynbatch::timer::TokioTimer;
 use dynbatch::{Batcher, Cluster, Video};
 
@@ -75,7 +77,7 @@ async fn each_failure_is_a_variant_with_its_data() {
     // An account-wide error fails the request that met it, with the error's class.
     match failure(vec![MockStep::Unauthorized], config()).await {
         Failure::Backend { error, attempts } => {
-            assert_eq!((error.as_str(), attempts), ("authentication", 1));
+            assert_eq!((error, attempts), (ErrorKind::Authentication, 1));
         }
         other => panic!("{other:?}"),
     }
@@ -88,7 +90,7 @@ async fn each_failure_is_a_variant_with_its_data() {
     match failure(vec![MockStep::ServerError; 10], tight).await {
         Failure::BudgetExhausted { cap, last_error } => {
             assert_eq!(cap, 2);
-            assert!(last_error.is_some());
+            assert_eq!(last_error, Some(ErrorKind::Overloaded));
         }
         other => panic!("{other:?}"),
     }
@@ -212,4 +214,88 @@ async fn an_invalid_run_config_is_an_error_naming_the_field() {
         }
     }
     assert!(RunConfig::default().validate().is_ok());
+}
+
+/// Events carry the same typed data as outcomes: the error's class and the server's delay on
+/// retries and 429s, the cause of a split, the failure of failed clusters, the cause of a stop.
+#[tokio::test(start_paused = true)]
+async fn events_carry_typed_errors() {
+    let mut input = one();
+    let mut second = input[0].clone();
+    second.id = "c1".into();
+    input.push(second);
+    let mock = MockBackend::scripted(vec![
+        MockStep::RateLimited(Some(Duration::from_secs(3))),
+        MockStep::ServerError,
+        MockStep::Malformed,
+        MockStep::Refusal,
+        MockStep::Unauthorized,
+    ]);
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&events);
+    let runner = Runner::new(mock, TokioTimer)
+        .with_config(RunConfig {
+            concurrency: 1,
+            ..RunConfig::default()
+        })
+        .on_event(move |e| sink.lock().unwrap().push(e.clone()));
+    let report = Batcher::default()
+        .discover(&input, "x", &runner)
+        .await
+        .unwrap();
+    report.check_accounting().unwrap();
+    let events = events.lock().unwrap().clone();
+    let mut seen = (false, false, false, false, false);
+    for event in &events {
+        match event {
+            RunEvent::RateLimited { error, .. } => {
+                assert_eq!(error.kind, ErrorKind::RateLimited);
+                assert_eq!(error.retry_after_ms, Some(3_000));
+                seen.0 = true;
+            }
+            RunEvent::Retried { error, .. } => {
+                assert_eq!(error.kind, ErrorKind::Overloaded);
+                assert!(error.message.contains("500"), "{}", error.message);
+                seen.1 = true;
+            }
+            RunEvent::Split { cause, .. } => {
+                assert_eq!(
+                    *cause,
+                    SplitCause::Unusable {
+                        problem: AnswerProblem::NotJson
+                    }
+                );
+                seen.2 = true;
+            }
+            RunEvent::Failed { failure, .. } => {
+                assert!(
+                    matches!(
+                        failure,
+                        Failure::Unusable {
+                            problem: AnswerProblem::Refused
+                        } | Failure::Backend {
+                            error: ErrorKind::Authentication,
+                            ..
+                        } | Failure::Stopped { .. }
+                    ),
+                    "{failure:?}"
+                );
+                seen.3 = true;
+            }
+            RunEvent::Stopped { cause, .. } => {
+                assert_eq!(
+                    *cause,
+                    StopCause::AccountWide {
+                        error: ErrorKind::Authentication
+                    }
+                );
+                seen.4 = true;
+            }
+            _ => {}
+        }
+        // Every event reads back from its JSON as it was.
+        let json = serde_json::to_string(event).unwrap();
+        assert_eq!(&serde_json::from_str::<RunEvent>(&json).unwrap(), event);
+    }
+    assert_eq!(seen, (true, true, true, true, true), "{events:#?}");
 }

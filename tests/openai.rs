@@ -435,6 +435,14 @@ fn classification_follows_the_sdks() {
 #[test]
 fn construction_needs_a_key_except_on_loopback_and_debug_redacts_it() {
     let err = OpenAiBackend::builder().build().unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            dynbatch::Error::Backend(dynbatch::SetupError::NoApiKey { base_url })
+                if base_url == "https://api.openai.com/v1"
+        ),
+        "{err}"
+    );
     assert!(err.to_string().contains("no API key"), "{err}");
     assert!(
         OpenAiBackend::builder()

@@ -487,7 +487,7 @@ fn show(bar: &ProgressBar, event: &RunEvent) {
             wait.as_secs_f64()
         )),
         RunEvent::CircuitClosed => note("  the server answers again: resuming".to_owned()),
-        RunEvent::Stopped { reason } => note(format!("  stopped sending: {reason}")),
+        RunEvent::Stopped { reason, .. } => note(format!("  stopped sending: {reason}")),
         RunEvent::Requeued {
             batch, attempts, ..
         } => note(format!(
@@ -509,6 +509,7 @@ fn show(bar: &ProgressBar, event: &RunEvent) {
             batch,
             clusters,
             reason,
+            ..
         } => {
             note(format!(
                 "  batch {}: split {clusters} clusters: {reason}",

@@ -6,7 +6,6 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// The attribute [`LlmBackend`] implementations need (`#[async_trait]`), re-exported so a
 /// backend crate needs no dependency of its own on `async-trait`.
@@ -15,12 +14,14 @@ use serde::{Deserialize, Serialize};
 
 #[cfg(feature = "openai")]
 pub mod batch_api;
+mod error;
 #[cfg(feature = "mock")]
 pub mod mock;
 #[cfg(feature = "openai")]
 pub mod openai;
 mod rate_limit;
 
+pub use error::{BackendError, CallError, ErrorKind};
 pub use rate_limit::{LimitStatus, RateLimitInfo, parse_duration};
 
 /// Who wrote a chat message.
@@ -180,151 +181,6 @@ pub struct ChatResponse {
     pub rate_limits: Option<RateLimitInfo>,
 }
 
-/// A failed call. Retryable ones: rate limited, overloaded, timeout, connection. Permanent
-/// ones: authentication, bad request, not found, quota exhausted, content filter. Of the
-/// permanent ones, authentication, not found and quota exhausted concern the whole account
-/// ([`BackendError::is_account_wide`]): the runner sends nothing more after one.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum BackendError {
-    /// 429: too many requests. Not a failure of the request: the runner sends it again when
-    /// its rate limiter (and `retry_after`, when the server gave one) allows.
-    #[error("rate limited{}: {message}", fmt_after(*retry_after))]
-    RateLimited {
-        /// The server's requested delay.
-        retry_after: Option<Duration>,
-        /// The server's message.
-        message: String,
-        /// The account's limits as the server reported them with the 429, when it did
-        /// (boxed: it is rarely there and keeps the error small).
-        limits: Option<Box<RateLimitInfo>>,
-    },
-    /// 5xx or an overloaded server. Retryable.
-    #[error("server error{}{}: {message}", status.map(|s| format!(" {s}")).unwrap_or_default(), fmt_after(*retry_after))]
-    Overloaded {
-        /// The HTTP status, if any.
-        status: Option<u16>,
-        /// The server's requested delay.
-        retry_after: Option<Duration>,
-        /// The server's message.
-        message: String,
-    },
-    /// The request took too long. Retryable.
-    #[error("timed out after {0:?}")]
-    Timeout(Duration),
-    /// The connection failed. Retryable.
-    #[error("connection failed: {0}")]
-    Connection(String),
-    /// 401/403: bad or missing credentials. Permanent.
-    #[error("authentication failed: {0}")]
-    Authentication(String),
-    /// 400 and other 4xx: the request itself is wrong. Permanent.
-    #[error("bad request: {0}")]
-    BadRequest(String),
-    /// 404: the model or the endpoint does not exist. Permanent, account-wide.
-    #[error("not found: {0}")]
-    NotFound(String),
-    /// The server refused the request's output format (an error that names
-    /// `response_format` or `json_schema`). Permanent for that format;
-    /// [`OutputMode::Auto`](crate::prompt::OutputMode::Auto) falls back to the next one.
-    #[error("output format refused: {0}")]
-    UnsupportedFormat(String),
-    /// 429 `insufficient_quota`: no credit left. Permanent.
-    #[error("quota exhausted: {0}")]
-    QuotaExhausted(String),
-    /// The provider refused the content. Permanent.
-    #[error("content filtered: {0}")]
-    ContentFilter(String),
-    /// The answer was larger than the backend reads (a server ignoring `max_tokens`, a model
-    /// that loops). Not worth the same request again; the runner splits the request, as for an
-    /// answer cut off at `max_tokens`.
-    #[error("the answer is larger than {limit} bytes; not read further")]
-    ResponseTooLarge {
-        /// The cap, in bytes.
-        limit: usize,
-    },
-    /// Anything else, with whether retrying may help.
-    #[error("{source}")]
-    Other {
-        /// Whether retrying may help.
-        retryable: bool,
-        /// The underlying error.
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
-}
-
-fn fmt_after(after: Option<Duration>) -> String {
-    after
-        .map(|d| format!(" (retry after {d:?})"))
-        .unwrap_or_default()
-}
-
-impl BackendError {
-    /// Whether the runner may retry the call.
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            Self::RateLimited { .. }
-            | Self::Overloaded { .. }
-            | Self::Timeout(_)
-            | Self::Connection(_) => true,
-            Self::Authentication(_)
-            | Self::BadRequest(_)
-            | Self::NotFound(_)
-            | Self::UnsupportedFormat(_)
-            | Self::QuotaExhausted(_)
-            | Self::ContentFilter(_)
-            | Self::ResponseTooLarge { .. } => false,
-            Self::Other { retryable, .. } => *retryable,
-        }
-    }
-
-    /// Whether the error concerns the whole account rather than this request: a bad key
-    /// (401/403), an unknown model or endpoint (404), no quota left. Every other request would
-    /// fail the same way, so the runner stops sending.
-    pub fn is_account_wide(&self) -> bool {
-        matches!(
-            self,
-            Self::Authentication(_) | Self::NotFound(_) | Self::QuotaExhausted(_)
-        )
-    }
-
-    /// The rate limits the server reported with a 429, if any.
-    pub fn rate_limits(&self) -> Option<&RateLimitInfo> {
-        match self {
-            Self::RateLimited { limits, .. } => limits.as_deref(),
-            _ => None,
-        }
-    }
-
-    /// The delay the server asked for, if any.
-    pub fn retry_after(&self) -> Option<Duration> {
-        match self {
-            Self::RateLimited { retry_after, .. } | Self::Overloaded { retry_after, .. } => {
-                *retry_after
-            }
-            _ => None,
-        }
-    }
-
-    /// A short name of the class, for reports: `rate_limited`, `overloaded`, `timeout`, ...
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::RateLimited { .. } => "rate_limited",
-            Self::Overloaded { .. } => "overloaded",
-            Self::Timeout(_) => "timeout",
-            Self::Connection(_) => "connection",
-            Self::Authentication(_) => "authentication",
-            Self::BadRequest(_) => "bad_request",
-            Self::NotFound(_) => "not_found",
-            Self::UnsupportedFormat(_) => "unsupported_format",
-            Self::QuotaExhausted(_) => "quota_exhausted",
-            Self::ContentFilter(_) => "content_filter",
-            Self::ResponseTooLarge { .. } => "response_too_large",
-            Self::Other { .. } => "other",
-        }
-    }
-}
-
 /// An LLM that answers chat requests.
 ///
 /// One required method. Implementations are `Send + Sync + Debug`; `&T`, `Box<T>` and `Arc<T>`
@@ -379,6 +235,8 @@ const _: Option<&dyn LlmBackend> = None;
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]

@@ -24,7 +24,7 @@ use super::limiter::{Limiter, Ticket};
 use super::report::Tally;
 use super::retry::{Breaker, Budget, Gate};
 use super::{Runner, prompt_clusters};
-use crate::backend::{BackendError, ChatRequest, ChatResponse, LlmBackend};
+use crate::backend::{BackendError, ChatRequest, ChatResponse, ErrorKind, LlmBackend};
 use crate::model::Cluster;
 use crate::plan::BatchPlan;
 use crate::prompt::OutputMode;
@@ -47,8 +47,8 @@ pub(super) struct Job {
     pub(super) calls: u32,
     /// Not before (back-off after a transient error).
     pub(super) ready_at: Option<Instant>,
-    /// The last error, for the reason if it ends failed.
-    pub(super) last_error: Option<String>,
+    /// The last error's class and text, for the failure and reason if it ends failed.
+    pub(super) last_error: Option<(ErrorKind, String)>,
     /// Its request, once rendered, with its journal key; looked up in the journal.
     pub(super) rendered: Option<(ChatRequest, Option<RequestKey>)>,
 }
@@ -170,6 +170,7 @@ impl<'r, 'p, 'a, B: LlmBackend, T: Timer> Run<'r, 'p, 'a, B, T> {
         self.emit(&RunEvent::Failed {
             batch,
             clusters: members.len(),
+            failure: failure.clone(),
             reason: reason.to_owned(),
         });
         self.tally.fail(members, reason, failure);
@@ -301,12 +302,14 @@ impl<'r, 'p, 'a, B: LlmBackend, T: Timer> Run<'r, 'p, 'a, B, T> {
             if charged && !self.budget.take() {
                 let cap = self.budget.cap();
                 let reason = match &job.last_error {
-                    Some(error) => format!("{error}; extra-call budget exhausted ({cap} calls)"),
+                    Some((_, error)) => {
+                        format!("{error}; extra-call budget exhausted ({cap} calls)")
+                    }
                     None => format!("extra-call budget exhausted ({cap} calls)"),
                 };
                 let failure = Failure::BudgetExhausted {
                     cap,
-                    last_error: job.last_error.clone(),
+                    last_error: job.last_error.as_ref().map(|(kind, _)| *kind),
                 };
                 self.fail(job.batch, &job.members, &reason, &failure);
                 continue;

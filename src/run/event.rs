@@ -6,6 +6,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::limiter::{LimitKind, LimitSource};
+use super::{Failure, SplitCause, StopCause};
+use crate::backend::CallError;
 use crate::patterns::ClusterPatterns;
 
 /// Progress, as the runner reports it to [`Runner::on_event`](super::Runner::on_event).
@@ -31,7 +33,7 @@ pub enum RunEvent {
         /// The wait before the next attempt.
         delay: Duration,
         /// What went wrong.
-        error: String,
+        error: CallError,
     },
     /// A request used its retries on transient errors; it goes to the back of the queue and is
     /// sent again while the extra-call budget lasts.
@@ -41,7 +43,7 @@ pub enum RunEvent {
         /// Calls made for it so far.
         attempts: u32,
         /// The last error.
-        error: String,
+        error: CallError,
     },
     /// A 429: the request goes back to the queue (no retry, no extra call spent) and all
     /// sending waits for the rate limit.
@@ -50,8 +52,8 @@ pub enum RunEvent {
         batch: usize,
         /// How long sending now waits before the next request may go.
         wait: Duration,
-        /// The server's message.
-        error: String,
+        /// The 429, with the server's message.
+        error: CallError,
     },
     /// A request is ready but the rate limit holds it back (pacing, or a server's
     /// `retry-after`); sending resumes after `wait`.
@@ -99,7 +101,9 @@ pub enum RunEvent {
     /// An account-wide error (bad key, unknown model, no quota) or a rate limit that outlasted
     /// `rate_limit_patience`: nothing more is sent; the clusters not yet answered fail.
     Stopped {
-        /// Why.
+        /// Why, for code.
+        cause: StopCause,
+        /// Why, for people, with the server's message.
         reason: String,
     },
     /// An unusable answer; the request's clusters go out again in two halves.
@@ -108,7 +112,9 @@ pub enum RunEvent {
         batch: usize,
         /// Clusters in the request that was split.
         clusters: usize,
-        /// Why.
+        /// Why, for code.
+        cause: SplitCause,
+        /// Why, for people.
         reason: String,
     },
     /// Clusters an answer left out are asked again, on their own.
@@ -153,7 +159,9 @@ pub enum RunEvent {
         batch: usize,
         /// Clusters failed.
         clusters: usize,
-        /// Why.
+        /// Why, for code (as in each cluster's outcome).
+        failure: Failure,
+        /// Why, for people, with the server's message.
         reason: String,
     },
 }

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::backend::ErrorKind;
+
 /// Why a cluster failed, for code to match on; the outcome's `reason` says the same for
 /// people, with the server's message. In the report's JSON, `"failure": {"kind": "budget_exhausted", ...}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -13,8 +15,8 @@ pub enum Failure {
     /// no quota).
     Backend {
         /// The error's class, as [`BackendError::kind`](crate::backend::BackendError::kind)
-        /// names it (`bad_request`, `authentication`, …).
-        error: String,
+        /// gives it.
+        error: ErrorKind,
         /// Calls that carried the cluster.
         attempts: u32,
     },
@@ -23,8 +25,8 @@ pub enum Failure {
     BudgetExhausted {
         /// The budget.
         cap: u64,
-        /// The last error of the request, if it had one.
-        last_error: Option<String>,
+        /// The class of the request's last error, if it had one (an unusable answer has none).
+        last_error: Option<ErrorKind>,
     },
     /// The server asked to wait longer than
     /// [`RunConfig::max_retry_after`](crate::run::RunConfig::max_retry_after).
@@ -79,8 +81,8 @@ pub enum AnswerProblem {
 pub enum StopCause {
     /// An account-wide error: a bad key, an unknown model or endpoint, no quota.
     AccountWide {
-        /// The error's class (`authentication`, `not_found`, `quota_exhausted`).
-        error: String,
+        /// The error's class (`Authentication`, `NotFound`, `QuotaExhausted`).
+        error: ErrorKind,
     },
     /// The rate limit gave no answer for
     /// [`RunConfig::rate_limit_patience`](crate::run::RunConfig::rate_limit_patience).
@@ -89,4 +91,22 @@ pub enum StopCause {
     Interrupted,
     /// The runner found nothing left to wait for (a bug; never silent).
     Internal,
+}
+
+/// Why a request's clusters went out again in two halves ([`RunEvent::Split`]): what would
+/// have failed a cluster alone in its request.
+///
+/// [`RunEvent::Split`]: super::RunEvent::Split
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum SplitCause {
+    /// The answer could not be used.
+    Unusable {
+        /// What was wrong with it.
+        problem: AnswerProblem,
+    },
+    /// The request is too big to send: over the model's context window or the account's
+    /// tokens per minute.
+    TooBigToSend,
 }

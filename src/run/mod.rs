@@ -19,7 +19,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::backend::LlmBackend;
-use crate::error::Error;
+use crate::error::{Error, PlanMismatch};
 use crate::model::Cluster;
 use crate::patterns::DiscoveryReport;
 use crate::plan::{BatchPlan, ClusterState};
@@ -40,7 +40,7 @@ mod settle;
 
 pub use config::RunConfig;
 pub use event::{EventStream, RunEvent};
-pub use failure::{AnswerProblem, Failure, StopCause};
+pub use failure::{AnswerProblem, Failure, SplitCause, StopCause};
 pub use limiter::{LimitKind, LimitSource, RateLimitSummary};
 
 use event::EventSink;
@@ -268,19 +268,21 @@ pub fn render_requests(
 /// Input indices of each batch's clusters, checking that the plan belongs to the input.
 fn batch_members(plan: &BatchPlan<'_>, clusters: &[Cluster]) -> Result<Vec<Vec<usize>>, Error> {
     if plan.clusters.len() != clusters.len() {
-        return Err(Error::PlanMismatch(format!(
-            "the plan has {} clusters, the input {}",
-            plan.clusters.len(),
-            clusters.len()
-        )));
+        return Err(PlanMismatch::ClusterCount {
+            plan: plan.clusters.len(),
+            input: clusters.len(),
+        }
+        .into());
     }
     let mut index: HashMap<&str, usize> = HashMap::with_capacity(clusters.len());
     for (i, (entry, cluster)) in plan.clusters.iter().zip(clusters).enumerate() {
         if entry.id != cluster.id.as_str() {
-            return Err(Error::PlanMismatch(format!(
-                "plan entry {i} is {:?}, input cluster {i} is {:?}",
-                entry.id, cluster.id
-            )));
+            return Err(PlanMismatch::IdAt {
+                index: i,
+                plan: entry.id.to_string(),
+                input: cluster.id.clone(),
+            }
+            .into());
         }
         if matches!(entry.state, ClusterState::Batched { .. }) {
             index.insert(cluster.id.as_str(), i);
@@ -292,9 +294,10 @@ fn batch_members(plan: &BatchPlan<'_>, clusters: &[Cluster]) -> Result<Vec<Vec<u
             b.clusters
                 .iter()
                 .map(|id| {
-                    index.get(id.as_ref()).copied().ok_or_else(|| {
-                        Error::PlanMismatch(format!("batch member {id:?} is not a batched cluster"))
-                    })
+                    index
+                        .get(id.as_ref())
+                        .copied()
+                        .ok_or_else(|| PlanMismatch::NotBatched { id: id.to_string() }.into())
                 })
                 .collect()
         })

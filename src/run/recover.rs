@@ -11,7 +11,7 @@ use crate::timer::Timer;
 
 use super::driver::{Job, Run};
 use super::event::RunEvent;
-use super::failure::{AnswerProblem, Failure};
+use super::failure::{AnswerProblem, Failure, SplitCause};
 
 impl<B: LlmBackend, T: Timer> Run<'_, '_, '_, B, T> {
     /// The plan's estimate of a request with these clusters.
@@ -43,7 +43,7 @@ impl<B: LlmBackend, T: Timer> Run<'_, '_, '_, B, T> {
             return Some((job, estimated, max_tokens));
         };
         if job.members.len() > 1 {
-            self.split(&job, reason);
+            self.split(&job, SplitCause::TooBigToSend, reason);
         } else {
             self.fail(job.batch, &job.members, &reason, &Failure::TooBigToSend);
         }
@@ -103,7 +103,7 @@ impl<B: LlmBackend, T: Timer> Run<'_, '_, '_, B, T> {
     /// when splitting is off).
     pub(super) fn split_or_fail(&mut self, job: &Job, reason: String, problem: AnswerProblem) {
         if job.members.len() > 1 && self.runner.config.split_and_reask {
-            self.split(job, reason);
+            self.split(job, SplitCause::Unusable { problem }, reason);
         } else {
             self.fail(
                 job.batch,
@@ -115,12 +115,13 @@ impl<B: LlmBackend, T: Timer> Run<'_, '_, '_, B, T> {
     }
 
     /// Sends a request's clusters out again in two halves, the first half first.
-    fn split(&mut self, job: &Job, reason: String) {
+    fn split(&mut self, job: &Job, cause: SplitCause, reason: String) {
         self.tally.counters.splits += 1;
         tracing::info!(batch = job.batch, clusters = job.members.len(), %reason, "splitting");
         self.emit(&RunEvent::Split {
             batch: job.batch,
             clusters: job.members.len(),
+            cause,
             reason,
         });
         let (first, second) = job.members.split_at(job.members.len() / 2);

@@ -10,7 +10,7 @@ use super::event::RunEvent;
 use super::failure::{AnswerProblem, Failure, StopCause};
 use super::limiter::Ticket;
 use super::retry::{self, Change};
-use crate::backend::{BackendError, ChatRequest, ChatResponse, LlmBackend};
+use crate::backend::{BackendError, CallError, ChatRequest, ChatResponse, ErrorKind, LlmBackend};
 use crate::prompt::OutputMode;
 use crate::store::RequestKey;
 use crate::timer::Timer;
@@ -65,10 +65,15 @@ impl<B: LlmBackend, T: Timer> Run<'_, '_, '_, B, T> {
                     &self.runner.config,
                 );
                 tracing::info!(batch = job.batch, ?wait, %message, "rate limited");
+                let error = BackendError::RateLimited {
+                    retry_after,
+                    message,
+                    limits,
+                };
                 self.emit(&RunEvent::RateLimited {
                     batch: job.batch,
                     wait,
-                    error: message.clone(),
+                    error: CallError::from(&error),
                 });
                 self.limits_changed(changes);
                 if let Some((from, to)) = self
@@ -78,7 +83,7 @@ impl<B: LlmBackend, T: Timer> Run<'_, '_, '_, B, T> {
                     self.emit(&RunEvent::ConcurrencyChanged { from, to });
                 }
                 self.breaker.on_neutral();
-                job.last_error = Some(format!("{kind}: {message}"));
+                job.last_error = Some((kind, format!("{kind}: {error}")));
                 self.queue.push_front(job);
             }
             BackendError::UnsupportedFormat(message)
@@ -104,18 +109,13 @@ impl<B: LlmBackend, T: Timer> Run<'_, '_, '_, B, T> {
         self.breaker.on_neutral();
         let kind = error.kind();
         let failure = Failure::Backend {
-            error: kind.to_owned(),
+            error: kind,
             attempts: job.calls,
         };
         if error.is_account_wide() {
             let reason = format!("{kind}: {error}");
             self.fail(job.batch, &job.members, &reason, &failure);
-            self.stop(
-                &reason,
-                &StopCause::AccountWide {
-                    error: kind.to_owned(),
-                },
-            );
+            self.stop(&reason, &StopCause::AccountWide { error: kind });
             return;
         }
         let tries = if job.calls > 1 {
@@ -189,7 +189,7 @@ impl<B: LlmBackend, T: Timer> Run<'_, '_, '_, B, T> {
                         "unsupported_format: the server refused every output format: {message}"
                     ),
                     &Failure::Backend {
-                        error: "unsupported_format".into(),
+                        error: ErrorKind::UnsupportedFormat,
                         attempts: job.calls,
                     },
                 );
@@ -225,7 +225,10 @@ impl<B: LlmBackend, T: Timer> Run<'_, '_, '_, B, T> {
         let kind = error.kind();
         job.failures += 1;
         job.free = false; // whatever is sent again for it is an extra call
-        job.last_error = Some(format!("{kind} after {} attempts: {error}", job.calls));
+        job.last_error = Some((
+            kind,
+            format!("{kind} after {} attempts: {error}", job.calls),
+        ));
         if let Some(after) = error.retry_after().filter(|a| *a > config.max_retry_after) {
             let reason = format!(
                 "{kind}: the server asked to wait {after:?}, more than max_retry_after {:?}: {error}",
@@ -246,7 +249,7 @@ impl<B: LlmBackend, T: Timer> Run<'_, '_, '_, B, T> {
                 batch: job.batch,
                 attempt: job.calls,
                 delay,
-                error: error.to_string(),
+                error: CallError::from(error),
             });
             job.ready_at = Some(super::later(now, delay));
             self.delayed.push(job);
@@ -255,17 +258,21 @@ impl<B: LlmBackend, T: Timer> Run<'_, '_, '_, B, T> {
             self.emit(&RunEvent::Requeued {
                 batch: job.batch,
                 attempts: job.calls,
-                error: error.to_string(),
+                error: CallError::from(error),
             });
             job.failures = 0;
             job.ready_at = None;
             self.queue.push_back(job);
         } else {
-            let reason = job.last_error.clone().unwrap_or_default();
+            let reason = job
+                .last_error
+                .as_ref()
+                .map(|(_, text)| text.clone())
+                .unwrap_or_default();
             let cap = self.budget.cap();
             let failure = Failure::BudgetExhausted {
                 cap,
-                last_error: job.last_error.clone(),
+                last_error: job.last_error.as_ref().map(|(kind, _)| *kind),
             };
             self.fail(
                 job.batch,
@@ -292,6 +299,7 @@ impl<B: LlmBackend, T: Timer> Run<'_, '_, '_, B, T> {
         if self.stop.is_none() {
             tracing::warn!(%reason, "stopping: nothing more is sent");
             self.emit(&RunEvent::Stopped {
+                cause: cause.clone(),
                 reason: reason.to_owned(),
             });
             self.stop = Some((reason.to_owned(), cause.clone()));
@@ -304,7 +312,7 @@ impl<B: LlmBackend, T: Timer> Run<'_, '_, '_, B, T> {
         let last = self
             .queue
             .iter()
-            .find_map(|j| j.last_error.clone())
+            .find_map(|j| j.last_error.as_ref().map(|(_, text)| text.clone()))
             .map(|e| format!("; last: {e}"))
             .unwrap_or_default();
         self.stop(
@@ -320,7 +328,7 @@ impl<B: LlmBackend, T: Timer> Run<'_, '_, '_, B, T> {
         for job in waiting {
             let reason = match &job.last_error {
                 _ if job.calls == 0 => format!("{reason} (not sent: the run stopped)"),
-                Some(own) if !reason.contains(own.as_str()) => {
+                Some((_, own)) if !reason.contains(own.as_str()) => {
                     format!("{reason} (its last error: {own})")
                 }
                 _ => reason.to_owned(),

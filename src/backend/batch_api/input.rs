@@ -3,7 +3,7 @@
 
 use crate::backend::ChatRequest;
 use crate::backend::openai::{MaxTokensField, request_body};
-use crate::error::Error;
+use crate::error::{Error, FormatError};
 use crate::model::Cluster;
 use crate::plan::BatchPlan;
 use crate::run::{RunConfig, render_requests};
@@ -173,18 +173,19 @@ impl BatchInput {
             }
         };
         for &i in indices {
-            let line = self.lines.get(i).ok_or_else(|| {
-                Error::Format(format!(
-                    "request {i} is not in the input ({} requests)",
-                    self.lines.len()
-                ))
+            let line = self.lines.get(i).ok_or(FormatError::NoSuchRequest {
+                index: i,
+                len: self.lines.len(),
             })?;
             let bytes = line.len() + 1;
             if bytes > limits.max_file_bytes {
-                return Err(Error::Format(format!(
-                    "request {i} ({}) is {bytes} bytes, more than a whole Batch API file may hold ({})",
-                    self.custom_ids[i], limits.max_file_bytes
-                )));
+                return Err(FormatError::RequestTooLarge {
+                    index: i,
+                    custom_id: self.custom_ids.get(i).cloned().unwrap_or_default(),
+                    bytes,
+                    limit: limits.max_file_bytes,
+                }
+                .into());
             }
             if requests.len() >= limits.max_requests || jsonl.len() + bytes > limits.max_file_bytes
             {

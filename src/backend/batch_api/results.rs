@@ -358,12 +358,12 @@ pub async fn import_results<'a>(
     results: &BatchResults,
 ) -> Result<DiscoveryReport<'a>, Error> {
     if input.len() != plan.batches.len() || results.outcomes.len() != input.len() {
-        return Err(Error::PlanMismatch(format!(
-            "the Batch API input has {} requests and its results {}, the plan {} batches",
-            input.len(),
-            results.outcomes.len(),
-            plan.batches.len()
-        )));
+        return Err(crate::error::PlanMismatch::BatchCount {
+            batches: plan.batches.len(),
+            requests: input.len(),
+            results: results.outcomes.len(),
+        }
+        .into());
     }
     let mut by_prompt = HashMap::new();
     for ((request, id), outcome) in input

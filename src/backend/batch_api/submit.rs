@@ -11,7 +11,7 @@ use super::event::BatchEvent;
 use super::input::{BatchInput, Shard};
 use super::job::{SubmittedBatch, batch_error};
 use crate::backend::BackendError;
-use crate::error::Error;
+use crate::error::{Error, FormatError};
 use crate::store::BatchRecord;
 use crate::timer::Timer;
 
@@ -222,18 +222,19 @@ impl BatchApiClient {
                     custom_id: String,
                 }
                 let custom_id = serde_json::from_str::<Line>(line)
-                    .map_err(|e| {
-                        Error::Format(format!(
-                            "batch {id}: input file line {}: not a Batch API request: {e}",
-                            n + 1
-                        ))
+                    .map_err(|source| FormatError::NotARequest {
+                        batch_id: id.clone(),
+                        line: n + 1,
+                        source,
                     })?
                     .custom_id;
-                let i = index.get(custom_id.as_str()).ok_or_else(|| {
-                    Error::Format(format!(
-                        "batch {id} holds {custom_id}, which is not a request of this plan: it was submitted for other clusters, concept or settings"
-                    ))
-                })?;
+                let i =
+                    index
+                        .get(custom_id.as_str())
+                        .ok_or_else(|| FormatError::ForeignRequest {
+                            batch_id: id.clone(),
+                            custom_id: custom_id.clone(),
+                        })?;
                 requests.push(*i);
             }
             self.emit(&BatchEvent::Attached {

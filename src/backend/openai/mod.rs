@@ -13,7 +13,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 
 use super::{BackendError, ChatRequest, ChatResponse, LlmBackend};
-use crate::error::Error;
+use crate::error::{Error, SetupError};
 
 mod wire;
 
@@ -162,25 +162,29 @@ impl OpenAiBuilder {
     /// The HTTP client every request of this configuration goes through: auth and extra
     /// headers, timeouts. Checked as [`OpenAiBuilder::build`] says.
     pub(crate) fn http_client(&self) -> Result<reqwest::Client, Error> {
-        let fail = |m: String| Error::Backend(m);
-        let url = reqwest::Url::parse(&self.base_url)
-            .map_err(|e| fail(format!("base URL {:?}: {e}", self.base_url)))?;
+        let url = reqwest::Url::parse(&self.base_url).map_err(|e| SetupError::BaseUrl {
+            url: self.base_url.clone(),
+            source: Box::new(e),
+        })?;
         let keyed_header = self
             .headers
             .iter()
             .any(|(name, _)| name.eq_ignore_ascii_case("api-key"));
         if self.api_key.is_none() && !keyed_header && !is_loopback(&url) {
-            return Err(fail(format!(
-                "no API key for {}: set OPENAI_API_KEY (only a server on loopback may go without)",
-                self.base_url
-            )));
+            return Err(SetupError::NoApiKey {
+                base_url: self.base_url.clone(),
+            }
+            .into());
         }
         let mut headers = HeaderMap::new();
-        let mut add = |name: &str, value: &str, secret: bool| -> Result<(), Error> {
-            let name = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|e| fail(format!("header name {name:?}: {e}")))?;
-            let mut value = HeaderValue::from_str(value)
-                .map_err(|_| fail(format!("header {name}: the value is not valid HTTP")))?;
+        let mut add = |name: &str, value: &str, secret: bool| -> Result<(), SetupError> {
+            let name =
+                HeaderName::from_bytes(name.as_bytes()).map_err(|_| SetupError::HeaderName {
+                    name: name.to_owned(),
+                })?;
+            let mut value = HeaderValue::from_str(value).map_err(|_| SetupError::HeaderValue {
+                name: name.to_string(),
+            })?;
             value.set_sensitive(secret);
             headers.insert(name, value);
             Ok(())
@@ -205,9 +209,9 @@ impl OpenAiBuilder {
         if let Some(timeout) = self.request_timeout {
             client = client.timeout(timeout);
         }
-        client
+        Ok(client
             .build()
-            .map_err(|e| fail(format!("HTTP client: {e}")))
+            .map_err(|e| SetupError::HttpClient(Box::new(e)))?)
     }
 
     /// The base URL, without a trailing `/`.
