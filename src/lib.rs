@@ -23,7 +23,7 @@ pub mod tokens;
 pub use backend::{BackendError, ChatRequest, ChatResponse, LlmBackend};
 pub use config::{BatchingConfig, BatchingConfigBuilder, ConfigError, OverBudget};
 pub use error::{Error, FormatError, PlanMismatch, SetupError};
-pub use model::{Cluster, Extra, Rejection, Video, read_clusters};
+pub use model::{Cluster, Extra, Rejection, ScoreKind, Video, read_clusters};
 pub use patterns::DiscoveryReport;
 pub use plan::{
     Batch, BatchPlan, Batcher, ClusterEntry, ClusterState, InvariantViolation, StateCounts,

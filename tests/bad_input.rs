@@ -3,8 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::panic)]
 
 use dynbatch::{
-    Batcher, BatchingConfig, Cluster, ClusterState, Error, QualityFactors, QualityScorer, Scored,
-    Strategy, StrategyKind, StrategySelector, TokenEstimator, Video,
+    Batcher, BatchingConfig, Cluster, ClusterState, Error, QualityFactors, QualityScorer,
+    Rejection, Scored, Strategy, StrategyKind, StrategySelector, TokenEstimator, Video,
 };
 
 fn good(id: &str) -> Cluster {
@@ -20,11 +20,16 @@ fn good(id: &str) -> Cluster {
     c
 }
 
-fn reason(plan: &dynbatch::BatchPlan<'_>, i: usize) -> String {
+fn rejection(plan: &dynbatch::BatchPlan<'_>, i: usize) -> Rejection {
     match &plan.clusters[i].state {
-        ClusterState::Rejected { reason } => reason.to_string(),
+        ClusterState::Rejected { rejection } => rejection.clone(),
         other => panic!("cluster {i} is {other:?}, not rejected"),
     }
+}
+
+/// The text people read, as the README's "Bad input" documents it.
+fn reason(plan: &dynbatch::BatchPlan<'_>, i: usize) -> String {
+    rejection(plan, i).to_string()
 }
 
 fn plan_one(bad: Cluster) -> dynbatch::BatchPlan<'static> {
@@ -226,4 +231,78 @@ fn json_with_a_negative_size_is_a_parse_error_naming_the_place() {
     let err = serde_json::from_str::<Vec<Cluster>>(json).unwrap_err();
     assert!(err.to_string().contains("-3"), "{err}");
     assert!(err.line() >= 1);
+}
+
+/// Each rejection is a variant with its data, matched without reading text; in JSON it has
+/// its rule, data and reason, and reads back as it was (a non-finite score as `null`).
+#[test]
+fn each_rejection_is_a_variant_with_its_data() {
+    #[derive(Debug)]
+    struct Inf;
+    impl QualityScorer for Inf {
+        fn quality(&self, c: &Cluster) -> f64 {
+            if c.id == "inf-score" {
+                f64::INFINITY
+            } else {
+                0.9
+            }
+        }
+    }
+    let mut input = vec![good("ok")];
+    let mut c = good("nan");
+    c.avg_performance = f64::NAN;
+    input.push(c);
+    let mut c = good("neg");
+    c.videos[1].performance_ratio = -2.5;
+    input.push(c);
+    input.push(good("  "));
+    input.push(good("ok"));
+    let mut c = good("none");
+    c.videos.clear();
+    input.push(c);
+    let mut c = good("small");
+    c.size = 1;
+    input.push(c);
+    let mut c = good("title");
+    c.videos[0].title = " ".into();
+    input.push(c);
+    input.push(good("inf-score"));
+    let plan = Batcher::default().with_scorer(Inf).plan(&input).unwrap();
+    let expected = [
+        Rejection::NonFinite {
+            field: "avg_performance".into(),
+        },
+        Rejection::Negative {
+            field: "videos[1].performance_ratio".into(),
+            value: -2.5,
+        },
+        Rejection::EmptyId,
+        Rejection::DuplicateId { first_index: 0 },
+        Rejection::NoVideos,
+        Rejection::SizeBelowVideoCount { size: 1, videos: 2 },
+        Rejection::EmptyTitle { video: 0 },
+        Rejection::ScorerOutput {
+            what: dynbatch::model::ScoreKind::Quality,
+            value: f64::INFINITY,
+        },
+    ];
+    for (i, want) in expected.iter().enumerate() {
+        let got = rejection(&plan, i + 1);
+        assert_eq!(&got, want, "cluster {}", i + 1);
+        let json = serde_json::to_value(&plan.clusters[i + 1].state).unwrap();
+        assert_eq!(json["status"], "rejected");
+        assert_eq!(json["rejection"]["rule"], got.rule());
+        assert_eq!(json["rejection"]["reason"], got.to_string());
+        let back: ClusterState<'_> = serde_json::from_value(json).unwrap();
+        match back {
+            ClusterState::Rejected {
+                rejection: Rejection::ScorerOutput { what, value },
+            } => {
+                assert_eq!(what, dynbatch::model::ScoreKind::Quality);
+                assert!(value.is_nan(), "null reads back as NaN");
+            }
+            ClusterState::Rejected { rejection } => assert_eq!(&rejection, want),
+            other => panic!("{other:?}"),
+        }
+    }
 }

@@ -34,7 +34,8 @@ proptest! {
             prop_assert_eq!(&entry.id, &cluster.id);
             match &entry.state {
                 ClusterState::Batched { batch } => prop_assert_eq!(seen.get(entry.id.as_ref()), Some(batch)),
-                ClusterState::Rejected { reason } | ClusterState::Deferred { reason }
+                ClusterState::Rejected { rejection } => prop_assert!(!rejection.to_string().is_empty()),
+                ClusterState::Deferred { reason }
                 | ClusterState::BelowThreshold { reason } => prop_assert!(!reason.is_empty()),
             }
         }

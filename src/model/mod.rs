@@ -9,10 +9,12 @@ use serde::{Deserialize, Deserializer, Serialize, de};
 
 mod extra;
 mod read;
+mod rejection;
 
 pub use extra::Extra;
 use extra::ExtraBuilder;
 pub use read::{ReadError, read_clusters};
+pub use rejection::{Rejection, ScoreKind};
 
 /// One video of a cluster: its title and how well it performed against its channel's baseline.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -148,79 +150,6 @@ pub(crate) fn mean(values: impl ExactSizeIterator<Item = f64>) -> Option<f64> {
     }
     #[allow(clippy::cast_precision_loss)] // video counts are far below 2^52
     Some(values.sum::<f64>() / n as f64)
-}
-
-/// Why a cluster was rejected as invalid. Its `Display` is the `reason` shown in a plan.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub enum Rejection {
-    /// `id` is empty or only white space.
-    EmptyId,
-    /// Another cluster earlier in the input has the same id; the first one wins.
-    DuplicateId {
-        /// Input index of the first cluster with this id.
-        first_index: usize,
-    },
-    /// `videos` is empty: there is nothing to analyse.
-    NoVideos,
-    /// `size` is smaller than the number of videos given.
-    SizeBelowVideoCount {
-        /// The cluster's `size`.
-        size: u32,
-        /// The number of entries in `videos`.
-        videos: usize,
-    },
-    /// A number is NaN or infinite.
-    NonFinite {
-        /// Where, e.g. `avg_performance` or `videos[2].performance_ratio`.
-        field: String,
-    },
-    /// A number that must not be negative is.
-    Negative {
-        /// Where, e.g. `avg_performance` or `videos[2].performance_ratio`.
-        field: String,
-        /// The value found.
-        value: f64,
-    },
-    /// A video's title is empty or only white space.
-    EmptyTitle {
-        /// Index of the video in `videos`.
-        video: usize,
-    },
-    /// A plug-in scorer returned a quality or priority that is not a finite number.
-    ScorerOutput {
-        /// `"quality"` or `"priority"`.
-        what: &'static str,
-        /// The value returned.
-        value: f64,
-    },
-}
-
-impl fmt::Display for Rejection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::EmptyId => f.write_str("id is empty"),
-            Self::DuplicateId { first_index } => {
-                write!(
-                    f,
-                    "duplicate id: the cluster at input index {first_index} has it first"
-                )
-            }
-            Self::NoVideos => f.write_str("videos is empty: nothing to analyse"),
-            Self::SizeBelowVideoCount { size, videos } => {
-                write!(f, "size {size} is smaller than the {videos} videos given")
-            }
-            Self::NonFinite { field } => write!(f, "{field} is not a finite number"),
-            Self::Negative { field, value } => write!(f, "{field} is negative ({value})"),
-            Self::EmptyTitle { video } => write!(f, "videos[{video}].title is empty"),
-            Self::ScorerOutput { what, value } => {
-                write!(
-                    f,
-                    "the quality scorer returned a non-finite {what} ({value})"
-                )
-            }
-        }
-    }
 }
 
 // Deserialization by hand rather than derived: `#[serde(flatten)]` (for `extra`) makes serde

@@ -4,7 +4,7 @@ use std::borrow::Cow;
 
 use crate::config::BatchingConfig;
 use crate::error::Error;
-use crate::model::{Cluster, Rejection};
+use crate::model::{Cluster, Rejection, ScoreKind};
 use crate::quality::{QualityScorer, Scored, SpecQualityScorer};
 use crate::strategy::{SpecStrategySelector, StrategySelector};
 use crate::tokens::{SpecTokenEstimator, TokenEstimator};
@@ -142,9 +142,7 @@ impl<Q: QualityScorer, T: TokenEstimator, S: StrategySelector> Batcher<Q, T, S> 
             };
             match self.score(index, cluster, first[index]) {
                 Err(rejection) => {
-                    entry.state = ClusterState::Rejected {
-                        reason: Cow::Owned(rejection.to_string()),
-                    };
+                    entry.state = ClusterState::Rejected { rejection };
                 }
                 Ok(scored) => {
                     entry.quality = Some(scored.quality);
@@ -223,14 +221,14 @@ impl<Q: QualityScorer, T: TokenEstimator, S: StrategySelector> Batcher<Q, T, S> 
         let quality = self.scorer.quality(cluster);
         if !quality.is_finite() {
             return Err(Rejection::ScorerOutput {
-                what: "quality",
+                what: ScoreKind::Quality,
                 value: quality,
             });
         }
         let priority = self.scorer.priority(cluster, quality);
         if !priority.is_finite() {
             return Err(Rejection::ScorerOutput {
-                what: "priority",
+                what: ScoreKind::Priority,
                 value: priority,
             });
         }

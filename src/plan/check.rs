@@ -115,9 +115,9 @@ impl BatchPlan<'_> {
                         ClusterState::Deferred { reason } => ClusterState::Deferred {
                             reason: owned(reason),
                         },
-                        ClusterState::Rejected { reason } => ClusterState::Rejected {
-                            reason: owned(reason),
-                        },
+                        ClusterState::Rejected { rejection } => {
+                            ClusterState::Rejected { rejection }
+                        }
                     },
                     quality: e.quality,
                     priority: e.priority,

@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 
+use crate::model::Rejection;
 use serde::{Deserialize, Serialize};
 
 use crate::strategy::Strategy;
@@ -65,7 +66,7 @@ pub struct ClusterEntry<'a> {
 }
 
 /// The state of a cluster in a plan. In JSON, `"status"` plus `"batch"` or `"reason"`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum ClusterState<'a> {
     /// In `batches[batch]`.
@@ -85,8 +86,8 @@ pub enum ClusterState<'a> {
     },
     /// Invalid input.
     Rejected {
-        /// What is wrong and where (the [`Rejection`](crate::Rejection)'s text).
-        reason: Cow<'a, str>,
+        /// What is wrong and where; its `Display` is the text for people.
+        rejection: Rejection,
     },
 }
 
