@@ -132,10 +132,12 @@ fn bench(c: &mut Criterion) {
             .build()
             .unwrap_or_else(|e| panic!("{e}"));
         let batcher = Batcher::new(config);
-        let runner = Runner::new(MockBackend::new(), TokioTimer).with_config(RunConfig {
-            concurrency: 16,
-            ..RunConfig::default()
-        });
+        let runner = Runner::new(MockBackend::new(), TokioTimer).with_config(
+            RunConfig::builder()
+                .concurrency(16)
+                .build()
+                .unwrap_or_else(|e| panic!("{e}")),
+        );
         group.bench_with_input(BenchmarkId::from_parameter(n), &input, |b, input| {
             b.iter(|| {
                 let report = rt

@@ -59,7 +59,7 @@ fn bench(c: &mut Criterion) {
         .max_batch_size(3)
         .max_total_calls(BATCHES)
         .build()
-        .unwrap_or_default();
+        .unwrap_or_else(|e| panic!("{e}"));
     let plan = Batcher::new(config)
         .plan(&input)
         .unwrap_or_else(|e| panic!("plan: {e}"));
@@ -75,10 +75,12 @@ fn bench(c: &mut Criterion) {
             MockBackend::new().with_latency(LATENCY, TokioTimer),
             TokioTimer,
         )
-        .with_config(RunConfig {
-            concurrency,
-            ..RunConfig::default()
-        });
+        .with_config(
+            RunConfig::builder()
+                .concurrency(concurrency)
+                .build()
+                .unwrap_or_else(|e| panic!("{e}")),
+        );
         group.bench_with_input(
             BenchmarkId::new("concurrency", concurrency),
             &concurrency,
@@ -108,7 +110,7 @@ fn bench_pacing(c: &mut Criterion) {
         .max_batch_size(1)
         .max_total_calls(PACED_CALLS)
         .build()
-        .unwrap_or_default();
+        .unwrap_or_else(|e| panic!("{e}"));
     let plan = Batcher::new(config)
         .plan(&input)
         .unwrap_or_else(|e| panic!("plan: {e}"));
@@ -134,10 +136,12 @@ fn bench_pacing(c: &mut Criterion) {
                 let mock = MockBackend::new()
                     .with_latency(PACED_LATENCY, TokioTimer)
                     .with_rate_limit(limit, TokioTimer);
-                let runner = Runner::new(mock, TokioTimer).with_config(RunConfig {
-                    concurrency: 16,
-                    ..RunConfig::default()
-                });
+                let runner = Runner::new(mock, TokioTimer).with_config(
+                    RunConfig::builder()
+                        .concurrency(16)
+                        .build()
+                        .unwrap_or_else(|e| panic!("{e}")),
+                );
                 let report = runner
                     .run(plan.clone(), &input, "hobbies")
                     .await

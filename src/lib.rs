@@ -29,7 +29,7 @@ pub use plan::{
     Batch, BatchPlan, Batcher, ClusterEntry, ClusterState, InvariantViolation, StateCounts,
 };
 pub use quality::{QualityFactors, QualityScorer, Scored, SpecQualityScorer};
-pub use run::{RunConfig, RunEvent, Runner};
+pub use run::{RunConfig, RunConfigBuilder, RunEvent, Runner};
 pub use strategy::{
     PatternRange, SpecStrategySelector, Strategy, StrategyError, StrategyKind, StrategySelector,
 };

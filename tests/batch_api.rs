@@ -65,7 +65,7 @@ async fn export_then_import_gives_the_runners_report() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(lines.len(), n);
-    let requests = render_requests(&plan, &input, "home espresso", &config.request).unwrap();
+    let requests = render_requests(&plan, &input, "home espresso", config.request()).unwrap();
     for (i, line) in lines.iter().enumerate() {
         assert_eq!(line["custom_id"], custom_id(&plan, i));
         assert_eq!(line["method"], "POST");
@@ -204,11 +204,11 @@ async fn import_never_waits_or_stops_on_a_lines_status() {
     let input = bundled();
     let plan = Batcher::default().plan(&input).unwrap();
     let n = plan.batches.len();
-    let config = RunConfig {
-        requests_per_minute: Some(1),
-        tokens_per_minute: Some(1),
-        ..RunConfig::default()
-    };
+    let config = RunConfig::builder()
+        .requests_per_minute(Some(1))
+        .tokens_per_minute(Some(1))
+        .build()
+        .unwrap();
     let status_line = |b: usize, status: u16| {
         json!({"id": "batch_req_1", "custom_id": custom_id(&plan, b), "response": {"status_code": status,
                "request_id": "req_1", "body": {"error": {"message": "no", "type": "requests"}}}, "error": null})

@@ -123,7 +123,7 @@ async fn the_whole_flow_uploads_creates_polls_downloads_and_reports() {
     // Costs at batch prices, and the calls are the lines the files held.
     assert_eq!(run.report.usage.price_tier, PriceTier::Batch);
     let live = RunConfig::default()
-        .prices
+        .prices()
         .cost(
             "gpt-4o-mini",
             run.report.usage.prompt_tokens,

@@ -83,10 +83,7 @@ async fn each_failure_is_a_variant_with_its_data() {
     }
 
     // Transient errors until the extra-call budget is gone.
-    let tight = RunConfig {
-        max_extra_calls: 2,
-        ..RunConfig::default()
-    };
+    let tight = RunConfig::builder().max_extra_calls(2).build().unwrap();
     match failure(vec![MockStep::ServerError; 10], tight).await {
         Failure::BudgetExhausted { cap, last_error } => {
             assert_eq!(cap, 2);
@@ -106,10 +103,10 @@ async fn each_failure_is_a_variant_with_its_data() {
     );
 
     // A rate limit that outlasts the patience stops the run.
-    let patience = RunConfig {
-        rate_limit_patience: Duration::from_secs(30),
-        ..RunConfig::default()
-    };
+    let patience = RunConfig::builder()
+        .rate_limit_patience(Duration::from_secs(30))
+        .build()
+        .unwrap();
     assert_eq!(
         failure(
             vec![MockStep::RateLimited(Some(Duration::from_secs(60))); 3],
@@ -123,16 +120,16 @@ async fn each_failure_is_a_variant_with_its_data() {
     );
 
     // Too big for the context window, alone.
-    let small = RunConfig {
-        request: dynbatch::prompt::RequestSettings {
+    let small = RunConfig::builder()
+        .request(dynbatch::prompt::RequestSettings {
             model_limits: Some(dynbatch::prompt::ModelLimits {
                 context_window: 100,
                 max_output_tokens: 50,
             }),
             ..dynbatch::prompt::RequestSettings::default()
-        },
-        ..RunConfig::default()
-    };
+        })
+        .build()
+        .unwrap();
     assert_eq!(failure(vec![], small).await, Failure::TooBigToSend);
 }
 
@@ -154,10 +151,8 @@ async fn an_interrupt_is_a_stop_of_its_own() {
     let plan = Batcher::new(config).plan(&input).unwrap();
     assert_eq!(plan.batches.len(), 4);
     let mock = MockBackend::new().with_latency(Duration::from_secs(1), TokioTimer);
-    let runner = Runner::new(mock, TokioTimer).with_config(RunConfig {
-        concurrency: 1,
-        ..RunConfig::default()
-    });
+    let runner = Runner::new(mock, TokioTimer)
+        .with_config(RunConfig::builder().concurrency(1).build().unwrap());
     let report = runner.run_until(plan, &input, "x", async {}).await.unwrap();
     report.check_accounting().unwrap();
     let stopped = report
@@ -174,46 +169,57 @@ async fn an_interrupt_is_a_stop_of_its_own() {
     assert_eq!(stopped, 3, "{:?}", report.outcomes);
 }
 
+/// An invalid `RunConfig` cannot be made: the builder and serde both refuse it, naming the
+/// field; what they accept, the runner runs.
 #[tokio::test]
 async fn an_invalid_run_config_is_an_error_naming_the_field() {
     let input = one();
-    for (config, field) in [
+    for (built, json, field) in [
         (
-            RunConfig {
-                concurrency: 0,
-                ..RunConfig::default()
-            },
+            RunConfig::builder().concurrency(0).build(),
+            r#"{"concurrency": 0}"#,
             "concurrency",
         ),
         (
-            RunConfig {
-                requests_per_minute: Some(0),
-                ..RunConfig::default()
-            },
+            RunConfig::builder().requests_per_minute(Some(0)).build(),
+            r#"{"requests_per_minute": 0}"#,
             "requests_per_minute",
         ),
         (
-            RunConfig {
-                merge_similarity: 1.5,
-                ..RunConfig::default()
-            },
+            RunConfig::builder().merge_similarity(1.5).build(),
+            r#"{"merge_similarity": 1.5}"#,
             "merge_similarity",
         ),
         (
-            RunConfig {
-                request_timeout: Duration::ZERO,
-                ..RunConfig::default()
-            },
+            RunConfig::builder().request_timeout(Duration::ZERO).build(),
+            r#"{"request_timeout": {"secs": 0, "nanos": 0}}"#,
             "request_timeout",
         ),
+        (
+            RunConfig::builder()
+                .base_delay(Duration::from_secs(9))
+                .build(),
+            r#"{"base_delay": {"secs": 9, "nanos": 0}}"#,
+            "base_delay",
+        ),
     ] {
-        let runner = Runner::new(MockBackend::new(), TokioTimer).with_config(config);
-        match Batcher::default().discover(&input, "x", &runner).await {
-            Err(dynbatch::Error::Config(e)) => assert_eq!(e.field, field),
-            other => panic!("{field}: {other:?}"),
-        }
+        assert_eq!(built.unwrap_err().field, field);
+        let err = serde_json::from_str::<RunConfig>(json).unwrap_err();
+        assert!(err.to_string().contains(field), "{field}: {err}");
     }
-    assert!(RunConfig::default().validate().is_ok());
+    assert!(serde_json::from_str::<RunConfig>(r#"{"concurency": 2}"#).is_err());
+    let config: RunConfig = serde_json::from_str(r#"{"concurrency": 2}"#).unwrap();
+    assert_eq!(config.concurrency(), 2);
+    assert_eq!(
+        serde_json::from_str::<RunConfig>(&serde_json::to_string(&config).unwrap()).unwrap(),
+        config
+    );
+    let runner = Runner::new(MockBackend::new(), TokioTimer).with_config(config);
+    let report = Batcher::default()
+        .discover(&input, "x", &runner)
+        .await
+        .unwrap();
+    assert_eq!(report.outcome_counts(), (1, 0));
 }
 
 /// Events carry the same typed data as outcomes: the error's class and the server's delay on
@@ -234,10 +240,7 @@ async fn events_carry_typed_errors() {
     let events = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&events);
     let runner = Runner::new(mock, TokioTimer)
-        .with_config(RunConfig {
-            concurrency: 1,
-            ..RunConfig::default()
-        })
+        .with_config(RunConfig::builder().concurrency(1).build().unwrap())
         .on_event(move |e| sink.lock().unwrap().push(e.clone()));
     let report = Batcher::default()
         .discover(&input, "x", &runner)

@@ -38,18 +38,18 @@ fn one_per_batch(n: usize) -> (Vec<Cluster>, BatchPlan<'static>) {
 fn config(concurrency: usize) -> RunConfig {
     // Budgets and patience that never bind: what a resume changes is what is paid, and a
     // binding budget or patience would end the two runs at different points.
-    RunConfig {
-        concurrency,
-        max_extra_calls: 1_000,
-        rate_limit_patience: Duration::from_secs(86_400),
+    RunConfig::builder()
+        .concurrency(concurrency)
+        .max_extra_calls(1_000)
+        .rate_limit_patience(Duration::from_secs(86_400))
         // A fixed output mode: full concurrency from the first request (`Auto` sends one
         // request alone until the server has taken a mode), so the drop lands where counted.
-        request: dynbatch::prompt::RequestSettings {
+        .request(dynbatch::prompt::RequestSettings {
             output: dynbatch::prompt::OutputMode::JsonObject,
             ..dynbatch::prompt::RequestSettings::default()
-        },
-        ..RunConfig::default()
-    }
+        })
+        .build()
+        .unwrap()
 }
 
 /// What must not depend on interruptions: each cluster's state and reason, the patterns, the
@@ -137,10 +137,14 @@ async fn a_changed_request_is_never_served_a_stale_answer() {
         .unwrap();
     let n = mock.calls();
     // Another concept, another model, another output cap: every request is new.
-    let mut other_model = RunConfig::default();
-    other_model.request.model = "gpt-4o".into();
-    let mut other_cap = RunConfig::default();
-    other_cap.request.max_tokens_cap = 299;
+    let other_model = RunConfig::builder()
+        .request_with(|r| r.model = "gpt-4o".into())
+        .build()
+        .unwrap();
+    let other_cap = RunConfig::builder()
+        .request_with(|r| r.max_tokens_cap = 299)
+        .build()
+        .unwrap();
     for (config, concept) in [
         (RunConfig::default(), "y"),
         (other_model, "x"),

@@ -252,11 +252,11 @@ async fn server_errors_until_the_extra_call_budget_runs_out() {
         .await;
     let timer = RecordingTimer::default();
     let input = clusters(3);
-    let config = RunConfig {
-        max_extra_calls: 4,
-        breaker_threshold: 100,
-        ..RunConfig::default()
-    };
+    let config = RunConfig::builder()
+        .max_extra_calls(4)
+        .breaker_threshold(100)
+        .build()
+        .unwrap();
     let runner = Runner::new(backend(&server), timer.clone()).with_config(config);
     let report = Batcher::default()
         .discover(&input, "x", &runner)

@@ -199,10 +199,8 @@ async fn a_run_over_http_is_paced_by_the_limit_the_server_reports() {
         .max_total_calls(64)
         .build()
         .unwrap();
-    let runner = Runner::new(backend(&server), TokioTimer).with_config(RunConfig {
-        concurrency: 16,
-        ..RunConfig::default()
-    });
+    let runner = Runner::new(backend(&server), TokioTimer)
+        .with_config(RunConfig::builder().concurrency(16).build().unwrap());
     let start = Instant::now();
     let report = Batcher::new(config)
         .discover(&clusters, "x", &runner)

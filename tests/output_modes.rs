@@ -238,10 +238,12 @@ async fn auto_falls_back_once_per_run_down_to_plain_text() {
             let events = Arc::new(Mutex::new(Vec::new()));
             let sink = Arc::clone(&events);
             let report = Runner::new(backend(&server), TokioTimer)
-                .with_config(RunConfig {
-                    concurrency,
-                    ..RunConfig::default()
-                })
+                .with_config(
+                    RunConfig::builder()
+                        .concurrency(concurrency)
+                        .build()
+                        .unwrap(),
+                )
                 .on_event(move |e| {
                     if let RunEvent::OutputModeChanged { from, to, .. } = e {
                         sink.lock().unwrap().push((*from, *to));
@@ -297,13 +299,13 @@ async fn an_explicit_mode_that_is_refused_fails_with_the_reason() {
     let clusters = bundled();
     let plan = Batcher::default().plan(&clusters).unwrap();
     let planned = plan.batches.len();
-    let config = RunConfig {
-        request: RequestSettings {
+    let config = RunConfig::builder()
+        .request(RequestSettings {
             output: OutputMode::StrictSchema,
             ..RequestSettings::default()
-        },
-        ..RunConfig::default()
-    };
+        })
+        .build()
+        .unwrap();
     let report = Runner::new(backend(&server), TokioTimer)
         .with_config(config)
         .run(plan, &clusters, "home espresso")

@@ -90,10 +90,7 @@ async fn paced(limit: MockRateLimit, config: RunConfig) -> (Outcome, f64) {
     let mock = MockBackend::new()
         .with_latency(LATENCY, TokioTimer)
         .with_rate_limit(limit, TokioTimer);
-    let config = RunConfig {
-        concurrency: 16,
-        ..config
-    };
+    let config = config.to_builder().concurrency(16).build().unwrap();
     let out = run(&clusters, plan, &mock, config).await;
     assert_eq!(out.report.outcome_counts(), (301, 0), "no cluster lost");
     assert_eq!(out.report.usage.extra_calls, 0, "429s spend no extra call");
@@ -137,10 +134,10 @@ async fn learnt_from_headers_the_pace_is_within_10_percent_of_the_least_time() {
 
 #[tokio::test(start_paused = true)]
 async fn told_the_limit_the_pace_is_within_10_percent_and_draws_no_429() {
-    let config = RunConfig {
-        requests_per_minute: Some(120),
-        ..RunConfig::default()
-    };
+    let config = RunConfig::builder()
+        .requests_per_minute(Some(120))
+        .build()
+        .unwrap();
     let limit = MockRateLimit::requests_per_minute(120)
         .with_headers(false)
         .with_retry_after(false);
@@ -182,10 +179,7 @@ async fn a_tokens_per_minute_limit_is_learnt_and_kept() {
     let mock = MockBackend::new()
         .with_latency(LATENCY, TokioTimer)
         .with_rate_limit(MockRateLimit::tokens_per_minute(6_000), TokioTimer);
-    let config = RunConfig {
-        concurrency: 8,
-        ..RunConfig::default()
-    };
+    let config = RunConfig::builder().concurrency(8).build().unwrap();
     let out = run(&clusters, plan, &mock, config).await;
     assert_eq!(out.report.outcome_counts(), (60, 0));
     let u = &out.report.usage;
@@ -221,10 +215,7 @@ async fn a_burst_of_server_errors_at_the_start_loses_nothing() {
     let mock = MockBackend::scripted(script)
         .then_answer()
         .with_latency(LATENCY, TokioTimer);
-    let config = RunConfig {
-        concurrency: 16,
-        ..RunConfig::default()
-    };
+    let config = RunConfig::builder().concurrency(16).build().unwrap();
     let out = run(&clusters, plan, &mock, config).await;
     assert_eq!(out.report.outcome_counts(), (40, 0));
     let u = &out.report.usage;
@@ -250,11 +241,11 @@ async fn a_long_outage_pauses_and_probes_instead_of_burning_every_retry() {
     let mock = MockBackend::scripted(vec![MockStep::ServerError; 40])
         .then_answer()
         .with_latency(LATENCY, TokioTimer);
-    let config = RunConfig {
-        concurrency: 16,
-        max_extra_calls: 40,
-        ..RunConfig::default()
-    };
+    let config = RunConfig::builder()
+        .concurrency(16)
+        .max_extra_calls(40)
+        .build()
+        .unwrap();
     let out = run(&clusters, plan, &mock, config).await;
     assert_eq!(out.report.outcome_counts(), (20, 0));
     // At most 16 went before the first failures came back; after that, one probe at a time.
@@ -276,15 +267,15 @@ async fn account_wide_errors_stop_all_sending() {
         let (clusters, batching) = one_per_batch(40);
         let plan = plan(&clusters, &batching);
         let mock = MockBackend::scripted(vec![step; 40]).with_latency(LATENCY, TokioTimer);
-        let config = RunConfig {
-            concurrency: 4,
+        let config = RunConfig::builder()
+            .concurrency(4)
             // Four in flight from the first request (`Auto` would send one alone first).
-            request: dynbatch::prompt::RequestSettings {
+            .request(dynbatch::prompt::RequestSettings {
                 output: dynbatch::prompt::OutputMode::JsonObject,
                 ..dynbatch::prompt::RequestSettings::default()
-            },
-            ..RunConfig::default()
-        };
+            })
+            .build()
+            .unwrap();
         let out = run(&clusters, plan, &mock, config).await;
         assert_eq!(out.report.outcome_counts(), (0, 40));
         // Only what was in flight when the first answer came.
@@ -311,11 +302,11 @@ async fn a_rate_limit_that_never_lifts_ends_after_the_patience() {
         MockStep::RateLimited(Some(Duration::from_secs(1)));
         1000
     ]);
-    let config = RunConfig {
-        rate_limit_patience: Duration::from_secs(30),
-        max_extra_calls: 0,
-        ..RunConfig::default()
-    };
+    let config = RunConfig::builder()
+        .rate_limit_patience(Duration::from_secs(30))
+        .max_extra_calls(0)
+        .build()
+        .unwrap();
     let out = run(&clusters, plan, &mock, config).await;
     assert_eq!(out.report.outcome_counts(), (0, 10));
     assert!(
@@ -337,10 +328,7 @@ async fn one_request_waiting_out_a_long_retry_after_blocks_no_other() {
     let mock = MockBackend::scripted([MockStep::Unavailable(Some(Duration::from_secs(60)))])
         .then_answer()
         .with_latency(LATENCY, TokioTimer);
-    let config = RunConfig {
-        concurrency: 2,
-        ..RunConfig::default()
-    };
+    let config = RunConfig::builder().concurrency(2).build().unwrap();
     let events = Arc::new(Mutex::new(Vec::new()));
     let sink = events.clone();
     let start = Instant::now();
@@ -401,12 +389,12 @@ proptest::proptest! {
         // Patience long enough for any script: the property is about what a 429 is while it
         // lasts (a long streak of 429s narrows the inferred limit, and the patience, 10
         // minutes by default, then ends the wait: `a_rate_limit_that_never_lifts_…`).
-        let config = RunConfig {
-            concurrency,
-            max_extra_calls: 0,
-            rate_limit_patience: Duration::from_secs(86_400),
-            ..RunConfig::default()
-        };
+        let config = RunConfig::builder()
+.concurrency(concurrency)
+.max_extra_calls(0)
+.rate_limit_patience(Duration::from_secs(86_400))
+.build()
+.unwrap();
         let out = runtime.block_on(run(&clusters, plan, &mock, config));
         let u = &out.report.usage;
         // Every cluster succeeds: a 429 is never a failure while the patience lasts.
@@ -430,13 +418,13 @@ async fn absurd_waits_from_a_server_or_a_config_never_panic() {
     ] {
         let plan = plan(&clusters, &batching);
         let mock = MockBackend::scripted([step.clone()]).then_answer();
-        let config = RunConfig {
-            base_delay: Duration::MAX,
-            max_delay: Duration::MAX,
-            max_retry_after: Duration::MAX,
-            rate_limit_patience: Duration::from_secs(60),
-            ..RunConfig::default()
-        };
+        let config = RunConfig::builder()
+            .base_delay(Duration::MAX)
+            .max_delay(Duration::MAX)
+            .max_retry_after(Duration::MAX)
+            .rate_limit_patience(Duration::from_secs(60))
+            .build()
+            .unwrap();
         let report = tokio::time::timeout(
             Duration::from_secs(200_000),
             run(&clusters, plan, &mock, config),
@@ -465,10 +453,7 @@ async fn with_slow_answers_the_pace_still_holds() {
         let mock = MockBackend::new()
             .with_latency(latency, TokioTimer)
             .with_rate_limit(limit, TokioTimer);
-        let config = RunConfig {
-            concurrency: 16,
-            ..RunConfig::default()
-        };
+        let config = RunConfig::builder().concurrency(16).build().unwrap();
         let out = run(&clusters, plan, &mock, config).await;
         assert_eq!(out.report.outcome_counts(), (301, 0));
         let least = least_time(301, 120).checked_sub(LATENCY).unwrap() + latency;

@@ -44,10 +44,10 @@ async fn whole_pipeline_against_a_real_server() {
         .request_timeout(Duration::from_secs(600))
         .build()
         .unwrap();
-    let config = RunConfig {
-        concurrency: 2,
-        request_timeout: Duration::from_secs(600),
-        request: RequestSettings {
+    let config = RunConfig::builder()
+        .concurrency(2)
+        .request_timeout(Duration::from_secs(600))
+        .request(RequestSettings {
             // The server runs with a 4096-token context.
             model_limits: Some(ModelLimits {
                 context_window: 4096,
@@ -60,9 +60,9 @@ async fn whole_pipeline_against_a_real_server() {
                 _ => OutputMode::JsonObject,
             },
             ..RequestSettings::default()
-        },
-        ..RunConfig::default()
-    };
+        })
+        .build()
+        .unwrap();
     let runner = Runner::new(backend, TokioTimer).with_config(config);
     let report = Batcher::default()
         .discover(&input, "home espresso", &runner)

@@ -238,10 +238,7 @@ async fn server_errors_beyond_the_retries_requeue_the_batch_and_lose_nothing() {
         MockStep::ServerError,
     ])
     .then_answer();
-    let config = RunConfig {
-        concurrency: 1,
-        ..RunConfig::default()
-    };
+    let config = RunConfig::builder().concurrency(1).build().unwrap();
     let start = Instant::now();
     let report = discover(&input, &mock, config).await;
     assert_eq!(report.outcome_counts(), (9, 0));
@@ -344,12 +341,12 @@ async fn a_rate_limit_wait_beyond_the_patience_fails_without_sleeping() {
 async fn slow_backend_times_out_and_is_retried() {
     let input = clusters(3);
     let mock = MockBackend::new().with_latency(Duration::from_secs(90), TokioTimer);
-    let config = RunConfig {
-        request_timeout: Duration::from_secs(30),
-        max_retries: 1,
-        max_extra_calls: 1,
-        ..RunConfig::default()
-    };
+    let config = RunConfig::builder()
+        .request_timeout(Duration::from_secs(30))
+        .max_retries(1)
+        .max_extra_calls(1)
+        .build()
+        .unwrap();
     let start = Instant::now();
     let report = discover(&input, &mock, config).await;
     assert_eq!(report.outcome_counts(), (0, 3));
@@ -481,11 +478,11 @@ async fn the_extra_call_cap_is_respected_and_reported() {
         MockStep::ServerError,
     ])
     .then_answer();
-    let config = RunConfig {
-        max_extra_calls: 1,
-        concurrency: 1,
-        ..RunConfig::default()
-    };
+    let config = RunConfig::builder()
+        .max_extra_calls(1)
+        .concurrency(1)
+        .build()
+        .unwrap();
     let report = discover(&input, &mock, config).await;
     assert_eq!(report.usage.extra_calls, 1);
     assert!(report.outcomes.iter().any(|o| {
@@ -504,15 +501,15 @@ async fn concurrency_bounds_requests_in_flight_and_keeps_plan_order() {
     let start = Instant::now();
     let report = runner(
         &mock,
-        RunConfig {
-            concurrency: 2,
+        RunConfig::builder()
+            .concurrency(2)
             // Two in flight from the first request (`Auto` would send one alone first).
-            request: dynbatch::prompt::RequestSettings {
+            .request(dynbatch::prompt::RequestSettings {
                 output: dynbatch::prompt::OutputMode::JsonObject,
                 ..dynbatch::prompt::RequestSettings::default()
-            },
-            ..RunConfig::default()
-        },
+            })
+            .build()
+            .unwrap(),
     )
     .run(plan, &input, "x")
     .await
@@ -534,13 +531,7 @@ async fn concurrency_bounds_requests_in_flight_and_keeps_plan_order() {
 async fn dropping_the_future_starts_no_new_request() {
     let input = nine();
     let mock = MockBackend::new().with_latency(Duration::from_secs(10), TokioTimer);
-    let runner = runner(
-        &mock,
-        RunConfig {
-            concurrency: 1,
-            ..RunConfig::default()
-        },
-    );
+    let runner = runner(&mock, RunConfig::builder().concurrency(1).build().unwrap());
     let batcher = Batcher::default();
     let run = batcher.discover(&input, "x", &runner);
     assert!(
@@ -594,15 +585,17 @@ async fn requests_too_big_for_the_context_window_are_split_before_any_call() {
     use dynbatch::prompt::{ModelLimits, RequestSettings};
     // One THOROUGH batch of 3 clusters at 400 estimated tokens each, max_tokens 300 each.
     let input = clusters(3);
-    let limits = |context_window| RunConfig {
-        request: RequestSettings {
-            model_limits: Some(ModelLimits {
-                context_window,
-                max_output_tokens: 500,
-            }),
-            ..RequestSettings::default()
-        },
-        ..RunConfig::default()
+    let limits = |context_window| {
+        RunConfig::builder()
+            .request(RequestSettings {
+                model_limits: Some(ModelLimits {
+                    context_window,
+                    max_output_tokens: 500,
+                }),
+                ..RequestSettings::default()
+            })
+            .build()
+            .unwrap()
     };
     // 1200 + 500 > 1200: split 1 + 2; 800 + 500 > 1200: split again; 400 + 300 fits.
     let mock = MockBackend::new();
@@ -637,10 +630,7 @@ async fn the_report_compares_estimated_and_reported_prompt_tokens() {
     let report = discover(
         &input,
         &mock,
-        RunConfig {
-            concurrency: 1,
-            ..RunConfig::default()
-        },
+        RunConfig::builder().concurrency(1).build().unwrap(),
     )
     .await;
     // 3 planned requests + 2 halves, each answered and recorded, in batch order.

@@ -42,7 +42,11 @@ proptest! {
     ) {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
         let mock = MockBackend::scripted(script).then_answer();
-        let run_config = RunConfig { concurrency, max_extra_calls, ..RunConfig::default() };
+        let run_config = RunConfig::builder()
+.concurrency(concurrency)
+.max_extra_calls(max_extra_calls)
+.build()
+.unwrap();
         let runner = Runner::new(mock.clone(), TokioTimer).with_config(run_config);
         let report = runtime
             .block_on(Batcher::new(config).discover(&clusters, "x", &runner))

@@ -271,19 +271,21 @@ async fn run() -> Result<ExitCode, String> {
         .map_err(|e| e.to_string())?;
     eprint!("{plan}");
 
-    let mut run_config = RunConfig {
-        concurrency: args.concurrency.unwrap_or(4),
-        requests_per_minute: args.rpm,
-        tokens_per_minute: args.tpm,
-        ..RunConfig::default()
-    };
+    let mut builder = RunConfig::builder()
+        .concurrency(args.concurrency.unwrap_or(4))
+        .requests_per_minute(args.rpm)
+        .tokens_per_minute(args.tpm);
     if let Some(output) = args.output {
-        run_config.request.output = output;
+        builder = builder.request_with(|r| r.output = output);
     }
+    if let Ok(model) = std::env::var("OPENAI_MODEL") {
+        builder = builder.request_with(|r| r.model = model);
+    }
+    let run_config = builder.build().map_err(|e| e.to_string())?;
     if args.batch_api {
         return batch_api(&args, plan, &clusters, &concept, run_config).await;
     }
-    let backend = backend(&args, &mut run_config)?;
+    let backend = backend(&args, &run_config)?;
 
     if args.dry_run {
         return dry_run(
@@ -356,11 +358,8 @@ async fn batch_api(
     plan: dynbatch::BatchPlan<'_>,
     clusters: &[Cluster],
     concept: &str,
-    mut run_config: RunConfig,
+    run_config: RunConfig,
 ) -> Result<ExitCode, String> {
-    if let Ok(model) = std::env::var("OPENAI_MODEL") {
-        run_config.request.model = model;
-    }
     batch::run(args, plan, clusters, concept, run_config).await
 }
 
@@ -389,7 +388,7 @@ fn finish_json(args: &Args, report: &DiscoveryReport<'_>) -> Result<ExitCode, St
 
 /// The real backend when built with `--features openai` and `OPENAI_API_KEY` or
 /// `OPENAI_BASE_URL` is set; otherwise the offline mock.
-fn backend(args: &Args, run_config: &mut RunConfig) -> Result<Box<dyn LlmBackend>, String> {
+fn backend(args: &Args, run_config: &RunConfig) -> Result<Box<dyn LlmBackend>, String> {
     #[cfg(feature = "openai")]
     if std::env::var_os("OPENAI_API_KEY").is_some() || std::env::var_os("OPENAI_BASE_URL").is_some()
     {
@@ -398,13 +397,10 @@ fn backend(args: &Args, run_config: &mut RunConfig) -> Result<Box<dyn LlmBackend
         }
         let backend =
             dynbatch::backend::openai::OpenAiBackend::from_env().map_err(|e| e.to_string())?;
-        if let Ok(model) = std::env::var("OPENAI_MODEL") {
-            run_config.request.model = model;
-        }
         eprintln!(
             "backend: {} (model {}), from the OPENAI_* environment variables",
             backend.endpoint(),
-            run_config.request.model
+            run_config.request().model
         );
         return Ok(Box::new(backend));
     }
@@ -554,18 +550,18 @@ fn dry_run(
     }
     let prompt: u64 = plan.batches.iter().map(|b| b.estimated_tokens).sum();
     match config
-        .prices
-        .cost(&config.request.model, prompt, max_completion)
+        .prices()
+        .cost(&config.request().model, prompt, max_completion)
     {
         Some(cost) => eprintln!(
             "dry run: {} requests, ~{prompt} prompt tokens, at most {max_completion} completion tokens: at most ${cost:.4} on {}",
             requests.len(),
-            config.request.model
+            config.request().model
         ),
         None => eprintln!(
             "dry run: {} requests; no price for {}",
             requests.len(),
-            config.request.model
+            config.request().model
         ),
     }
     Ok(())

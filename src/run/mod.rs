@@ -38,7 +38,7 @@ mod report;
 mod retry;
 mod settle;
 
-pub use config::RunConfig;
+pub use config::{RunConfig, RunConfigBuilder};
 pub use event::{EventStream, RunEvent};
 pub use failure::{AnswerProblem, Failure, SplitCause, StopCause};
 pub use limiter::{LimitKind, LimitSource, RateLimitSummary};
