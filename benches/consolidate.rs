@@ -15,8 +15,8 @@
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use dynbatch::backend::mock::MockBackend;
+use dynbatch::patterns::{Example, Pattern};
 use dynbatch::patterns::{Support, consolidate};
-use dynbatch::response::{Example, Pattern};
 use dynbatch::run::{RunConfig, Runner};
 use dynbatch::timer::TokioTimer;
 use dynbatch::{Batcher, BatchingConfig, Cluster, Video};

@@ -10,8 +10,8 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use dynbatch::tokens::{Encoding, TiktokenEstimator};
 use dynbatch::{Cluster, SpecTokenEstimator, Strategy, TokenEstimator};
+use dynbatch::{Encoding, TiktokenEstimator};
 
 fn bench(c: &mut Criterion) {
     let text = std::fs::read_to_string(concat!(

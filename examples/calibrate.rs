@@ -12,10 +12,10 @@
 use std::process::ExitCode;
 
 use dynbatch::prompt::{PromptCluster, RequestSettings};
-use dynbatch::tokens::{Encoding, TiktokenEstimator};
 use dynbatch::{
     Batcher, BatchingConfig, Cluster, Scored, Strategy, StrategySelector, TokenEstimator,
 };
+use dynbatch::{Encoding, TiktokenEstimator};
 
 const BUNDLED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/clusters.json");
 

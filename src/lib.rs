@@ -2,35 +2,53 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod backend;
-pub mod config;
-pub mod error;
+mod config;
+mod error;
 mod hash;
-pub mod model;
+mod model;
 pub mod patterns;
 pub mod plan;
 pub mod prompt;
-pub mod quality;
-pub mod response;
+mod quality;
+mod response;
 pub mod run;
 pub mod store;
-pub mod strategy;
+mod strategy;
 mod sync;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod timer;
-pub mod tokens;
+mod tokens;
 
-pub use backend::{BackendError, ChatRequest, ChatResponse, LlmBackend};
+#[cfg(feature = "openai")]
+pub use backend::batch_api::{BatchApiClient, Remainder};
+#[cfg(feature = "mock")]
+pub use backend::mock::{MockBackend, MockRateLimit, MockStep};
+#[cfg(feature = "openai")]
+pub use backend::openai::{MaxTokensField, OpenAiBackend};
+pub use backend::{
+    BackendError, CallError, ChatMessage, ChatRequest, ChatResponse, ErrorKind, LlmBackend,
+    RateLimitInfo, ResponseFormat, Role, async_trait,
+};
 pub use config::{BatchingConfig, BatchingConfigBuilder, ConfigError, OverBudget};
 pub use error::{Error, FormatError, PlanMismatch, SetupError};
-pub use model::{Cluster, Extra, Rejection, ScoreKind, Video, read_clusters};
+pub use model::{Cluster, Extra, ReadError, Rejection, ScoreKind, Video, read_clusters};
 pub use patterns::DiscoveryReport;
 pub use plan::{
     Batch, BatchPlan, Batcher, ClusterEntry, ClusterState, InvariantViolation, StateCounts,
 };
+pub use prompt::{OutputMode, RequestSettings};
 pub use quality::{QualityFactors, QualityScorer, Scored, SpecQualityScorer};
-pub use run::{RunConfig, RunConfigBuilder, RunEvent, Runner};
+pub use run::{Failure, RunConfig, RunConfigBuilder, RunEvent, Runner};
+#[cfg(feature = "store")]
+pub use store::SqliteStore;
+pub use store::{MemoryStore, RequestKey, RunStore, StoreError};
 pub use strategy::{
     PatternRange, SpecStrategySelector, Strategy, StrategyError, StrategyKind, StrategySelector,
 };
+pub use timer::Timer;
+#[cfg(feature = "tokio")]
+pub use timer::TokioTimer;
+#[cfg(feature = "tiktoken")]
+pub use tokens::{Encoding, TiktokenEstimator};
 pub use tokens::{SpecTokenEstimator, TokenEstimator};

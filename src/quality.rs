@@ -93,7 +93,7 @@ fn consistency(cluster: &Cluster) -> f64 {
 }
 
 /// The design's `calculatePriority`: quality × 1.5 for WIDE × 1.3 when `avg_performance > 4`.
-pub fn spec_priority(cluster: &Cluster, quality: f64) -> f64 {
+pub(crate) fn spec_priority(cluster: &Cluster, quality: f64) -> f64 {
     let wide = if cluster.is_wide { 1.5 } else { 1.0 };
     let boost = if cluster.avg_performance > 4.0 {
         1.3

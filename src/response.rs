@@ -73,7 +73,7 @@ pub struct Pattern {
 /// Why an answer could not be used at all.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum ParseError {
+pub(crate) enum ParseError {
     /// Not JSON of the expected shape.
     #[error("the answer is not the requested JSON: {0}")]
     Invalid(String),
@@ -87,7 +87,7 @@ pub enum ParseError {
 ///
 /// # Errors
 /// [`ParseError::Invalid`] with serde's message.
-pub fn parse(content: &str) -> Result<PatternResponse, ParseError> {
+pub(crate) fn parse(content: &str) -> Result<PatternResponse, ParseError> {
     let text = unfence(content);
     let value: serde_json::Value = match serde_json::from_str(text) {
         Ok(value) => value,
@@ -119,7 +119,7 @@ pub fn parse(content: &str) -> Result<PatternResponse, ParseError> {
 /// complete when its whole list of patterns is there (`"c3": [...]`, or `{"cluster": 3,
 /// "patterns": [...]}` in the design's shape); the one being written when the cut came is left
 /// out, never kept half done.
-pub fn salvage(content: &str) -> Option<PatternResponse> {
+pub(crate) fn salvage(content: &str) -> Option<PatternResponse> {
     let text = content.trim_start();
     let text = match text.strip_prefix("```") {
         Some(rest) => rest.find('\n').map_or("", |i| &rest[i + 1..]),
@@ -207,7 +207,7 @@ fn unfence(content: &str) -> &str {
 
 /// An answer checked against its batch.
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct Validated {
+pub(crate) struct Validated {
     /// Patterns per position in the batch; `None` where the cluster was not answered.
     pub patterns: Vec<Option<Vec<Pattern>>>,
     /// Cluster numbers in the answer that the batch does not have (not used).
@@ -290,7 +290,7 @@ impl std::fmt::Display for Warning {
 
 impl Validated {
     /// Positions in the batch that were not answered.
-    pub fn missing(&self) -> Vec<usize> {
+    pub(crate) fn missing(&self) -> Vec<usize> {
         self.patterns
             .iter()
             .enumerate()
@@ -301,9 +301,9 @@ impl Validated {
 
 /// Longest text kept of a pattern's name, template or rationale, and of an example title, in
 /// characters; longer ones are cut with `…`. A model that loops cannot make a report huge.
-pub const MAX_FIELD_CHARS: usize = 300;
+pub(crate) const MAX_FIELD_CHARS: usize = 300;
 /// Most examples kept per pattern.
-pub const MAX_EXAMPLES: usize = 10;
+pub(crate) const MAX_EXAMPLES: usize = 10;
 /// Most unknown cluster numbers listed per answer (the rest are counted in none).
 const MAX_UNKNOWN: usize = 20;
 
@@ -324,7 +324,7 @@ fn cap(text: String) -> String {
 /// warning with the count dropped), fewer than `range.min` are kept with a warning, fields are
 /// cut at [`MAX_FIELD_CHARS`] and examples at [`MAX_EXAMPLES`], and each example is marked
 /// grounded when it is one of that cluster's titles.
-pub fn validate(
+pub(crate) fn validate(
     response: PatternResponse,
     clusters: &[&Cluster],
     range: PatternRange,

@@ -20,6 +20,13 @@
 /// plug-ins use the same version without a dependency of their own.
 pub use proptest;
 
+/// The key [`consolidate`](crate::patterns::consolidate) groups patterns by: lowercase words
+/// of the text, punctuation dropped.
+pub use crate::patterns::consolidate::normalize;
+/// Checks only the batches' shapes (sizes, token targets, the call budget); [`check_plan`] checks
+/// everything.
+pub use crate::plan::check::check_batch_shapes;
+
 use proptest::prelude::*;
 use proptest::test_runner::{Config as RunnerConfig, TestCaseError, TestError, TestRunner};
 
@@ -340,7 +347,7 @@ pub fn distinct_clusters(n: usize) -> Vec<Cluster> {
 ///
 /// Checked, per request:
 /// - the call's future is `Send` (checked when this compiles: the runner spawns on any runtime);
-/// - an answer parses ([`crate::response::parse`]), names only the request's clusters, and
+/// - an answer parses (in either shape the prompt allows: [`PatternResponse`](crate::prompt::PatternResponse) or the keyed schema), names only the request's clusters, and
 ///   answers at least one; its `finish_reason` is `stop`; its usage, when reported, has prompt
 ///   tokens;
 /// - a failure is a [`BackendError`](crate::backend::BackendError) whose class agrees with

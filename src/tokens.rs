@@ -92,7 +92,7 @@ mod tests {
 }
 
 #[cfg(feature = "tiktoken")]
-pub use exact::{Encoding, TOKENS_PER_MESSAGE, TOKENS_PER_REPLY, TiktokenEstimator};
+pub use exact::{Encoding, TiktokenEstimator};
 
 #[cfg(feature = "tiktoken")]
 mod exact {
@@ -144,9 +144,9 @@ mod exact {
 
     /// Tokens the chat format adds per message (before its role and content), and once for
     /// the reply, as `OpenAI` documents for the gpt-4o family.
-    pub const TOKENS_PER_MESSAGE: u32 = 3;
+    pub(super) const TOKENS_PER_MESSAGE: u32 = 3;
     /// Tokens that prime the reply.
-    pub const TOKENS_PER_REPLY: u32 = 3;
+    pub(super) const TOKENS_PER_REPLY: u32 = 3;
 
     /// Exact prompt token counts: each cluster's block is rendered exactly as the request will
     /// show it (the strategy's videos per cluster, sanitised titles) and counted with the
@@ -160,7 +160,7 @@ mod exact {
     ///
     /// ```
     /// use dynbatch::{Batcher, BatchingConfig};
-    /// use dynbatch::tokens::{Encoding, TiktokenEstimator};
+    /// use dynbatch::{Encoding, TiktokenEstimator};
     /// let estimator = TiktokenEstimator::new(Encoding::O200kBase, "home espresso")?;
     /// let batcher = Batcher::new(BatchingConfig::default()).with_estimator(estimator);
     /// # Ok::<(), dynbatch::Error>(())

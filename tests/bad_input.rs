@@ -194,7 +194,7 @@ fn selector_returning_an_invalid_strategy_is_a_typed_error() {
     assert!(
         matches!(
             err,
-            Error::InvalidStrategy(dynbatch::strategy::StrategyError::ZeroVideosPerCluster)
+            Error::InvalidStrategy(dynbatch::StrategyError::ZeroVideosPerCluster)
         ),
         "{err}"
     );
@@ -282,7 +282,7 @@ fn each_rejection_is_a_variant_with_its_data() {
         Rejection::SizeBelowVideoCount { size: 1, videos: 2 },
         Rejection::EmptyTitle { video: 0 },
         Rejection::ScorerOutput {
-            what: dynbatch::model::ScoreKind::Quality,
+            what: dynbatch::ScoreKind::Quality,
             value: f64::INFINITY,
         },
     ];
@@ -298,7 +298,7 @@ fn each_rejection_is_a_variant_with_its_data() {
             ClusterState::Rejected {
                 rejection: Rejection::ScorerOutput { what, value },
             } => {
-                assert_eq!(what, dynbatch::model::ScoreKind::Quality);
+                assert_eq!(what, dynbatch::ScoreKind::Quality);
                 assert!(value.is_nan(), "null reads back as NaN");
             }
             ClusterState::Rejected { rejection } => assert_eq!(&rejection, want),

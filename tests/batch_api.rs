@@ -8,10 +8,10 @@
     clippy::too_many_lines
 )]
 
-use dynbatch::backend::batch_api::{custom_id, export, import};
-use dynbatch::backend::openai::{MaxTokensField, request_body};
+use dynbatch::backend::batch_api::{BatchInput, custom_id, export, import};
+use dynbatch::backend::openai::{MaxTokensField, OpenAiBackend};
 use dynbatch::patterns::OutcomeStatus;
-use dynbatch::run::{RunConfig, render_requests};
+use dynbatch::run::RunConfig;
 use dynbatch::{Batcher, Cluster};
 use serde_json::{Value, json};
 
@@ -65,15 +65,26 @@ async fn export_then_import_gives_the_runners_report() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(lines.len(), n);
-    let requests = render_requests(&plan, &input, "home espresso", config.request()).unwrap();
+    let batch_input = BatchInput::new(
+        &plan,
+        &input,
+        "home espresso",
+        &config,
+        None,
+        MaxTokensField::MaxTokens,
+    )
+    .unwrap();
+    let requests = batch_input.requests();
+    // What the live backend would send for the same request.
+    let live = OpenAiBackend::builder()
+        .base_url("http://127.0.0.1:1/v1")
+        .build()
+        .unwrap();
     for (i, line) in lines.iter().enumerate() {
         assert_eq!(line["custom_id"], custom_id(&plan, i));
         assert_eq!(line["method"], "POST");
         assert_eq!(line["url"], "/v1/chat/completions");
-        assert_eq!(
-            line["body"],
-            request_body(&requests[i], None, MaxTokensField::MaxTokens)
-        );
+        assert_eq!(line["body"], live.body(&requests[i]));
     }
     let ids: std::collections::HashSet<&str> = lines
         .iter()

@@ -5,8 +5,9 @@
 
 use std::collections::BTreeSet;
 
-use dynbatch::patterns::{ConsolidatedPattern, Support, consolidate, normalize};
-use dynbatch::response::{Example, Pattern};
+use dynbatch::patterns::{ConsolidatedPattern, Support, consolidate};
+use dynbatch::patterns::{Example, Pattern};
+use dynbatch::testing::normalize;
 use proptest::prelude::*;
 
 /// `normalize` as it was: tokens, then split and joined again.

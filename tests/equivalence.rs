@@ -7,7 +7,7 @@
 
 use std::cell::Cell;
 
-use dynbatch::plan::check_batch_shapes;
+use dynbatch::testing::check_batch_shapes;
 use dynbatch::testing::{arb_clusters, arb_config};
 use dynbatch::{
     Batcher, BatchingConfig, Cluster, QualityScorer, SpecQualityScorer, SpecStrategySelector,

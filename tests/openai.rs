@@ -6,14 +6,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dynbatch::backend::openai::{MaxTokensField, OpenAiBackend, classify};
+use dynbatch::backend::openai::{MaxTokensField, OpenAiBackend};
 use dynbatch::backend::{BackendError, ChatMessage, ChatRequest, LlmBackend, ResponseFormat, Role};
 use dynbatch::patterns::OutcomeStatus;
 use dynbatch::prompt::{OutputMode, RequestSettings};
 use dynbatch::run::{RunConfig, Runner};
 use dynbatch::timer::{Sleep, Timer};
 use dynbatch::{Batcher, Cluster, Video};
-use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::{Value, json};
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -388,48 +387,6 @@ async fn length_refusal_and_wrong_json_make_the_runner_split() {
                 .all(|o| o.status == OutcomeStatus::Succeeded)
         );
     }
-}
-
-#[test]
-fn classification_follows_the_sdks() {
-    let h = |pairs: &[(&'static str, &str)]| {
-        let mut m = HeaderMap::new();
-        for (k, v) in pairs {
-            m.insert(*k, HeaderValue::from_str(v).unwrap());
-        }
-        m
-    };
-    let none = h(&[]);
-    assert!(classify(408, &none, "", None).is_retryable());
-    assert!(classify(409, &none, "", None).is_retryable());
-    assert!(classify(503, &none, "", None).is_retryable());
-    assert!(!classify(400, &none, "{\"error\": {\"message\": \"bad\"}}", None).is_retryable());
-    assert!(matches!(
-        classify(404, &none, "", None),
-        BackendError::NotFound(_)
-    ));
-    assert!(classify(404, &none, "", None).is_account_wide());
-    // x-should-retry wins both ways.
-    assert!(classify(400, &h(&[("x-should-retry", "true")]), "", None).is_retryable());
-    assert!(!classify(503, &h(&[("x-should-retry", "false")]), "", None).is_retryable());
-    // Delays: milliseconds first, then seconds, then an HTTP date.
-    let e = classify(
-        429,
-        &h(&[("retry-after-ms", "1500"), ("retry-after", "9")]),
-        "",
-        None,
-    );
-    assert_eq!(e.retry_after(), Some(Duration::from_millis(1500)));
-    let e = classify(429, &h(&[("retry-after", "2.5")]), "", None);
-    assert_eq!(e.retry_after(), Some(Duration::from_millis(2500)));
-    let later = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(30));
-    let after = classify(503, &h(&[("retry-after", &later)]), "", None)
-        .retry_after()
-        .unwrap();
-    assert!(
-        after > Duration::from_secs(25) && after <= Duration::from_secs(30),
-        "{after:?}"
-    );
 }
 
 #[test]

@@ -236,7 +236,7 @@ fn hostile_titles_sources_and_concept_cannot_forge_structure() {
 /// serializes with exactly the properties the schema lists, all required, and reads back.
 #[test]
 fn strict_schema_matches_the_response_type() {
-    use dynbatch::response::{ClusterAnswer, PatternResponse, RawPattern};
+    use dynbatch::prompt::{ClusterAnswer, PatternResponse, RawPattern};
     let full = PatternResponse {
         clusters: vec![ClusterAnswer {
             cluster: 1,

@@ -5,7 +5,7 @@
 
 use std::io::Read;
 
-use dynbatch::model::ReadError;
+use dynbatch::ReadError;
 use dynbatch::testing::arb_clusters;
 use dynbatch::{Cluster, read_clusters};
 use proptest::prelude::*;

@@ -7,8 +7,8 @@
 use dynbatch::backend::mock::MockBackend;
 use dynbatch::run::Runner;
 use dynbatch::timer::TokioTimer;
-use dynbatch::tokens::{Encoding, TiktokenEstimator};
 use dynbatch::{Batcher, BatchingConfig, Cluster, Scored, Strategy, StrategySelector, Video};
+use dynbatch::{Encoding, TiktokenEstimator};
 
 #[derive(Debug)]
 struct Fixed(Strategy);

@@ -22,7 +22,8 @@ pub mod openai;
 mod rate_limit;
 
 pub use error::{BackendError, CallError, ErrorKind};
-pub use rate_limit::{LimitStatus, RateLimitInfo, parse_duration};
+pub(crate) use rate_limit::parse_duration;
+pub use rate_limit::{LimitStatus, RateLimitInfo};
 
 /// Who wrote a chat message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -188,7 +189,7 @@ pub struct ChatResponse {
 ///
 /// ```
 /// use async_trait::async_trait;
-/// use dynbatch::backend::{BackendError, ChatRequest, ChatResponse, LlmBackend};
+/// use dynbatch::{BackendError, ChatRequest, ChatResponse, LlmBackend};
 ///
 /// #[derive(Debug)]
 /// struct Echo;

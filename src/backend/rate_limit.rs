@@ -33,7 +33,7 @@ impl LimitStatus {
 ///
 /// ```
 /// use std::time::Duration;
-/// use dynbatch::backend::RateLimitInfo;
+/// use dynbatch::RateLimitInfo;
 ///
 /// let headers = [
 ///     ("x-ratelimit-limit-requests", "120"),
@@ -98,17 +98,7 @@ fn round_down(f: f64) -> u64 {
 
 /// Parses a duration as rate-limit headers write it: Go's format (`6m0s`, `1h2m3.5s`, `20ms`,
 /// `1.5µs`), or a bare number of seconds (`0.5`). `None` for anything else.
-///
-/// ```
-/// use std::time::Duration;
-/// use dynbatch::backend::parse_duration;
-/// assert_eq!(parse_duration("6m0s"), Some(Duration::from_secs(360)));
-/// assert_eq!(parse_duration("20ms"), Some(Duration::from_millis(20)));
-/// assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
-/// assert_eq!(parse_duration("2"), Some(Duration::from_secs(2)));
-/// assert_eq!(parse_duration("soon"), None);
-/// ```
-pub fn parse_duration(text: &str) -> Option<Duration> {
+pub(crate) fn parse_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
     if text.is_empty() {
         return None;
@@ -147,6 +137,25 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn durations_as_headers_write_them() {
+        use std::time::Duration;
+        assert_eq!(
+            super::parse_duration("6m0s"),
+            Some(Duration::from_secs(360))
+        );
+        assert_eq!(
+            super::parse_duration("20ms"),
+            Some(Duration::from_millis(20))
+        );
+        assert_eq!(
+            super::parse_duration("1.5s"),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(super::parse_duration("2"), Some(Duration::from_secs(2)));
+        assert_eq!(super::parse_duration("soon"), None);
+    }
+
     use super::*;
 
     #[test]

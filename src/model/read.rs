@@ -65,7 +65,7 @@ enum State {
 ///                 "is_wide": false, "videos": [{"title": "T", "performance_ratio": 2.0}]}]"#;
 /// let clusters = dynbatch::read_clusters(&json[..])?;
 /// assert_eq!(clusters[0].id, "a");
-/// # Ok::<(), dynbatch::model::ReadError>(())
+/// # Ok::<(), dynbatch::ReadError>(())
 /// ```
 ///
 /// # Errors

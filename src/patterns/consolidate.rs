@@ -22,6 +22,8 @@ type Set<K> = HashSet<K, foldhash::fast::RandomState>;
 
 /// Text reduced for comparison: lower case; placeholders (`[X]`, `{topic}`, `<n>`) and numbers
 /// become one token each; other punctuation dropped; words separated by one space.
+// Public through `testing` only.
+#[cfg_attr(not(feature = "testing"), allow(unreachable_pub))]
 pub fn normalize(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 8);
     // A separator is owed before the next word; the last thing written was a number token.

@@ -1,12 +1,14 @@
 //! Consolidation of the patterns found across clusters and batches (the design's undefined
 //! `consolidatePatterns`, in `consolidate`), the [`DiscoveryReport`] a run produces with its
-//! usage (`report`), and the prices its cost is computed with (`price`).
+//! usage (`report`), and the prices its cost is computed with (`price`). The validated
+//! [`Pattern`]s and the [`Warning`]s about answers are here too, as the report holds them.
 
-mod consolidate;
+pub(crate) mod consolidate;
 mod price;
 mod report;
 
-pub use consolidate::{consolidate, normalize};
+pub use crate::response::{Example, Pattern, Warning};
+pub use consolidate::consolidate;
 pub use price::{ModelPrice, PriceTable, PriceTier};
 pub use report::{
     ClusterOutcome, ClusterPatterns, ConsolidatedPattern, DiscoveryReport, OutcomeStatus,
@@ -15,8 +17,8 @@ pub use report::{
 
 #[cfg(test)]
 mod tests {
+    use super::consolidate::normalize;
     use super::*;
-    use crate::response::{Example, Pattern};
 
     fn pattern(name: &str, template: Option<&str>, examples: &[(&str, bool)]) -> Pattern {
         Pattern {

@@ -22,6 +22,8 @@ use super::types::{Batch, BatchPlan, ClusterEntry, ClusterState, InvariantViolat
 ///
 /// # Errors
 /// The first violation found.
+// Public through `testing` only.
+#[cfg_attr(not(feature = "testing"), allow(unreachable_pub))]
 pub fn check_batch_shapes<B: AsRef<[u32]>>(
     batches: &[B],
     overhead: u32,

@@ -7,12 +7,11 @@
 //! and rebalancing), `types` (the plan), `check` (its invariants), `display` (the summary).
 
 mod batcher;
-mod check;
+pub(crate) mod check;
 mod display;
 mod order;
 mod pack;
 mod types;
 
 pub use batcher::{BELOW_THRESHOLD, Batcher, OVER_BUDGET};
-pub use check::check_batch_shapes;
 pub use types::{Batch, BatchPlan, ClusterEntry, ClusterState, InvariantViolation, StateCounts};

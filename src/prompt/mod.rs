@@ -15,6 +15,9 @@ mod output;
 
 pub use output::{OutputMode, batch_schema, response_schema};
 
+/// The shape of an answer, as the prompt asks for it and [`response_schema`] describes it.
+pub use crate::response::{ClusterAnswer, PatternResponse, RawPattern};
+
 /// A cluster as a prompt shows it: the cluster and its quality from the plan.
 #[derive(Debug, Clone, Copy)]
 pub struct PromptCluster<'a> {

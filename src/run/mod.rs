@@ -123,9 +123,7 @@ impl<B: LlmBackend, T: Timer> Runner<B, T> {
     /// # #[cfg(all(feature = "mock", feature = "tokio"))]
     /// # tokio_test_block_on(async {
     /// use futures::StreamExt;
-    /// use dynbatch::backend::mock::MockBackend;
-    /// use dynbatch::run::{RunEvent, Runner};
-    /// use dynbatch::timer::TokioTimer;
+    /// use dynbatch::{MockBackend, RunEvent, Runner, TokioTimer};
     /// use dynbatch::{Batcher, Cluster, Video};
     ///
     /// let clusters: Vec<Cluster> = (0..3)

@@ -141,8 +141,7 @@ pub enum StoreError {
 /// one it cannot use) **before** it reports the answer's clusters as succeeded.
 ///
 /// ```
-/// use dynbatch::backend::{ChatRequest, ChatResponse, ResponseFormat};
-/// use dynbatch::store::{MemoryStore, RequestKey, RunStore};
+/// use dynbatch::{ChatRequest, ChatResponse, MemoryStore, RequestKey, ResponseFormat, RunStore};
 ///
 /// let request = ChatRequest {
 ///     model: "gpt-4o-mini".into(),
@@ -157,7 +156,7 @@ pub enum StoreError {
 /// assert!(store.get(&key)?.is_none());
 /// store.put(&key, &ChatResponse { content: "{}".into(), ..ChatResponse::default() })?;
 /// assert_eq!(store.get(&key)?.unwrap().content, "{}");
-/// # Ok::<(), dynbatch::store::StoreError>(())
+/// # Ok::<(), dynbatch::StoreError>(())
 /// ```
 pub trait RunStore: Send + Sync + fmt::Debug {
     /// The answer recorded for `key`, if any.

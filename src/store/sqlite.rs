@@ -31,11 +31,11 @@ const FORMAT_NAME: &str = "dynbatch-journal";
 ///
 /// ```no_run
 /// # #[cfg(feature = "store")] {
-/// use dynbatch::store::SqliteStore;
+/// use dynbatch::SqliteStore;
 /// let journal = SqliteStore::open("discovery.journal")?;
 /// println!("{} answers recorded", journal.len()?);
 /// # }
-/// # Ok::<(), dynbatch::store::StoreError>(())
+/// # Ok::<(), dynbatch::StoreError>(())
 /// ```
 #[derive(Debug)]
 pub struct SqliteStore {

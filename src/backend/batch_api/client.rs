@@ -173,9 +173,7 @@ fn error_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<BatchErrorInfo>, D:
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-/// use dynbatch::backend::batch_api::{BatchApiClient, Remainder};
-/// use dynbatch::run::RunConfig;
-/// use dynbatch::store::SqliteStore;
+/// use dynbatch::{BatchApiClient, Remainder, RunConfig, SqliteStore};
 /// use dynbatch::{Batcher, Cluster};
 ///
 /// let clusters: Vec<Cluster> = serde_json::from_str(&std::fs::read_to_string("clusters.json")?)?;

@@ -9,7 +9,7 @@ use crate::backend::{LimitStatus, RateLimitInfo};
 /// A rate limit for [`MockBackend::with_rate_limit`](super::MockBackend::with_rate_limit).
 ///
 /// ```
-/// use dynbatch::backend::mock::MockRateLimit;
+/// use dynbatch::MockRateLimit;
 /// // 120 requests per minute, with headers and retry-after (what OpenAI sends):
 /// let limit = MockRateLimit::requests_per_minute(120);
 /// // The same limit from a server that says nothing but 429:

@@ -106,7 +106,7 @@ struct State {
 /// A deterministic backend for tests and offline runs. See the module docs.
 ///
 /// ```
-/// use dynbatch::backend::mock::{MockBackend, MockStep};
+/// use dynbatch::{MockBackend, MockStep};
 /// let mock = MockBackend::scripted([MockStep::ServerError, MockStep::Answer]);
 /// assert_eq!(mock.remaining(), 2);
 /// ```

@@ -18,7 +18,7 @@ use crate::error::{Error, SetupError};
 mod wire;
 
 use wire::header;
-pub use wire::{classify, parse_response, rate_limits, request_body, retry_after};
+pub(crate) use wire::{classify, parse_response, request_body};
 
 /// The default base URL.
 pub const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
@@ -281,7 +281,7 @@ fn is_loopback(url: &reqwest::Url) -> bool {
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), dynbatch::Error> {
-/// use dynbatch::backend::openai::OpenAiBackend;
+/// use dynbatch::OpenAiBackend;
 /// // OPENAI_API_KEY, and optionally OPENAI_BASE_URL and OPENAI_MODEL
 /// let backend = OpenAiBackend::from_env()?;
 /// // or a local server, no key needed on loopback:

@@ -14,7 +14,7 @@ use crate::backend::{
 
 /// The chat-completions JSON body for `request`: its model (or `model`, when given), messages,
 /// temperature, response format, and `max_tokens` in the chosen field.
-pub fn request_body(
+pub(crate) fn request_body(
     request: &ChatRequest,
     model: Option<&str>,
     max_tokens_field: MaxTokensField,
@@ -75,7 +75,7 @@ struct WireMessage {
 }
 
 /// The account's rate limits from a response's `x-ratelimit-*` headers.
-pub fn rate_limits(headers: &HeaderMap) -> Option<RateLimitInfo> {
+pub(super) fn rate_limits(headers: &HeaderMap) -> Option<RateLimitInfo> {
     RateLimitInfo::from_headers(|name| headers.get(name).and_then(|v| v.to_str().ok()))
 }
 
@@ -84,7 +84,7 @@ pub fn rate_limits(headers: &HeaderMap) -> Option<RateLimitInfo> {
 ///
 /// # Errors
 /// The classified error, or a non-retryable one for a 2xx body that is not a completion.
-pub fn parse_response(
+pub(crate) fn parse_response(
     status: u16,
     headers: &HeaderMap,
     text: &str,
@@ -184,7 +184,7 @@ fn names_the_format(message: &str) -> bool {
 }
 
 /// The server's delay: `retry-after-ms`, else `retry-after` as seconds or an HTTP date.
-pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+pub(super) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     if let Some(ms) = header(headers, "retry-after-ms").and_then(|v| v.trim().parse::<f64>().ok()) {
         return Duration::try_from_secs_f64(ms / 1000.0).ok();
     }
@@ -203,7 +203,7 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 /// 429 and 5xx retryable (429 with `insufficient_quota` permanent); other 4xx permanent, 404 as
 /// [`BackendError::NotFound`]. A 429 carries the rate limits of its headers, or else those its
 /// message names (and the wait it names, when there is no `retry-after`).
-pub fn classify(
+pub(crate) fn classify(
     status: u16,
     headers: &HeaderMap,
     body: &str,
@@ -266,5 +266,56 @@ pub fn classify(
             retryable: false,
             source: message.into(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use reqwest::header::{HeaderMap, HeaderValue};
+
+    use super::*;
+
+    #[test]
+    fn classification_follows_the_sdks() {
+        let h = |pairs: &[(&'static str, &str)]| {
+            let mut m = HeaderMap::new();
+            for (k, v) in pairs {
+                m.insert(*k, HeaderValue::from_str(v).unwrap());
+            }
+            m
+        };
+        let none = h(&[]);
+        assert!(classify(408, &none, "", None).is_retryable());
+        assert!(classify(409, &none, "", None).is_retryable());
+        assert!(classify(503, &none, "", None).is_retryable());
+        assert!(!classify(400, &none, "{\"error\": {\"message\": \"bad\"}}", None).is_retryable());
+        assert!(matches!(
+            classify(404, &none, "", None),
+            BackendError::NotFound(_)
+        ));
+        assert!(classify(404, &none, "", None).is_account_wide());
+        // x-should-retry wins both ways.
+        assert!(classify(400, &h(&[("x-should-retry", "true")]), "", None).is_retryable());
+        assert!(!classify(503, &h(&[("x-should-retry", "false")]), "", None).is_retryable());
+        // Delays: milliseconds first, then seconds, then an HTTP date.
+        let e = classify(
+            429,
+            &h(&[("retry-after-ms", "1500"), ("retry-after", "9")]),
+            "",
+            None,
+        );
+        assert_eq!(e.retry_after(), Some(Duration::from_millis(1500)));
+        let e = classify(429, &h(&[("retry-after", "2.5")]), "", None);
+        assert_eq!(e.retry_after(), Some(Duration::from_millis(2500)));
+        let later = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(30));
+        let after = classify(503, &h(&[("retry-after", &later)]), "", None)
+            .retry_after()
+            .unwrap();
+        assert!(
+            after > Duration::from_secs(25) && after <= Duration::from_secs(30),
+            "{after:?}"
+        );
     }
 }
