@@ -56,6 +56,13 @@ impl Default for BatchingConfig {
 }
 
 impl BatchingConfig {
+    /// The tokens a batch's clusters may take once the request's own `overhead` is paid:
+    /// `target_tokens_per_batch` less the overhead (0 if the overhead exceeds it).
+    pub(crate) fn cluster_token_target(&self, overhead: u32) -> u64 {
+        self.target_tokens_per_batch
+            .saturating_sub(u64::from(overhead))
+    }
+
     /// A builder starting from the defaults.
     pub fn builder() -> BatchingConfigBuilder {
         BatchingConfigBuilder(ConfigRepr::from(Self::default()))

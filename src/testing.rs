@@ -231,14 +231,14 @@ pub fn arb_config() -> impl Strategy<Value = BatchingConfig> {
 ///
 /// # Errors
 /// A [`TestCaseError`] saying which check failed and how.
-pub fn check_plan<'a, Q, T, S>(
-    batcher: &Batcher<Q, T, S>,
+pub fn check_plan<'a, Scorer, Estimator, Selector>(
+    batcher: &Batcher<Scorer, Estimator, Selector>,
     clusters: &'a [Cluster],
 ) -> Result<BatchPlan<'a>, TestCaseError>
 where
-    Q: QualityScorer,
-    T: TokenEstimator,
-    S: StrategySelector,
+    Scorer: QualityScorer,
+    Estimator: TokenEstimator,
+    Selector: StrategySelector,
 {
     let fail = |what: String| TestCaseError::fail(what);
     let plan = batcher
@@ -291,14 +291,14 @@ where
 ///
 /// # Errors
 /// proptest's [`TestError`], whose `Display` names the failed check and the minimal input.
-pub fn run_conformance<Q, T, S>(
-    batcher: &Batcher<Q, T, S>,
+pub fn run_conformance<Scorer, Estimator, Selector>(
+    batcher: &Batcher<Scorer, Estimator, Selector>,
     cases: u32,
 ) -> Result<(), TestError<Vec<Cluster>>>
 where
-    Q: QualityScorer,
-    T: TokenEstimator,
-    S: StrategySelector,
+    Scorer: QualityScorer,
+    Estimator: TokenEstimator,
+    Selector: StrategySelector,
 {
     let config = RunnerConfig {
         cases,

@@ -35,11 +35,15 @@ use super::types::{Batch, BatchPlan, ClusterEntry, ClusterState};
 /// # Ok::<(), dynbatch::Error>(())
 /// ```
 #[derive(Debug, Clone)]
-pub struct Batcher<Q = SpecQualityScorer, T = SpecTokenEstimator, S = SpecStrategySelector> {
+pub struct Batcher<
+    Scorer = SpecQualityScorer,
+    Estimator = SpecTokenEstimator,
+    Selector = SpecStrategySelector,
+> {
     config: BatchingConfig,
-    scorer: Q,
-    estimator: T,
-    selector: S,
+    scorer: Scorer,
+    estimator: Estimator,
+    selector: Selector,
 }
 
 impl Default for Batcher {
@@ -61,9 +65,12 @@ impl Batcher {
     }
 }
 
-impl<Q, T, S> Batcher<Q, T, S> {
+impl<Scorer, Estimator, Selector> Batcher<Scorer, Estimator, Selector> {
     /// Replaces the quality scorer.
-    pub fn with_scorer<Q2: QualityScorer>(self, scorer: Q2) -> Batcher<Q2, T, S> {
+    pub fn with_scorer<NewScorer: QualityScorer>(
+        self,
+        scorer: NewScorer,
+    ) -> Batcher<NewScorer, Estimator, Selector> {
         Batcher {
             config: self.config,
             scorer,
@@ -73,7 +80,10 @@ impl<Q, T, S> Batcher<Q, T, S> {
     }
 
     /// Replaces the token estimator.
-    pub fn with_estimator<T2: TokenEstimator>(self, estimator: T2) -> Batcher<Q, T2, S> {
+    pub fn with_estimator<NewEstimator: TokenEstimator>(
+        self,
+        estimator: NewEstimator,
+    ) -> Batcher<Scorer, NewEstimator, Selector> {
         Batcher {
             config: self.config,
             scorer: self.scorer,
@@ -83,7 +93,10 @@ impl<Q, T, S> Batcher<Q, T, S> {
     }
 
     /// Replaces the strategy selector.
-    pub fn with_selector<S2: StrategySelector>(self, selector: S2) -> Batcher<Q, T, S2> {
+    pub fn with_selector<NewSelector: StrategySelector>(
+        self,
+        selector: NewSelector,
+    ) -> Batcher<Scorer, Estimator, NewSelector> {
         Batcher {
             config: self.config,
             scorer: self.scorer,
@@ -104,20 +117,22 @@ impl<Q, T, S> Batcher<Q, T, S> {
         &self.config
     }
     /// The quality scorer.
-    pub fn scorer(&self) -> &Q {
+    pub fn scorer(&self) -> &Scorer {
         &self.scorer
     }
     /// The token estimator.
-    pub fn estimator(&self) -> &T {
+    pub fn estimator(&self) -> &Estimator {
         &self.estimator
     }
     /// The strategy selector.
-    pub fn selector(&self) -> &S {
+    pub fn selector(&self) -> &Selector {
         &self.selector
     }
 }
 
-impl<Q: QualityScorer, T: TokenEstimator, S: StrategySelector> Batcher<Q, T, S> {
+impl<Scorer: QualityScorer, Estimator: TokenEstimator, Selector: StrategySelector>
+    Batcher<Scorer, Estimator, Selector>
+{
     /// Plans `clusters` into batches. Every input cluster appears in the plan's `clusters`, in
     /// input order, with exactly one state.
     ///

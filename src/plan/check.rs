@@ -31,9 +31,7 @@ pub fn check_batch_shapes<B: AsRef<[u32]>>(
 ) -> Result<(), InvariantViolation> {
     let (min, max) = (config.min_batch_size(), config.max_batch_size());
     // Sums below are of the clusters only; the overhead is paid once per batch.
-    let target = config
-        .target_tokens_per_batch()
-        .saturating_sub(u64::from(overhead));
+    let target = config.cluster_token_target(overhead);
     let sums: Vec<u64> = batches
         .iter()
         .map(|b| b.as_ref().iter().map(|&t| u64::from(t)).sum())

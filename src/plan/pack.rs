@@ -45,9 +45,7 @@ impl<'a> Packer<'a> {
 
     /// The token target left for clusters once the request's own overhead is paid.
     pub(super) fn target(&self) -> u64 {
-        self.config
-            .target_tokens_per_batch()
-            .saturating_sub(u64::from(self.overhead))
+        self.config.cluster_token_target(self.overhead)
     }
 
     pub(super) fn sum(&self, span: Span) -> u64 {
@@ -102,28 +100,19 @@ impl<'a> Packer<'a> {
     /// small first group), fits the budget and passes [`check_batch_shapes`].
     pub(super) fn as_designed(&self, strategy_batch_size: Option<usize>) -> Option<Vec<Span>> {
         let min = self.config.min_batch_size();
-        let target = self.target();
         let cap = strategy_batch_size.unwrap_or(self.config.max_batch_size());
         let n = self.tokens.len();
         let mut out: Vec<Span> = Vec::new();
-        let (mut start, mut current) = (0, 0u64);
-        for (i, &t) in self.tokens.iter().enumerate() {
-            let len = i - start;
-            if len > 0 && (current + u64::from(t) > target || len >= cap) {
-                if len >= min {
-                    out.push(Span { start, end: i });
-                } else {
-                    out.last_mut()?.end = i;
-                }
-                start = i;
-                current = 0;
-            }
-            current += u64::from(t);
-        }
-        if start < n {
-            match out.last_mut() {
-                Some(last) if n - start < min => last.end = n,
-                _ => out.push(Span { start, end: n }),
+        for group in self.fill(cap) {
+            if group.len() >= min {
+                out.push(group);
+            } else if let Some(last) = out.last_mut() {
+                last.end = group.end;
+            } else if group.end < n {
+                // The design drops a small first group: not a plan we can keep.
+                return None;
+            } else {
+                out.push(group);
             }
         }
         let spans = self.rebalance(&out).unwrap_or(out);
@@ -137,32 +126,41 @@ impl<'a> Packer<'a> {
     /// and a stop once `limit` batches are closed (the rest is then deferred, and nothing
     /// deferred takes clusters from a batch that is kept).
     pub(super) fn greedy(&self, cap: usize, limit: usize) -> Vec<Span> {
-        let target = self.target();
         let mut out = Vec::new();
-        let mut start = 0;
-        let mut current = 0u64;
-        for (i, &t) in self.tokens.iter().enumerate() {
-            let len = i - start;
-            if len > 0 && (current + u64::from(t) > target || len >= cap) {
-                self.close(&mut out, Span { start, end: i });
-                if out.len() >= limit {
-                    return out;
-                }
-                start = i;
-                current = 0;
+        for group in self.fill(cap) {
+            self.close(&mut out, group);
+            if out.len() >= limit {
+                break;
             }
-            current += u64::from(t);
-        }
-        if start < self.tokens.len() {
-            self.close(
-                &mut out,
-                Span {
-                    start,
-                    end: self.tokens.len(),
-                },
-            );
         }
         out
+    }
+
+    /// The greedy fill both packings share (the design's `createBatchesWithStrategy` loop):
+    /// consecutive groups of at most `cap` clusters, each ended before the cluster that would
+    /// take it over the token target (a cluster alone may exceed it).
+    fn fill(&self, cap: usize) -> impl Iterator<Item = Span> + '_ {
+        let target = self.target();
+        let n = self.tokens.len();
+        let mut start = 0;
+        std::iter::from_fn(move || {
+            if start >= n {
+                return None;
+            }
+            let mut current = 0u64;
+            let mut end = start;
+            for &t in &self.tokens[start..] {
+                let len = end - start;
+                if len > 0 && (current + u64::from(t) > target || len >= cap) {
+                    break;
+                }
+                current += u64::from(t);
+                end += 1;
+            }
+            let group = Span { start, end };
+            start = end;
+            Some(group)
+        })
     }
 
     /// Adds a finished group. A group below the minimum is merged into the previous batch when

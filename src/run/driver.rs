@@ -89,8 +89,8 @@ struct Wake {
 }
 
 /// The state of one run.
-pub(super) struct Run<'r, 'p, 'a, B, T> {
-    pub(super) runner: &'r Runner<B, T>,
+pub(super) struct Run<'r, 'p, 'a, Backend, Clock> {
+    pub(super) runner: &'r Runner<Backend, Clock>,
     pub(super) plan: &'p BatchPlan<'a>,
     pub(super) clusters: &'a [Cluster],
     pub(super) concept: &'r str,
@@ -117,9 +117,9 @@ pub(super) struct Run<'r, 'p, 'a, B, T> {
     pub(super) output_confirmed: bool,
 }
 
-impl<'r, 'p, 'a, B: LlmBackend, T: Timer> Run<'r, 'p, 'a, B, T> {
+impl<'r, 'p, 'a, Backend: LlmBackend, Clock: Timer> Run<'r, 'p, 'a, Backend, Clock> {
     pub(super) fn new(
-        runner: &'r Runner<B, T>,
+        runner: &'r Runner<Backend, Clock>,
         plan: &'p BatchPlan<'a>,
         clusters: &'a [Cluster],
         concept: &'r str,

@@ -45,10 +45,10 @@ pub use limiter::{LimitKind, LimitSource, RateLimitSummary};
 
 use event::EventSink;
 
-/// Runs plans against a backend. `B` is the [`LlmBackend`], `T` the [`Timer`].
-pub struct Runner<B, T> {
-    backend: B,
-    timer: T,
+/// Runs plans against a backend. `Backend` is the [`LlmBackend`], `Clock` the [`Timer`].
+pub struct Runner<Backend, Clock> {
+    backend: Backend,
+    timer: Clock,
     config: RunConfig,
     events: Option<EventSink>,
     store: Option<Arc<dyn RunStore>>,
@@ -57,7 +57,7 @@ pub struct Runner<B, T> {
     learnt_output: std::sync::Mutex<Option<crate::prompt::OutputMode>>,
 }
 
-impl<B: fmt::Debug, T: fmt::Debug> fmt::Debug for Runner<B, T> {
+impl<Backend: fmt::Debug, Clock: fmt::Debug> fmt::Debug for Runner<Backend, Clock> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Runner")
             .field("backend", &self.backend)
@@ -70,9 +70,9 @@ impl<B: fmt::Debug, T: fmt::Debug> fmt::Debug for Runner<B, T> {
     }
 }
 
-impl<B: LlmBackend, T: Timer> Runner<B, T> {
+impl<Backend: LlmBackend, Clock: Timer> Runner<Backend, Clock> {
     /// A runner with the default [`RunConfig`].
-    pub fn new(backend: B, timer: T) -> Self {
+    pub fn new(backend: Backend, timer: Clock) -> Self {
         Self {
             backend,
             timer,
@@ -173,7 +173,7 @@ impl<B: LlmBackend, T: Timer> Runner<B, T> {
     }
 
     /// The backend.
-    pub fn backend(&self) -> &B {
+    pub fn backend(&self) -> &Backend {
         &self.backend
     }
 
@@ -335,11 +335,11 @@ where
     /// # Errors
     /// As [`crate::plan::Batcher::plan`]; backend failures are outcomes in the report, not
     /// errors.
-    pub async fn discover<'a, B: LlmBackend, T: Timer>(
+    pub async fn discover<'a, Backend: LlmBackend, Clock: Timer>(
         &self,
         clusters: &'a [Cluster],
         concept: &str,
-        runner: &Runner<B, T>,
+        runner: &Runner<Backend, Clock>,
     ) -> Result<DiscoveryReport<'a>, Error> {
         let plan = self.plan(clusters)?;
         runner.run(plan, clusters, concept).await

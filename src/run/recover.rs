@@ -13,7 +13,7 @@ use super::driver::{Job, Run};
 use super::event::RunEvent;
 use super::failure::{AnswerProblem, Failure, SplitCause};
 
-impl<B: LlmBackend, T: Timer> Run<'_, '_, '_, B, T> {
+impl<Backend: LlmBackend, Clock: Timer> Run<'_, '_, '_, Backend, Clock> {
     /// The plan's estimate of a request with these clusters.
     fn estimated_tokens(&self, members: &[usize]) -> u64 {
         u64::from(self.plan.request_overhead_tokens)

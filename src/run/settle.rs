@@ -15,7 +15,7 @@ use crate::prompt::OutputMode;
 use crate::store::RequestKey;
 use crate::timer::Timer;
 
-impl<B: LlmBackend, T: Timer> Run<'_, '_, '_, B, T> {
+impl<Backend: LlmBackend, Clock: Timer> Run<'_, '_, '_, Backend, Clock> {
     /// Handles a call that came back.
     pub(super) fn land(&mut self, landed: Landed) {
         let now = self.runner.timer.now();
