@@ -3,6 +3,7 @@
 
 pub mod backend;
 mod config;
+mod discover;
 mod error;
 mod hash;
 mod model;

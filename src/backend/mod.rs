@@ -22,6 +22,7 @@ pub mod openai;
 mod rate_limit;
 
 pub use error::{BackendError, CallError, ErrorKind};
+#[cfg(feature = "openai")]
 pub(crate) use rate_limit::parse_duration;
 pub use rate_limit::{LimitStatus, RateLimitInfo};
 

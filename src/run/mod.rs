@@ -323,25 +323,3 @@ fn prompt_clusters<'a>(
         })
         .collect()
 }
-
-impl<Q, E, S> crate::plan::Batcher<Q, E, S>
-where
-    Q: crate::quality::QualityScorer,
-    E: crate::tokens::TokenEstimator,
-    S: crate::strategy::StrategySelector,
-{
-    /// Plans `clusters` and runs the plan with `runner`: the whole pipeline.
-    ///
-    /// # Errors
-    /// As [`crate::plan::Batcher::plan`]; backend failures are outcomes in the report, not
-    /// errors.
-    pub async fn discover<'a, Backend: LlmBackend, Clock: Timer>(
-        &self,
-        clusters: &'a [Cluster],
-        concept: &str,
-        runner: &Runner<Backend, Clock>,
-    ) -> Result<DiscoveryReport<'a>, Error> {
-        let plan = self.plan(clusters)?;
-        runner.run(plan, clusters, concept).await
-    }
-}
