@@ -71,8 +71,9 @@ fn run() -> Result<(), String> {
 
     let path = file.unwrap_or_else(|| BUNDLED.to_owned());
     // One cluster at a time: the input's text is never all in memory beside the clusters.
-    let clusters: Vec<Cluster> =
-        dynbatch::read_clusters(open(&path)?).map_err(|e| format!("{path}: {e}"))?;
+    let threads = std::thread::available_parallelism().unwrap_or(std::num::NonZeroUsize::MIN);
+    let clusters: Vec<Cluster> = dynbatch::read_clusters_parallel(open(&path)?, threads)
+        .map_err(|e| format!("{path}: {e}"))?;
 
     let plan = Batcher::new(config)
         .plan(&clusters)
@@ -83,6 +84,11 @@ fn run() -> Result<(), String> {
     writeln!(out)
         .and_then(|()| out.flush())
         .map_err(|e| e.to_string())?;
+    // Everything is written: leave without freeing 100,000s of small allocations one by one
+    // (the operating system takes the whole heap back at once), as compilers and search tools
+    // do. A library user's process keeps its clusters as long as it wants them.
+    std::mem::forget(plan);
+    std::mem::forget(clusters);
     Ok(())
 }
 

@@ -33,7 +33,9 @@ pub use backend::{
 };
 pub use config::{BatchingConfig, BatchingConfigBuilder, ConfigError, OverBudget};
 pub use error::{Error, FormatError, PlanMismatch, SetupError};
-pub use model::{Cluster, Extra, ReadError, Rejection, ScoreKind, Video, read_clusters};
+pub use model::{
+    Cluster, Extra, ReadError, Rejection, ScoreKind, Video, read_clusters, read_clusters_parallel,
+};
 pub use patterns::DiscoveryReport;
 pub use plan::{
     Batch, BatchPlan, Batcher, ClusterEntry, ClusterState, InvariantViolation, StateCounts,

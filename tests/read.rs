@@ -7,7 +7,9 @@ use std::io::Read;
 
 use dynbatch::ReadError;
 use dynbatch::testing::arb_clusters;
-use dynbatch::{Cluster, read_clusters};
+use std::num::NonZeroUsize;
+
+use dynbatch::{Cluster, read_clusters, read_clusters_parallel};
 use proptest::prelude::*;
 
 /// A reader that returns at most `sizes[i % len]` bytes per call.
@@ -129,4 +131,69 @@ fn errors_say_what_and_where() {
             other => panic!("{bad}: {other:?}"),
         }
     }
+}
+
+/// `n` clusters as JSON, each video with two fields the crate does not read (kept in `extra`),
+/// and every tenth cluster with a field of its own.
+fn many(n: usize, pretty: bool) -> String {
+    let mut clusters = dynbatch::testing::distinct_clusters(n);
+    for (i, c) in clusters.iter_mut().enumerate() {
+        for (j, v) in c.videos.iter_mut().enumerate() {
+            v.extra.insert("video_id", serde_json::json!(format!("v{i}-{j}")));
+            v.extra.insert("views", serde_json::json!(i * 1000 + j));
+        }
+        if i % 10 == 0 {
+            c.extra.insert(
+                "label",
+                serde_json::json!({"text": "a \"quoted\" [label] {x}", "n": [1, 2.5]}),
+            );
+        }
+    }
+    if pretty {
+        serde_json::to_string_pretty(&clusters).unwrap()
+    } else {
+        serde_json::to_string(&clusters).unwrap()
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+    /// Invariant `parallel_same_as_serial`: spread over any number of threads, the read gives
+    /// the same clusters as serde_json's read of the whole text, for inputs large enough that
+    /// the threads get work.
+    #[test]
+    fn parallel_same_as_serial(
+        n in 0usize..1_500,
+        pretty in any::<bool>(),
+        threads in 1usize..5,
+    ) {
+        let text = many(n, pretty);
+        let expected: Vec<Cluster> = serde_json::from_str(&text).unwrap();
+        let threads = NonZeroUsize::new(threads).unwrap();
+        prop_assert_eq!(read_clusters_parallel(text.as_bytes(), threads).unwrap(), expected);
+    }
+}
+
+#[test]
+fn in_parallel_the_first_bad_cluster_is_the_error() {
+    let text = many(600, false);
+    let mut clusters: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+    clusters[250] = serde_json::json!({"id": "bad"});
+    clusters[550] = serde_json::json!(5);
+    let text = serde_json::to_string(&clusters).unwrap();
+    for threads in [1, 2, 3] {
+        let threads = NonZeroUsize::new(threads).unwrap();
+        match read_clusters_parallel(text.as_bytes(), threads) {
+            Err(ReadError::Cluster { index: 250, source, .. }) => {
+                assert!(source.to_string().contains("missing field"), "{source}");
+            }
+            other => panic!("{threads}: {other:?}"),
+        }
+    }
+    // A bad cluster before a syntax error is the first error too.
+    let broken = format!("{},]", &text[..text.len() - 1]);
+    assert!(matches!(
+        read_clusters_parallel(broken.as_bytes(), NonZeroUsize::new(2).unwrap()),
+        Err(ReadError::Cluster { index: 250, .. })
+    ));
 }

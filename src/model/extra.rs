@@ -1,9 +1,9 @@
 //! [`Extra`]: the fields of an upstream record this crate does not interpret, kept verbatim as
 //! one compact JSON text.
 
-use std::fmt::{self, Write as _};
+use std::fmt;
 
-use serde::de::{self, Deserialize, Deserializer, MapAccess};
+use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value};
 
@@ -91,17 +91,17 @@ impl fmt::Debug for Extra {
 pub(crate) struct ExtraBuilder(String);
 
 impl ExtraBuilder {
-    /// Adds the field `key`; its value is the map's next value, read as it comes.
+    /// Adds the field `key`; its value is the map's next value, written as compact JSON as it
+    /// is read (no [`Value`] in between).
     pub(crate) fn read<'de, A: MapAccess<'de>>(
         &mut self,
         key: &str,
         map: &mut A,
     ) -> Result<(), A::Error> {
-        let value: Value = map.next_value()?;
         self.0.push(if self.0.is_empty() { '{' } else { ',' });
-        // `Value`'s `Display` is its compact JSON; writing into a `String` cannot fail.
-        let _ = write!(self.0, "{}:{value}", Value::from(key));
-        Ok(())
+        write_str(&mut self.0, key);
+        self.0.push(':');
+        map.next_value_seed(Compact(&mut self.0))
     }
 
     pub(crate) fn finish(mut self) -> Extra {
@@ -129,5 +129,190 @@ impl<'de> Deserialize<'de> for Extra {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let map = Map::<String, Value>::deserialize(d).map_err(de::Error::custom)?;
         Ok(Self::from(map))
+    }
+}
+
+/// Writes the value it is given as compact JSON, as `serde_json` would write it: strings
+/// escaped the same way, floats with the same shortest round-trip digits (`NaN` and infinities
+/// as `null`), object keys in their input order.
+struct Compact<'a>(&'a mut String);
+
+impl<'de> DeserializeSeed<'de> for Compact<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Compact<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<(), E> {
+        self.0.push_str(if v { "true" } else { "false" });
+        Ok(())
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<(), E> {
+        self.0.push_str(itoa::Buffer::new().format(v));
+        Ok(())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<(), E> {
+        self.0.push_str(itoa::Buffer::new().format(v));
+        Ok(())
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<(), E> {
+        match serde_json::Number::from_f64(v) {
+            Some(n) => self.0.push_str(&n.to_string()),
+            None => self.0.push_str("null"),
+        }
+        Ok(())
+    }
+    fn visit_str<E>(self, v: &str) -> Result<(), E> {
+        write_str(self.0, v);
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        self.0.push_str("null");
+        Ok(())
+    }
+    fn visit_none<E>(self) -> Result<(), E> {
+        self.0.push_str("null");
+        Ok(())
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        self.0.push('[');
+        let mut first = true;
+        loop {
+            let mark = self.0.len();
+            if !first {
+                self.0.push(',');
+            }
+            if seq.next_element_seed(Compact(self.0))?.is_none() {
+                self.0.truncate(mark);
+                break;
+            }
+            first = false;
+        }
+        self.0.push(']');
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        self.0.push('{');
+        let mut first = true;
+        loop {
+            let mark = self.0.len();
+            if !first {
+                self.0.push(',');
+            }
+            if map.next_key_seed(Compact(self.0))?.is_none() {
+                self.0.truncate(mark);
+                break;
+            }
+            self.0.push(':');
+            map.next_value_seed(Compact(self.0))?;
+            first = false;
+        }
+        self.0.push('}');
+        Ok(())
+    }
+}
+
+/// `text` as a JSON string, escaped as `serde_json` escapes it: `"`, `\\` and control
+/// characters (`\b`, `\f`, `\n`, `\r`, `\t`, else `\u00XX`); everything else as it is.
+fn write_str(out: &mut String, text: &str) {
+    out.push('"');
+    let mut rest = text;
+    while let Some(i) = rest
+        .bytes()
+        .position(|b| b < 0x20 || b == b'"' || b == b'\\')
+    {
+        out.push_str(&rest[..i]);
+        let b = rest.as_bytes()[i];
+        match b {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            0x08 => out.push_str("\\b"),
+            0x0c => out.push_str("\\f"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            _ => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.push_str("\\u00");
+                out.push(char::from(HEX[usize::from(b >> 4)]));
+                out.push(char::from(HEX[usize::from(b & 0xf)]));
+            }
+        }
+        rest = &rest[i + 1..];
+    }
+    out.push_str(rest);
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// The fields of `json` (an object) as the builder stores them.
+    fn built(json: &str) -> String {
+        struct Fields;
+        impl<'de> Visitor<'de> for Fields {
+            type Value = Extra;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Extra, A::Error> {
+                let mut extra = ExtraBuilder::default();
+                while let Some(key) = map.next_key::<String>()? {
+                    extra.read(&key, &mut map)?;
+                }
+                Ok(extra.finish())
+            }
+        }
+        let mut d = serde_json::Deserializer::from_str(json);
+        d.deserialize_map(Fields).unwrap().as_json().to_owned()
+    }
+
+    #[test]
+    fn values_are_written_as_serde_json_writes_them() {
+        for value in [
+            r#""plain""#,
+            r#""quote \" backslash \\ slash / tab \t nl \n cr \r bs \b ff \f nul \u0000 us \u001f""#,
+            r#""unicode é ☕ 𝄞 \u2028""#,
+            "0",
+            "-17",
+            "18446744073709551615",
+            "18446744073709551616",
+            "-9223372036854775808",
+            "1.0",
+            "0.1",
+            "1e300",
+            "-2.5e-8",
+            "123456789.123456789",
+            "true",
+            "false",
+            "null",
+            "[]",
+            "{}",
+            r#"[1, "a", [null, {"k": [true]}], {"z": 1, "a": 2}]"#,
+            r#"{"b": {"c": [1.5, "x\ny"]}, "a": null}"#,
+        ] {
+            let json = format!(r#"{{"k\"ey": {value}, "other": 1}}"#);
+            let ours = built(&json);
+            // serde_json's own compact text of the same object (keys are ordered by its map,
+            // so compare as values, and the text of each field exactly where it has no map).
+            let theirs: Value = serde_json::from_str(&json).unwrap();
+            let back: Value = serde_json::from_str(&ours).unwrap();
+            assert_eq!(back, theirs, "{value}");
+            if !value.contains('{') {
+                assert_eq!(ours, theirs.to_string(), "{value}");
+            }
+        }
     }
 }

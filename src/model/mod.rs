@@ -13,7 +13,7 @@ mod rejection;
 
 pub use extra::Extra;
 use extra::ExtraBuilder;
-pub use read::{ReadError, read_clusters};
+pub use read::{ReadError, read_clusters, read_clusters_parallel};
 pub use rejection::{Rejection, ScoreKind};
 
 /// One video of a cluster: its title and how well it performed against its channel's baseline.
@@ -157,30 +157,43 @@ pub(crate) fn mean(values: impl ExactSizeIterator<Item = f64>) -> Option<f64> {
 // the time of reading a large input. Known fields are read straight into their types; only
 // unknown ones become `Value`s.
 
-/// A field name: one of the known ones (no allocation), or another kept for `extra`.
-enum Field {
+/// A field name: one of the known ones (no allocation), or another kept for `extra`
+/// (borrowed from the input when it can be).
+enum Field<'de> {
     Known(usize),
-    Other(String),
+    Other(std::borrow::Cow<'de, str>),
 }
 
 struct FieldVisitor<const N: usize>(&'static [&'static str; N]);
 
 impl<'de, const N: usize> de::DeserializeSeed<'de> for FieldVisitor<N> {
-    type Value = Field;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Field, D::Error> {
+    type Value = Field<'de>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Field<'de>, D::Error> {
         d.deserialize_identifier(self)
     }
 }
 
-impl<const N: usize> de::Visitor<'_> for FieldVisitor<N> {
-    type Value = Field;
+impl<const N: usize> FieldVisitor<N> {
+    fn known(&self, v: &str) -> Option<usize> {
+        self.0.iter().position(|k| *k == v)
+    }
+}
+
+impl<'de, const N: usize> de::Visitor<'de> for FieldVisitor<N> {
+    type Value = Field<'de>;
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a field name")
     }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Field, E> {
-        Ok(match self.0.iter().position(|k| *k == v) {
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Field<'de>, E> {
+        Ok(match self.known(v) {
             Some(i) => Field::Known(i),
-            None => Field::Other(v.to_owned()),
+            None => Field::Other(v.to_owned().into()),
+        })
+    }
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Field<'de>, E> {
+        Ok(match self.known(v) {
+            Some(i) => Field::Known(i),
+            None => Field::Other(v.into()),
         })
     }
 }
