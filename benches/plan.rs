@@ -3,8 +3,14 @@
 //! data. Two configs: the defaults (10 calls, most clusters deferred) and a budget large enough
 //! to batch every candidate (the packer's worst case).
 //!
+//! The `parse_and_plan` group reads the same clusters from pretty-printed JSON text (each video
+//! with two fields the crate does not interpret, as upstream sends them) and plans them:
+//! `serde_json::from_slice` of the whole text as the reference, `read_clusters` (one thread),
+//! `read_clusters_parallel` (the machine's cores), each followed by the plan.
+//!
 //! ```text
 //! cargo bench --bench plan
+//! cargo bench --bench plan -- parse_and_plan
 //! ```
 
 use std::hint::black_box;
@@ -80,5 +86,59 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+/// The clusters as upstream sends them: pretty-printed, each video with a `video_id` and
+/// `views` the crate keeps in `extra`.
+fn json(n: usize) -> Vec<u8> {
+    let mut data = clusters(n);
+    for (i, c) in data.iter_mut().enumerate() {
+        for (k, v) in c.videos.iter_mut().enumerate() {
+            v.extra
+                .insert("video_id", serde_json::json!(format!("v{i:07}-{k:02}")));
+            v.extra.insert("views", serde_json::json!(i * 31 + k * 7));
+        }
+    }
+    serde_json::to_vec_pretty(&data).unwrap_or_default()
+}
+
+fn parse_and_plan(c: &mut Criterion) {
+    let mut group = c.benchmark_group("parse_and_plan");
+    group.sample_size(10);
+    let threads = std::thread::available_parallelism().unwrap_or(std::num::NonZeroUsize::MIN);
+    let batcher = Batcher::default();
+    for n in [10_000usize, 100_000] {
+        let text = json(n);
+        group.throughput(Throughput::Bytes(text.len() as u64));
+        group.bench_with_input(
+            BenchmarkId::new("serde_json_from_slice", n),
+            &text,
+            |b, t| {
+                b.iter(|| {
+                    let clusters: Vec<Cluster> =
+                        serde_json::from_slice(black_box(t)).unwrap_or_default();
+                    batcher.plan(&clusters).map(|p| p.batches.len())
+                });
+            },
+        );
+        group.bench_with_input(BenchmarkId::new("read_clusters", n), &text, |b, t| {
+            b.iter(|| {
+                let clusters = dynbatch::read_clusters(black_box(&t[..])).unwrap_or_default();
+                batcher.plan(&clusters).map(|p| p.batches.len())
+            });
+        });
+        group.bench_with_input(
+            BenchmarkId::new("read_clusters_parallel", n),
+            &text,
+            |b, t| {
+                b.iter(|| {
+                    let clusters = dynbatch::read_clusters_parallel(black_box(&t[..]), threads)
+                        .unwrap_or_default();
+                    batcher.plan(&clusters).map(|p| p.batches.len())
+                });
+            },
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench, parse_and_plan);
 criterion_main!(benches);

@@ -139,7 +139,8 @@ fn many(n: usize, pretty: bool) -> String {
     let mut clusters = dynbatch::testing::distinct_clusters(n);
     for (i, c) in clusters.iter_mut().enumerate() {
         for (j, v) in c.videos.iter_mut().enumerate() {
-            v.extra.insert("video_id", serde_json::json!(format!("v{i}-{j}")));
+            v.extra
+                .insert("video_id", serde_json::json!(format!("v{i}-{j}")));
             v.extra.insert("views", serde_json::json!(i * 1000 + j));
         }
         if i % 10 == 0 {
@@ -184,7 +185,9 @@ fn in_parallel_the_first_bad_cluster_is_the_error() {
     for threads in [1, 2, 3] {
         let threads = NonZeroUsize::new(threads).unwrap();
         match read_clusters_parallel(text.as_bytes(), threads) {
-            Err(ReadError::Cluster { index: 250, source, .. }) => {
+            Err(ReadError::Cluster {
+                index: 250, source, ..
+            }) => {
                 assert!(source.to_string().contains("missing field"), "{source}");
             }
             other => panic!("{threads}: {other:?}"),

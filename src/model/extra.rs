@@ -86,9 +86,16 @@ impl fmt::Debug for Extra {
     }
 }
 
-/// Builds an [`Extra`] field by field while a record is read, with no map in between.
+/// Builds an [`Extra`] field by field while a record is read, with no map in between. The
+/// text is written into a scratch buffer kept per thread (records nest, so there is a small
+/// stack of them) and copied once into an allocation of its exact size.
 #[derive(Default)]
-pub(crate) struct ExtraBuilder(String);
+pub(crate) struct ExtraBuilder(Option<String>);
+
+thread_local! {
+    /// Scratch buffers of finished builders, for the next ones.
+    static SCRATCH: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 impl ExtraBuilder {
     /// Adds the field `key`; its value is the map's next value, written as compact JSON as it
@@ -98,18 +105,33 @@ impl ExtraBuilder {
         key: &str,
         map: &mut A,
     ) -> Result<(), A::Error> {
-        self.0.push(if self.0.is_empty() { '{' } else { ',' });
-        write_str(&mut self.0, key);
-        self.0.push(':');
-        map.next_value_seed(Compact(&mut self.0))
+        let text = if let Some(text) = &mut self.0 {
+            text.push(',');
+            text
+        } else {
+            let mut text = SCRATCH
+                .with(|s| s.borrow_mut().pop())
+                .unwrap_or_else(|| String::with_capacity(256));
+            text.push('{');
+            self.0.insert(text)
+        };
+        write_str(text, key);
+        text.push(':');
+        map.next_value_seed(Compact(text))
     }
 
-    pub(crate) fn finish(mut self) -> Extra {
-        if self.0.is_empty() {
+    pub(crate) fn finish(self) -> Extra {
+        let Some(mut text) = self.0 else {
             return Extra(None);
+        };
+        text.push('}');
+        let extra = Extra(Some(Box::from(text.as_str())));
+        // Kept for the next record unless one huge record made it large.
+        if text.capacity() <= 1 << 16 {
+            text.clear();
+            SCRATCH.with(|s| s.borrow_mut().push(text));
         }
-        self.0.push('}');
-        Extra(Some(self.0.into_boxed_str()))
+        extra
     }
 }
 

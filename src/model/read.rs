@@ -2,6 +2,7 @@
 
 use std::io::Read;
 use std::num::NonZeroUsize;
+use std::sync::Arc;
 
 use super::Cluster;
 
@@ -47,8 +48,8 @@ enum State {
         depth: u32,
         in_string: bool,
         escaped: bool,
-        /// The element is an object: only braces count for its depth (brackets inside it
-        /// are balanced in any text the parser would take), so they can be skipped.
+        /// The element is an object, scanned by [`scan_object`]; other elements (never a
+        /// cluster, so an error once parsed) byte by byte.
         object: bool,
     },
     /// After an element: `,` or `]` comes.
@@ -80,11 +81,11 @@ pub fn read_clusters(reader: impl Read) -> Result<Vec<Cluster>, ReadError> {
 }
 
 /// [`read_clusters`] with the parsing spread over `threads` threads (scoped: they end before
-/// it returns). One thread finds where each cluster starts and ends in a window of the input;
-/// the clusters of the window are then parsed in `threads` contiguous parts at once. The
-/// result, and the error for bad input (the first bad cluster's), are the same as
-/// [`read_clusters`]'s. Worth it for large inputs (the `plan` example uses the machine's
-/// cores); with one thread, no thread is started.
+/// it returns). The calling thread finds where each cluster starts and ends, a window of a few
+/// megabytes at a time; each window's clusters are parsed in `threads` contiguous parts on
+/// threads of their own while it scans the next. The result, and the error for bad input (the
+/// first bad cluster's), are the same as [`read_clusters`]'s. Worth it for large inputs (the
+/// `plan` example uses the machine's cores); with one thread, no thread is started.
 ///
 /// ```
 /// use std::num::NonZeroUsize;
@@ -99,13 +100,48 @@ pub fn read_clusters(reader: impl Read) -> Result<Vec<Cluster>, ReadError> {
 /// # Errors
 /// As [`read_clusters`].
 pub fn read_clusters_parallel(
-    mut reader: impl Read,
+    reader: impl Read,
     threads: NonZeroUsize,
 ) -> Result<Vec<Cluster>, ReadError> {
-    let mut clusters = Vec::new();
-    // Complete elements of the window not yet parsed: where each starts and ends in `buf`.
+    read_windows(reader, threads, CHUNK)
+}
+
+/// [`read_clusters_parallel`] with windows of `chunk` bytes (tests use small ones, so elements
+/// cross windows anywhere).
+fn read_windows(
+    reader: impl Read,
+    threads: NonZeroUsize,
+    chunk: usize,
+) -> Result<Vec<Cluster>, ReadError> {
+    if threads.get() == 1 {
+        return scan(reader, chunk, Serial::default());
+    }
+    std::thread::scope(|scope| {
+        scan(
+            reader,
+            chunk,
+            Pipelined {
+                scope,
+                threads: threads.get(),
+                clusters: Vec::new(),
+                handed: 0,
+                inflight: std::collections::VecDeque::new(),
+                spare: Vec::new(),
+            },
+        )
+    })
+}
+
+/// Finds the elements of the array in `reader`, window by window, and hands each window's
+/// complete elements to `sink`.
+fn scan<S: Sink>(
+    mut reader: impl Read,
+    chunk: usize,
+    mut sink: S,
+) -> Result<Vec<Cluster>, ReadError> {
+    // Complete elements of the window not yet handed over: where each starts and ends in `buf`.
     let mut pending: Vec<(usize, usize)> = Vec::new();
-    let mut buf: Vec<u8> = Vec::with_capacity(CHUNK);
+    let mut buf: Vec<u8> = Vec::with_capacity(chunk);
     // `buf[0]` is at `base` in the input; `pos` is the next byte to look at; `start` the first
     // byte of the element being read.
     let (mut base, mut pos, mut start) = (0u64, 0usize, 0usize);
@@ -116,26 +152,20 @@ pub fn read_clusters_parallel(
     };
     loop {
         if pos == buf.len() {
-            // Keep only the element being read; then read more.
+            // Hand over the complete elements, keep only the element being read; read more.
             let keep = if matches!(state, State::In { .. }) {
                 start
             } else {
                 pos
             };
-            parse_all(&buf, base, &mut pending, threads, &mut clusters)?;
-            let n = refill(&mut reader, &mut buf, keep)?;
+            sink.window(&mut buf, keep, base, &mut pending)?;
+            let n = read_more(&mut reader, &mut buf, chunk)?;
             base += keep as u64;
             pos -= keep;
             start -= keep.min(start);
             if n == 0 {
-                return match state {
-                    State::End => Ok(clusters),
-                    State::Start => Err(syntax(
-                        base + pos as u64,
-                        "expected a JSON array of clusters, found nothing",
-                    )),
-                    _ => Err(syntax(base + pos as u64, "the input ends inside the array")),
-                };
+                ended(state, base + pos as u64)?;
+                return sink.finish();
             }
         }
         let b = buf[pos];
@@ -145,13 +175,34 @@ pub fn read_clusters_parallel(
                     Ok(state) => state,
                     Err(message) => {
                         // A bad cluster before this place is the first error.
-                        parse_all(&buf, base, &mut pending, threads, &mut clusters)?;
+                        sink.window(&mut buf, pos, base, &mut pending)?;
+                        sink.finish()?;
                         return Err(syntax(base + pos as u64, message));
                     }
                 };
                 if matches!(state, State::In { .. }) {
                     start = pos;
                 }
+            }
+            State::In {
+                depth: depth @ 1..,
+                in_string,
+                escaped,
+                object: true,
+            } => {
+                // An object: its own tight loop, to its end or the window's.
+                match scan_object(&buf, pos, depth, in_string, escaped) {
+                    Ok(end) => {
+                        pending.push((start, end));
+                        state = State::After;
+                        pos = end;
+                    }
+                    Err(more) => {
+                        state = more;
+                        pos = buf.len();
+                    }
+                }
+                continue;
             }
             State::In {
                 depth: 0,
@@ -169,19 +220,10 @@ pub fn read_clusters_parallel(
                 escaped: false,
                 ..
             } if b != b'"' && b != b'\\' => {
-                // Inside a string: skip to its next quote or backslash at once.
+                // Inside a string (of an element that is no object, so no cluster: rare):
+                // skip to its next quote or backslash at once.
                 let rest = &buf[pos..];
                 pos += memchr::memchr2(b'"', b'\\', rest).unwrap_or(rest.len());
-                continue;
-            }
-            State::In {
-                depth: 1..,
-                in_string: false,
-                object,
-                ..
-            } if !matches!(b, b'"' | b'{' | b'}') && (object || !matches!(b, b'[' | b']')) => {
-                // Inside the element, outside strings: skip to the next byte that matters.
-                pos += skip_structure(&buf[pos..], object);
                 continue;
             }
             State::In {
@@ -207,17 +249,76 @@ pub fn read_clusters_parallel(
     }
 }
 
-/// How many bytes of `rest` (inside an element, outside strings) can be skipped: up to the
-/// next quote or brace, and in an element that is not an object, bracket too (in an object,
-/// brackets are balanced in any text the parser would take, so braces alone find its end).
-fn skip_structure(rest: &[u8], object: bool) -> usize {
-    if object {
-        memchr::memchr3(b'"', b'{', b'}', rest).unwrap_or(rest.len())
-    } else {
-        rest.iter()
-            .position(|&c| matches!(c, b'"' | b'{' | b'}' | b'[' | b']'))
-            .unwrap_or(rest.len())
+/// Scans an object element from `buf[pos]` on, in the state given (depth of braces, inside a
+/// string, after a backslash in one): where the element ends (the byte after its closing
+/// brace), or the state at the end of `buf` to go on from. Only quotes, backslashes in strings and braces
+/// matter: brackets inside an object are balanced in any text the parser would take.
+fn scan_object(
+    buf: &[u8],
+    mut pos: usize,
+    mut depth: u32,
+    mut in_string: bool,
+    mut escaped: bool,
+) -> Result<usize, State> {
+    let more = |depth, in_string, escaped| State::In {
+        depth,
+        in_string,
+        escaped,
+        object: true,
+    };
+    loop {
+        if in_string {
+            if escaped {
+                if pos >= buf.len() {
+                    return Err(more(depth, true, true));
+                }
+                pos += 1;
+                escaped = false;
+            }
+            match memchr::memchr2(b'"', b'\\', &buf[pos..]) {
+                None => return Err(more(depth, true, false)),
+                Some(i) if buf[pos + i] == b'"' => {
+                    pos += i + 1;
+                    in_string = false;
+                }
+                Some(i) => {
+                    pos += i + 1;
+                    escaped = true;
+                }
+            }
+        } else {
+            match memchr::memchr3(b'"', b'{', b'}', &buf[pos..]) {
+                None => return Err(more(depth, false, false)),
+                Some(i) => {
+                    let b = buf[pos + i];
+                    pos += i + 1;
+                    match b {
+                        b'"' => in_string = true,
+                        b'{' => depth += 1,
+                        _ => {
+                            depth -= 1;
+                            if depth == 0 {
+                                return Ok(pos);
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
+}
+
+/// At the end of the input: fine after the array's `]`; otherwise what is missing.
+fn ended(state: State, offset: u64) -> Result<(), ReadError> {
+    let message = match state {
+        State::End => return Ok(()),
+        State::Start => "expected a JSON array of clusters, found nothing",
+        _ => "the input ends inside the array",
+    };
+    Err(ReadError::Syntax {
+        offset,
+        message: message.to_owned(),
+    })
 }
 
 /// The state after byte `b` outside any element, or what is wrong with it.
@@ -243,11 +344,10 @@ fn between(state: State, b: u8) -> Result<State, &'static str> {
     })
 }
 
-/// Drops `buf[..keep]` and appends up to a chunk more from `reader`, with no zero-filling
-/// (`read_to_end` of a `take`); returns how many bytes came (0 at the end of the input).
-fn refill(reader: &mut impl Read, buf: &mut Vec<u8>, keep: usize) -> std::io::Result<usize> {
-    buf.drain(..keep);
-    reader.take(CHUNK as u64).read_to_end(buf)
+/// Appends up to `chunk` bytes more from `reader`, with no zero-filling (`read_to_end` of a
+/// `take`); returns how many bytes came (0 at the end of the input).
+fn read_more(reader: &mut impl Read, buf: &mut Vec<u8>, chunk: usize) -> std::io::Result<usize> {
+    reader.take(chunk as u64).read_to_end(buf)
 }
 
 /// One byte of an element: the new depth, string and escape state, and whether the element
@@ -263,52 +363,146 @@ fn step(depth: u32, in_string: bool, escaped: bool, b: u8) -> (u32, bool, bool, 
     }
 }
 
-/// Parses the `pending` elements of `buf` (which starts at `base` in the input) into
-/// `clusters`, in order, in `threads` contiguous parts at once; the first bad element's error
-/// wins.
-fn parse_all(
-    buf: &[u8],
-    base: u64,
-    pending: &mut Vec<(usize, usize)>,
-    threads: NonZeroUsize,
-    clusters: &mut Vec<Cluster>,
-) -> Result<(), ReadError> {
-    let first = clusters.len();
-    let parts = threads.get().min(pending.len() / MIN_PER_THREAD).max(1);
-    if parts == 1 {
-        clusters.reserve(pending.len());
+/// What becomes of the complete elements of each window.
+trait Sink {
+    /// Takes the elements `pending` of `buf` (which starts at `base` in the input) and leaves
+    /// in `buf` only `buf[keep..]`, the element being read.
+    fn window(
+        &mut self,
+        buf: &mut Vec<u8>,
+        keep: usize,
+        base: u64,
+        pending: &mut Vec<(usize, usize)>,
+    ) -> Result<(), ReadError>;
+
+    /// Every cluster handed over, in order, or the first bad one's error.
+    fn finish(&mut self) -> Result<Vec<Cluster>, ReadError>;
+}
+
+/// Parses each window at once, on this thread.
+#[derive(Default)]
+struct Serial(Vec<Cluster>);
+
+impl Sink for Serial {
+    fn window(
+        &mut self,
+        buf: &mut Vec<u8>,
+        keep: usize,
+        base: u64,
+        pending: &mut Vec<(usize, usize)>,
+    ) -> Result<(), ReadError> {
+        let first = self.0.len();
+        self.0.reserve(pending.len());
         for (k, &(start, end)) in pending.iter().enumerate() {
-            clusters.push(parse(&buf[start..end], first + k, base + start as u64)?);
+            self.0
+                .push(parse(&buf[start..end], first + k, base + start as u64)?);
         }
-    } else {
-        let size = pending.len().div_ceil(parts);
-        let results: Vec<Result<Vec<Cluster>, ReadError>> = std::thread::scope(|scope| {
-            let mut chunks = pending.chunks(size).enumerate();
-            let own = chunks.next();
-            let spawned: Vec<_> = chunks
-                .map(|(c, chunk)| {
-                    scope.spawn(move || parse_part(buf, base, chunk, first + c * size))
-                })
-                .collect();
-            let mut results = vec![own.map_or_else(
-                || Ok(Vec::new()),
-                |(_, chunk)| parse_part(buf, base, chunk, first),
-            )];
-            for handle in spawned {
-                results.push(
-                    handle
-                        .join()
-                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-                );
-            }
-            results
-        });
-        for part in results {
-            clusters.append(&mut part?);
-        }
+        pending.clear();
+        buf.drain(..keep);
+        Ok(())
     }
-    pending.clear();
-    Ok(())
+
+    fn finish(&mut self) -> Result<Vec<Cluster>, ReadError> {
+        Ok(std::mem::take(&mut self.0))
+    }
+}
+
+/// A window's parts being parsed, each on a thread of its own, and the window they read.
+type Inflight<'scope> = (
+    Vec<std::thread::ScopedJoinHandle<'scope, Result<Vec<Cluster>, ReadError>>>,
+    Arc<Vec<u8>>,
+);
+
+/// Parses each window in `threads` parts on threads of their own, while the caller's thread
+/// scans the next window: one window in flight at a time, its buffer reused after.
+struct Pipelined<'scope, 'env> {
+    scope: &'scope std::thread::Scope<'scope, 'env>,
+    threads: usize,
+    clusters: Vec<Cluster>,
+    /// Elements handed to threads so far (the index of the next window's first).
+    handed: usize,
+    /// Oldest first; at most [`IN_FLIGHT`].
+    inflight: std::collections::VecDeque<Inflight<'scope>>,
+    /// Buffers of windows parsed, for the next ones.
+    spare: Vec<Vec<u8>>,
+}
+
+/// Windows being parsed at once: two, so the parsing threads have the next window's work
+/// while the slowest part of a window ends.
+const IN_FLIGHT: usize = 2;
+
+impl Pipelined<'_, '_> {
+    /// Waits for the oldest window in flight and takes its clusters.
+    fn join(&mut self) -> Result<(), ReadError> {
+        let Some((handles, window)) = self.inflight.pop_front() else {
+            return Ok(());
+        };
+        let mut first_error = None;
+        for handle in handles {
+            match handle
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            {
+                Ok(mut part) if first_error.is_none() => self.clusters.append(&mut part),
+                Ok(_) => {}
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if let Ok(mut window) = Arc::try_unwrap(window) {
+            window.clear();
+            self.spare.push(window);
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+impl Sink for Pipelined<'_, '_> {
+    fn window(
+        &mut self,
+        buf: &mut Vec<u8>,
+        keep: usize,
+        base: u64,
+        pending: &mut Vec<(usize, usize)>,
+    ) -> Result<(), ReadError> {
+        if self.inflight.len() >= IN_FLIGHT {
+            self.join()?;
+        }
+        // The next buffer starts with the element being read.
+        let mut next = self
+            .spare
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(buf.capacity()));
+        next.extend_from_slice(&buf[keep..]);
+        let window = Arc::new(std::mem::replace(buf, next));
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let elements = Arc::new(std::mem::take(pending));
+        let parts = self.threads.min(elements.len() / MIN_PER_THREAD).max(1);
+        let size = elements.len().div_ceil(parts);
+        let first = self.handed;
+        self.handed += elements.len();
+        let handles = (0..parts)
+            .map(|p| {
+                let (window, elements) = (Arc::clone(&window), Arc::clone(&elements));
+                self.scope.spawn(move || {
+                    let part = elements.chunks(size).nth(p).unwrap_or_default();
+                    parse_part(&window, base, part, first + p * size)
+                })
+            })
+            .collect();
+        self.inflight.push_back((handles, window));
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<Vec<Cluster>, ReadError> {
+        while !self.inflight.is_empty() {
+            self.join()?;
+        }
+        Ok(std::mem::take(&mut self.clusters))
+    }
 }
 
 /// Fewest elements worth a thread of their own.
@@ -339,4 +533,48 @@ fn parse(text: &[u8], index: usize, offset: u64) -> Result<Cluster, ReadError> {
         offset,
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// Windows of any size, cut anywhere (inside strings, right after a backslash, between
+    /// braces), serial or parallel: the same clusters as `serde_json` reads, and the same
+    /// first error.
+    #[test]
+    fn elements_cross_windows_anywhere() {
+        let video = |i: usize| {
+            format!(
+                r#"{{"title": "T{i} \"q\" \\ {{x}} [y] \u00e9", "performance_ratio": 1.5, "n": {{"a": [{{"b": "}}"}}]}}}}"#
+            )
+        };
+        let cluster = |i: usize| {
+            format!(
+                r#"{{"id": "c{i}", "size": 9, "avg_performance": 2.0, "thread_sources": ["s"], "is_wide": false, "videos": [{}, {}]}}"#,
+                video(i),
+                video(i + 1)
+            )
+        };
+        let text = format!(
+            "[{}]",
+            (0..40).map(cluster).collect::<Vec<_>>().join(",\n ")
+        );
+        let expected: Vec<Cluster> = serde_json::from_str(&text).unwrap();
+        let bad = text.replace(r#""c29", "size": 9"#, r#""c29", "size": -9"#);
+        assert_ne!(bad, text);
+        for chunk in [1, 2, 3, 5, 17, 64, 1000] {
+            for threads in [1, 2] {
+                let threads = NonZeroUsize::new(threads).unwrap();
+                let got = read_windows(text.as_bytes(), threads, chunk).unwrap();
+                assert_eq!(got, expected, "chunk {chunk}");
+                match read_windows(bad.as_bytes(), threads, chunk) {
+                    Err(ReadError::Cluster { index: 29, .. }) => {}
+                    other => panic!("chunk {chunk}: {other:?}"),
+                }
+            }
+        }
+    }
 }
