@@ -255,3 +255,56 @@ fn degenerate_thresholds_keep_their_meaning() {
     assert_eq!(consolidate(&support, f64::NAN).len(), 2);
     assert_eq!(consolidate(&support, 1.5)[0].occurrences, 2);
 }
+
+/// Many patterns over a mid-sized vocabulary with a few frequent words (as the bench's, but
+/// small enough for the scan): the index's filters (prefix, size, position, late postings,
+/// signatures) find exactly the scan's groups, at several thresholds.
+#[test]
+fn indexed_equals_the_scan_on_many_patterns() {
+    let mut x = 3u64;
+    let mut next = move || {
+        x = x
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        x >> 33
+    };
+    let common = ["i", "the", "for", "why", "[X]", "how"];
+    let support: Vec<Support> = (0..600)
+        .map(|c| Support {
+            id: format!("c{c}"),
+            priority: f64::from(600 - c) / 600.0,
+            avg_performance: 3.0,
+            is_wide: false,
+            patterns: (0..4)
+                .map(|_| {
+                    let n = 2 + next() % 7;
+                    let text: Vec<String> = (0..n)
+                        .map(|_| {
+                            let r = next();
+                            if r % 3 == 0 {
+                                common[(r / 3 % 6) as usize].to_owned()
+                            } else {
+                                format!("w{}", r % 400)
+                            }
+                        })
+                        .collect();
+                    Pattern {
+                        pattern: text.join(" "),
+                        template: None,
+                        examples: vec![],
+                        rationale: None,
+                    }
+                })
+                .collect(),
+        })
+        .collect();
+    for threshold in [0.2, 0.4, 0.5, 0.6, 0.75, 1.0] {
+        let ours = consolidate(&support, threshold);
+        assert_eq!(
+            ours,
+            reference(&support, threshold),
+            "threshold {threshold}"
+        );
+        assert!(ours.len() < 2400, "some patterns merged at {threshold}");
+    }
+}

@@ -22,10 +22,16 @@ type Set<K> = HashSet<K, foldhash::fast::RandomState>;
 
 /// Text reduced for comparison: lower case; placeholders (`[X]`, `{topic}`, `<n>`) and numbers
 /// become one token each; other punctuation dropped; words separated by one space.
-// Public through `testing` only.
-#[cfg_attr(not(feature = "testing"), allow(unreachable_pub))]
+// Public through `testing` only (and used by this module's tests).
+#[cfg_attr(not(feature = "testing"), allow(unreachable_pub, dead_code))]
 pub fn normalize(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 8);
+    normalize_into(text, &mut out);
+    out
+}
+
+/// [`normalize`], appended to `out` (which the caller clears).
+fn normalize_into(text: &str, out: &mut String) {
     // A separator is owed before the next word; the last thing written was a number token.
     let (mut gap, mut after_number) = (false, false);
     let mut depth = 0usize;
@@ -41,7 +47,7 @@ pub fn normalize(text: &str) -> String {
             '[' | '{' | '<' => {
                 if depth == 0 {
                     gap = true;
-                    token(&mut out, &mut gap, "_slot_");
+                    token(out, &mut gap, "_slot_");
                     gap = true;
                     after_number = false;
                 }
@@ -52,7 +58,7 @@ pub fn normalize(text: &str) -> String {
             c if c.is_ascii_digit() => {
                 if !after_number {
                     gap = true;
-                    token(&mut out, &mut gap, "_num_");
+                    token(out, &mut gap, "_num_");
                     gap = true;
                     after_number = true;
                 }
@@ -72,7 +78,6 @@ pub fn normalize(text: &str) -> String {
             }
         }
     }
-    out
 }
 
 /// How a threshold matches word sets.
@@ -148,11 +153,37 @@ struct Posting {
     size: u32,
     /// Where the word is in the group's sorted words.
     position: u32,
+    /// The group's words as a 64-bit signature ([`signature`]).
+    signature: u64,
 }
+
+/// A word's bit in a signature.
+fn bit(word: u32) -> u64 {
+    1 << (u64::from(word).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58)
+}
+
+/// A set's signature: the bits of its words. A word whose bit is not in a set's signature is
+/// not in the set, so the words of `x` whose bits are in `y`'s signature bound `|x ∩ y|` from
+/// above, with no look at `y`'s words.
+fn signature(words: &[u32]) -> u64 {
+    words.iter().fold(0, |s, &w| s | bit(w))
+}
+
+/// Postings whose word has fewer than this many words after it in its group are kept apart
+/// ("late"): a common word sits at the end of most groups (words are ranked rarest first).
+const LATE: u32 = 2;
 
 /// The groups' word sets and the inverted index over their prefixes, with the positional
 /// filter of `PPJoin`: a candidate is dropped as soon as the words it shares so far plus all it
 /// could still share fall short of the overlap the threshold needs, without reading its words.
+///
+/// Late postings are not read by a query that needs at least [`LATE`] words after the first
+/// one it shares with any group (every query of four words or more at the default 0.6): the
+/// first word two matching sets share comes with all their other shared words after it in
+/// both, so it cannot be late in the group; and once a pair meets at a late word, every word
+/// they share after it is late too, so the counts of the postings read stay exact and the
+/// filter stays sound. A frequent word then costs a query little, however many groups end
+/// with it.
 #[derive(Default)]
 struct Index {
     /// Every group's word ranks (sorted), one after another: candidates are read from one
@@ -160,8 +191,11 @@ struct Index {
     ranks: Vec<u32>,
     /// Start and length of each group's ranks.
     spans: Vec<(u32, u32)>,
-    /// Rank → the groups whose prefix holds it, in creation order.
-    postings: Vec<Vec<Posting>>,
+    /// Rank → the groups whose prefix holds it, in creation order: not late, and late.
+    postings: Vec<[Vec<Posting>; 2]>,
+    /// For the query under way: the overlap a group of each size needs, and its words' bits.
+    needed: Vec<u32>,
+    bits: Vec<u64>,
     /// Per group, for the query under way: the query it was last seen by, and the words it
     /// shares with the query so far (`u32::MAX`: ruled out).
     seen: Vec<u32>,
@@ -169,6 +203,9 @@ struct Index {
     query: u32,
     touched: Vec<u32>,
 }
+
+/// Sizes whose needed overlap a query tables (larger ones are computed when met).
+const MAX_TABLE: usize = 256;
 
 /// The overlap two sets of these sizes need for Jaccard `t`: `⌈t/(1+t)·(a+b)⌉`, a hair low.
 fn needed_overlap(t: f64, a: usize, b: usize) -> u32 {
@@ -197,16 +234,19 @@ impl Index {
         self.shared.push(0);
         if let Rule::AtLeast(t) = rule {
             let group = u32::try_from(g).unwrap_or(u32::MAX);
+            let signature = signature(words);
             let prefix = words.len() - min_overlap(t, words.len()) + 1;
             for (position, &w) in words[..prefix.min(words.len())].iter().enumerate() {
                 let w = w as usize;
                 if w >= self.postings.len() {
-                    self.postings.resize_with(w + 1, Vec::new);
+                    self.postings.resize_with(w + 1, Default::default);
                 }
-                self.postings[w].push(Posting {
+                let late = size - u32::try_from(position).unwrap_or(u32::MAX) - 1 < LATE;
+                self.postings[w][usize::from(late)].push(Posting {
                     group,
                     size,
                     position: u32::try_from(position).unwrap_or(u32::MAX),
+                    signature,
                 });
             }
         }
@@ -224,14 +264,36 @@ impl Index {
             self.query = 1;
         }
         self.touched.clear();
+        self.bits.clear();
+        self.bits.extend(words.iter().map(|&w| bit(w)));
+        // The overlap each admissible size needs, and whether late postings can matter: the
+        // least overlap is the smallest admissible size's.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let (smallest, largest) = (low.ceil().max(0.0) as usize, high.floor().max(0.0) as usize);
+        self.needed.clear();
+        self.needed
+            .extend((0..=largest.min(MAX_TABLE)).map(|size| needed_overlap(t, words.len(), size)));
+        let least = needed_overlap(t, words.len(), smallest.max(1));
+        let lists = if least > LATE { 1 } else { 2 };
         for (i, &w) in words[..prefix.min(words.len())].iter().enumerate() {
-            let Some(postings) = self.postings.get(w as usize) else {
+            let Some(by_lateness) = self.postings.get(w as usize) else {
                 continue;
             };
             let after_x = u32::try_from(words.len() - i - 1).unwrap_or(u32::MAX);
-            for p in postings {
+            for p in by_lateness[..lists].iter().flatten() {
                 let size = f64::from(p.size);
                 if size < low || size > high {
+                    continue;
+                }
+                let needed = self
+                    .needed
+                    .get(p.size as usize)
+                    .copied()
+                    .unwrap_or_else(|| needed_overlap(t, words.len(), p.size as usize));
+                // At most the query's words whose bits the group has: most groups met through
+                // one rare word fail here, read from the posting itself.
+                let most = self.bits.iter().filter(|&&b| p.signature & b != 0).count();
+                if u32::try_from(most).unwrap_or(u32::MAX) < needed {
                     continue;
                 }
                 let g = p.group as usize;
@@ -247,11 +309,7 @@ impl Index {
                 // Shared so far, this word, and at most what both have left after it.
                 let after_y = p.size - p.position - 1;
                 let bound = shared + 1 + after_x.min(after_y);
-                self.shared[g] = if bound < needed_overlap(t, words.len(), p.size as usize) {
-                    u32::MAX
-                } else {
-                    shared + 1
-                };
+                self.shared[g] = if bound < needed { u32::MAX } else { shared + 1 };
             }
         }
         let mut best: Option<usize> = None;
@@ -300,66 +358,104 @@ impl Members {
     }
 }
 
-/// One pattern, prepared: its normalised text and its word ranks.
+/// Every pattern, prepared, in two flat arrays (no allocation per pattern): its normalised
+/// text as its sequence of word ids (equal sequences are equal texts, since normalised words
+/// are separated by exactly one space; cheaper to hash and keep), and its word ranks, sorted,
+/// without repeats.
 struct Prepared {
-    /// The normalised text as its sequence of word ids: equal sequences are equal texts
-    /// (normalised words are separated by exactly one space), cheaper to hash and keep.
-    key: Vec<u32>,
-    /// Word ranks, sorted, without repeats.
+    keys: Vec<u32>,
     words: Vec<u32>,
+    /// Per pattern: where its key and its words end.
+    ends: Vec<(u32, u32)>,
+}
+
+impl Prepared {
+    fn spans(&self, i: usize) -> ((usize, usize), (usize, usize)) {
+        let (key_end, words_end) = self.ends[i];
+        let (key_start, words_start) = if i == 0 { (0, 0) } else { self.ends[i - 1] };
+        (
+            (key_start as usize, key_end as usize),
+            (words_start as usize, words_end as usize),
+        )
+    }
+
+    fn key(&self, i: usize) -> &[u32] {
+        let ((start, end), _) = self.spans(i);
+        &self.keys[start..end]
+    }
+
+    fn words(&self, i: usize) -> &[u32] {
+        let (_, (start, end)) = self.spans(i);
+        &self.words[start..end]
+    }
 }
 
 /// Normalises every pattern of `order` and ranks its words rarest first over the whole input
 /// (ties by first appearance), the global order the prefix filter needs.
-fn prepare(order: &[&Support]) -> Vec<Prepared> {
-    let keys: Vec<String> = order
-        .iter()
-        .flat_map(|s| &s.patterns)
-        .map(|p| normalize(p.template.as_deref().unwrap_or(&p.pattern)))
-        .collect();
-    let mut ids: Map<&str, u32> =
-        Map::with_capacity_and_hasher(keys.len(), foldhash::fast::RandomState::default());
+fn prepare(order: &[&Support]) -> Prepared {
+    let count = order.iter().map(|s| s.patterns.len()).sum();
+    let mut prepared = Prepared {
+        keys: Vec::with_capacity(count * 6),
+        words: Vec::with_capacity(count * 6),
+        ends: Vec::with_capacity(count),
+    };
+    // One entry per distinct word (not per occurrence).
+    let mut ids: Map<Box<str>, u32> = Map::default();
     let mut frequency: Vec<u32> = Vec::new();
-    let mut sets: Vec<(Vec<u32>, Vec<u32>)> = Vec::with_capacity(keys.len());
-    {
-        for key in &keys {
-            let sequence: Vec<u32> = key
-                .split(' ')
-                .map(|w| {
-                    let next = u32::try_from(ids.len()).unwrap_or(u32::MAX);
-                    *ids.entry(w).or_insert(next)
-                })
-                .collect();
-            let mut words = sequence.clone();
-            words.sort_unstable();
-            words.dedup();
-            for &w in &words {
-                let w = w as usize;
-                if w >= frequency.len() {
-                    frequency.resize(w + 1, 0);
-                }
-                frequency[w] += 1;
-            }
-            sets.push((sequence, words));
+    let mut text = String::new();
+    let to_u32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    for p in order.iter().flat_map(|s| &s.patterns) {
+        text.clear();
+        normalize_into(p.template.as_deref().unwrap_or(&p.pattern), &mut text);
+        let key_start = prepared.keys.len();
+        for w in text.split(' ') {
+            let id = if let Some(&id) = ids.get(w) {
+                id
+            } else {
+                let id = to_u32(ids.len());
+                ids.insert(w.into(), id);
+                frequency.push(0);
+                id
+            };
+            prepared.keys.push(id);
         }
+        let words_start = prepared.words.len();
+        prepared
+            .words
+            .extend_from_slice(&prepared.keys[key_start..]);
+        let words = &mut prepared.words[words_start..];
+        words.sort_unstable();
+        let mut unique = 0;
+        for k in 0..words.len() {
+            if k == 0 || words[k] != words[k - 1] {
+                words[unique] = words[k];
+                unique += 1;
+            }
+        }
+        prepared.words.truncate(words_start + unique);
+        for &w in &prepared.words[words_start..] {
+            frequency[w as usize] += 1;
+        }
+        prepared
+            .ends
+            .push((to_u32(prepared.keys.len()), to_u32(prepared.words.len())));
     }
     drop(ids);
-    drop(keys);
-    let mut by_rarity: Vec<u32> = (0..u32::try_from(frequency.len()).unwrap_or(u32::MAX)).collect();
+    let mut by_rarity: Vec<u32> = (0..to_u32(frequency.len())).collect();
     by_rarity.sort_by_key(|&w| (frequency[w as usize], w));
     let mut rank = vec![0u32; frequency.len()];
     for (r, &w) in by_rarity.iter().enumerate() {
-        rank[w as usize] = u32::try_from(r).unwrap_or(u32::MAX);
+        rank[w as usize] = to_u32(r);
     }
-    sets.into_iter()
-        .map(|(key, mut words)| {
-            for w in &mut words {
-                *w = rank[*w as usize];
-            }
-            words.sort_unstable();
-            Prepared { key, words }
-        })
-        .collect()
+    for i in 0..prepared.ends.len() {
+        let (_, (start, end)) = prepared.spans(i);
+        let words = &mut prepared.words[start..end];
+        for w in words.iter_mut() {
+            *w = rank[*w as usize];
+        }
+        words.sort_unstable();
+    }
+    prepared
 }
 
 /// Merges the same pattern found in several clusters or batches: identical normalised text
@@ -385,22 +481,21 @@ pub fn consolidate(support: &[Support], threshold: f64) -> Vec<ConsolidatedPatte
     // groups hold one cluster), a set per group beyond that.
     let mut clusters = Members::default();
     let mut examples = Members::default();
-    let mut by_key: Map<Vec<u32>, usize> =
-        Map::with_capacity_and_hasher(prepared.len(), foldhash::fast::RandomState::default());
-    let mut next = prepared.into_iter();
+    let mut by_key: Map<&[u32], usize> =
+        Map::with_capacity_and_hasher(prepared.ends.len(), foldhash::fast::RandomState::default());
+    let mut i = 0;
     for s in &order {
         for p in &s.patterns {
-            let Some(Prepared { key, words }) = next.next() else {
-                break; // prepare() saw the same patterns: never reached
-            };
-            let found = by_key.get(&key).copied().or_else(|| match rule {
+            let (key, words) = (prepared.key(i), prepared.words(i));
+            i += 1;
+            let found = by_key.get(key).copied().or_else(|| match rule {
                 Rule::Always => (!groups.is_empty()).then_some(0),
                 Rule::Never => None,
-                Rule::AtLeast(t) => index.first_match(&words, t),
+                Rule::AtLeast(t) => index.first_match(words, t),
             });
             let g = found.unwrap_or_else(|| {
                 let g = groups.len();
-                index.add(g, &words, rule);
+                index.add(g, words, rule);
                 by_key.insert(key, g);
                 groups.push(ConsolidatedPattern {
                     pattern: p.pattern.clone(),
