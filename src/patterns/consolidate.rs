@@ -390,6 +390,18 @@ impl Prepared {
     }
 }
 
+/// A word of up to 15 bytes as one integer: its bytes, then its length in the top byte.
+fn pack(word: &str) -> Option<u128> {
+    let bytes = word.as_bytes();
+    if bytes.len() > 15 {
+        return None;
+    }
+    let mut packed = [0u8; 16];
+    packed[..bytes.len()].copy_from_slice(bytes);
+    packed[15] = u8::try_from(bytes.len()).unwrap_or(u8::MAX);
+    Some(u128::from_le_bytes(packed))
+}
+
 /// Normalises every pattern of `order` and ranks its words rarest first over the whole input
 /// (ties by first appearance), the global order the prefix filter needs.
 fn prepare(order: &[&Support]) -> Prepared {
@@ -399,8 +411,10 @@ fn prepare(order: &[&Support]) -> Prepared {
         words: Vec::with_capacity(count * 6),
         ends: Vec::with_capacity(count),
     };
-    // One entry per distinct word (not per occurrence).
-    let mut ids: Map<Box<str>, u32> = Map::default();
+    // One entry per distinct word (not per occurrence); words of up to 15 bytes (nearly all)
+    // are keyed by their bytes in one integer, so a look-up reads no string elsewhere.
+    let mut short_ids: Map<u128, u32> = Map::default();
+    let mut long_ids: Map<Box<str>, u32> = Map::default();
     let mut frequency: Vec<u32> = Vec::new();
     let mut text = String::new();
     let to_u32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
@@ -409,14 +423,18 @@ fn prepare(order: &[&Support]) -> Prepared {
         normalize_into(p.template.as_deref().unwrap_or(&p.pattern), &mut text);
         let key_start = prepared.keys.len();
         for w in text.split(' ') {
-            let id = if let Some(&id) = ids.get(w) {
+            let next = to_u32(frequency.len());
+            let id = if let Some(packed) = pack(w) {
+                *short_ids.entry(packed).or_insert(next)
+            } else if let Some(&id) = long_ids.get(w) {
                 id
             } else {
-                let id = to_u32(ids.len());
-                ids.insert(w.into(), id);
-                frequency.push(0);
-                id
+                long_ids.insert(w.into(), next);
+                next
             };
+            if id == next {
+                frequency.push(0);
+            }
             prepared.keys.push(id);
         }
         let words_start = prepared.words.len();
@@ -440,7 +458,7 @@ fn prepare(order: &[&Support]) -> Prepared {
             .ends
             .push((to_u32(prepared.keys.len()), to_u32(prepared.words.len())));
     }
-    drop(ids);
+    drop((short_ids, long_ids));
     let mut by_rarity: Vec<u32> = (0..to_u32(frequency.len())).collect();
     by_rarity.sort_by_key(|&w| (frequency[w as usize], w));
     let mut rank = vec![0u32; frequency.len()];
