@@ -146,7 +146,7 @@ fn reaches(a: &[u32], b: &[u32], t: f64) -> bool {
 }
 
 /// A group in the posting list of one of its prefix words.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 struct Posting {
     group: u32,
     /// The group's number of words.
@@ -191,8 +191,12 @@ struct Index {
     ranks: Vec<u32>,
     /// Start and length of each group's ranks.
     spans: Vec<(u32, u32)>,
-    /// Rank → the groups whose prefix holds it, in creation order: not late, and late.
-    postings: Vec<[Vec<Posting>; 2]>,
+    /// Every posting list, one after another, each with room for every pattern that could
+    /// post to it (counted before the first group), so no list is an allocation of its own.
+    postings: Vec<Posting>,
+    /// Rank × 2 (+ 1 for late) → where its list starts in `postings`, and its length: the
+    /// groups whose prefix holds the word, in creation order.
+    lists: Vec<(u32, u32)>,
     /// For the query under way: the overlap a group of each size needs, and its words' bits.
     needed: Vec<u32>,
     bits: Vec<u64>,
@@ -202,6 +206,17 @@ struct Index {
     shared: Vec<u32>,
     query: u32,
     touched: Vec<u32>,
+}
+
+/// The prefix of a set of `n` words that the filter indexes and probes at threshold `t`.
+fn prefix_len(t: f64, n: usize) -> usize {
+    (n + 1).saturating_sub(min_overlap(t, n)).min(n)
+}
+
+/// The posting list of word `w` at `position` in a group of `size` words: the word's, late
+/// or not.
+fn list_of(w: u32, size: usize, position: usize) -> usize {
+    w as usize * 2 + usize::from(size - position - 1 < LATE as usize)
 }
 
 /// Sizes whose needed overlap a query tables (larger ones are computed when met).
@@ -219,6 +234,37 @@ fn needed_overlap(t: f64, a: usize, b: usize) -> u32 {
 }
 
 impl Index {
+    /// An index with room for the postings of every pattern of `prepared`, any of which may
+    /// start a group.
+    fn new(prepared: &Prepared, rule: Rule) -> Self {
+        let mut index = Self::default();
+        let Rule::AtLeast(t) = rule else {
+            return index;
+        };
+        let mut counts: Vec<u32> = Vec::new();
+        for i in 0..prepared.ends.len() {
+            let words = prepared.words(i);
+            for (position, &w) in words[..prefix_len(t, words.len())].iter().enumerate() {
+                let list = list_of(w, words.len(), position);
+                if list >= counts.len() {
+                    counts.resize(list + 1, 0);
+                }
+                counts[list] += 1;
+            }
+        }
+        let mut start = 0u32;
+        index.lists = counts
+            .iter()
+            .map(|&count| {
+                let list = (start, 0);
+                start = start.saturating_add(count);
+                list
+            })
+            .collect();
+        index.postings = vec![Posting::default(); start as usize];
+        index
+    }
+
     fn words(&self, g: usize) -> &[u32] {
         let (start, len) = self.spans[g];
         &self.ranks[start as usize..(start + len) as usize]
@@ -235,26 +281,27 @@ impl Index {
         if let Rule::AtLeast(t) = rule {
             let group = u32::try_from(g).unwrap_or(u32::MAX);
             let signature = signature(words);
-            let prefix = words.len() - min_overlap(t, words.len()) + 1;
-            for (position, &w) in words[..prefix.min(words.len())].iter().enumerate() {
-                let w = w as usize;
-                if w >= self.postings.len() {
-                    self.postings.resize_with(w + 1, Default::default);
+            for (position, &w) in words[..prefix_len(t, words.len())].iter().enumerate() {
+                let list = list_of(w, words.len(), position);
+                // Room was made for every pattern's postings: never missing.
+                if let Some((start, len)) = self.lists.get_mut(list)
+                    && let Some(slot) = self.postings.get_mut((*start + *len) as usize)
+                {
+                    *slot = Posting {
+                        group,
+                        size,
+                        position: u32::try_from(position).unwrap_or(u32::MAX),
+                        signature,
+                    };
+                    *len += 1;
                 }
-                let late = size - u32::try_from(position).unwrap_or(u32::MAX) - 1 < LATE;
-                self.postings[w][usize::from(late)].push(Posting {
-                    group,
-                    size,
-                    position: u32::try_from(position).unwrap_or(u32::MAX),
-                    signature,
-                });
             }
         }
     }
 
     /// The first group in creation order (the smallest index) whose words reach `t`.
     fn first_match(&mut self, words: &[u32], t: f64) -> Option<usize> {
-        let prefix = words.len() - min_overlap(t, words.len()) + 1;
+        let prefix = prefix_len(t, words.len());
         #[allow(clippy::cast_precision_loss)]
         let (low, high) = (t * words.len() as f64 - 1e-9, words.len() as f64 / t + 1e-9);
         self.query = self.query.wrapping_add(1);
@@ -275,12 +322,17 @@ impl Index {
             .extend((0..=largest.min(MAX_TABLE)).map(|size| needed_overlap(t, words.len(), size)));
         let least = needed_overlap(t, words.len(), smallest.max(1));
         let lists = if least > LATE { 1 } else { 2 };
-        for (i, &w) in words[..prefix.min(words.len())].iter().enumerate() {
-            let Some(by_lateness) = self.postings.get(w as usize) else {
+        for (i, &w) in words[..prefix].iter().enumerate() {
+            let after_x = u32::try_from(words.len() - i - 1).unwrap_or(u32::MAX);
+            let first = w as usize * 2;
+            let Some(ranges) = self.lists.get(first..(first + lists).min(self.lists.len())) else {
                 continue;
             };
-            let after_x = u32::try_from(words.len() - i - 1).unwrap_or(u32::MAX);
-            for p in by_lateness[..lists].iter().flatten() {
+            let postings = &self.postings;
+            for p in ranges
+                .iter()
+                .flat_map(|&(start, len)| &postings[start as usize..(start + len) as usize])
+            {
                 let size = f64::from(p.size);
                 if size < low || size > high {
                     continue;
@@ -494,7 +546,7 @@ pub fn consolidate(support: &[Support], threshold: f64) -> Vec<ConsolidatedPatte
     let prepared = prepare(&order);
     let rule = Rule::of(threshold);
     let mut groups: Vec<ConsolidatedPattern> = Vec::new();
-    let mut index = Index::default();
+    let mut index = Index::new(&prepared, rule);
     // Membership of a group's clusters and examples: a scan while the list is short (most
     // groups hold one cluster), a set per group beyond that.
     let mut clusters = Members::default();
