@@ -197,9 +197,8 @@ struct Index {
     /// Rank × 2 (+ 1 for late) → where its list starts in `postings`, and its length: the
     /// groups whose prefix holds the word, in creation order.
     lists: Vec<(u32, u32)>,
-    /// For the query under way: the overlap a group of each size needs, and its words' bits.
+    /// For the query under way: the overlap a group of each size needs.
     needed: Vec<u32>,
-    bits: Vec<u64>,
     /// Per group, for the query under way: the query it was last seen by, and the words it
     /// shares with the query so far (`u32::MAX`: ruled out).
     seen: Vec<u32>,
@@ -311,8 +310,10 @@ impl Index {
             self.query = 1;
         }
         self.touched.clear();
-        self.bits.clear();
-        self.bits.extend(words.iter().map(|&w| bit(w)));
+        // The query's signature, and how many of its words share a bit with another: the
+        // words whose bits a group has are at most the bits in common plus those extra.
+        let query_signature = signature(words);
+        let extra = u32::try_from(words.len()).unwrap_or(u32::MAX) - query_signature.count_ones();
         // The overlap each admissible size needs, and whether late postings can matter: the
         // least overlap is the smallest admissible size's.
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
@@ -344,8 +345,7 @@ impl Index {
                     .unwrap_or_else(|| needed_overlap(t, words.len(), p.size as usize));
                 // At most the query's words whose bits the group has: most groups met through
                 // one rare word fail here, read from the posting itself.
-                let most = self.bits.iter().filter(|&&b| p.signature & b != 0).count();
-                if u32::try_from(most).unwrap_or(u32::MAX) < needed {
+                if (p.signature & query_signature).count_ones() + extra < needed {
                     continue;
                 }
                 let g = p.group as usize;
