@@ -34,12 +34,8 @@ impl Sink for Serial {
         base: u64,
         pending: &mut Vec<(usize, usize)>,
     ) -> Result<(), ReadError> {
-        let first = self.0.len();
-        self.0.reserve(pending.len());
-        for (k, &(start, end)) in pending.iter().enumerate() {
-            self.0
-                .push(parse(&buf[start..end], first + k, base + start as u64)?);
-        }
+        let mut parsed = parse_part(buf, base, pending, self.0.len())?;
+        self.0.append(&mut parsed);
         pending.clear();
         buf.drain(..keep);
         Ok(())
