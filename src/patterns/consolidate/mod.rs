@@ -1,0 +1,168 @@
+//! Consolidation: the same pattern found in several clusters or batches becomes one, with its
+//! provenance. Greedy, in a fixed order: each pattern joins the group with its exact normalised
+//! text, else the **first** group (in creation order) whose word set has a Jaccard similarity
+//! of at least the threshold, else starts a group.
+//!
+//! Candidates come from an inverted index with a prefix filter, as in all-pairs similarity
+//! joins: words are interned and ranked rarest first over the whole input, and two word sets
+//! can reach Jaccard `t` only if they share a word within the first `|x| − ⌈t·|x|⌉ + 1` of
+//! each, and their sizes are within a factor `t`. So each pattern is compared with the few
+//! groups that can match, not with every group: near-linear in the number of patterns, with
+//! the result of the plain scan (a property test keeps the scan as the reference).
+//!
+//! `normalize.rs`: the text compared; `prepare.rs`: every pattern's words, interned and
+//! ranked; `index.rs`: the inverted index and its filters; here: the greedy grouping.
+
+use std::collections::{HashMap, HashSet};
+
+use super::{ConsolidatedPattern, Support};
+
+mod index;
+mod normalize;
+mod prepare;
+
+use index::Index;
+#[cfg(any(test, feature = "testing"))]
+pub use normalize::normalize;
+use prepare::prepare;
+
+/// Hash maps keyed by our own strings and numbers: foldhash is several times faster than
+/// `SipHash` here, and no key comes from an adversary that could flood a bucket on purpose
+/// (the worst is a slower consolidation).
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+type Set<K> = HashSet<K, foldhash::fast::RandomState>;
+/// How a threshold matches word sets.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Rule {
+    /// `t ≤ 0`: every set reaches it, so the first group takes every pattern without its own
+    /// exact group.
+    Always,
+    /// `t > 1` or NaN: no Jaccard reaches it; only exact texts merge.
+    Never,
+    /// `0 < t ≤ 1`.
+    AtLeast(f64),
+}
+
+impl Rule {
+    fn of(threshold: f64) -> Self {
+        if threshold <= 0.0 {
+            Self::Always
+        } else if threshold <= 1.0 {
+            Self::AtLeast(threshold)
+        } else {
+            Self::Never // also NaN, which fails every comparison
+        }
+    }
+}
+
+/// Words a set must share with a match, at least: `⌈t·n⌉`, taken a hair low so that float
+/// examples), a hash set per group once long.
+#[derive(Default)]
+struct Members {
+    long: Map<usize, Set<String>>,
+}
+
+impl Members {
+    const SHORT: usize = 16;
+
+    /// Appends `item` to `list` (group `g`'s) unless it is there; whether it was appended.
+    fn insert(&mut self, g: usize, list: &mut Vec<String>, item: &str) -> bool {
+        if list.len() < Self::SHORT {
+            if list.iter().any(|x| x == item) {
+                return false;
+            }
+            list.push(item.to_owned());
+            if list.len() == Self::SHORT {
+                self.long.insert(g, list.iter().cloned().collect());
+            }
+            return true;
+        }
+        let set = self.long.entry(g).or_default();
+        if set.contains(item) {
+            return false;
+        }
+        set.insert(item.to_owned());
+        list.push(item.to_owned());
+        true
+    }
+}
+
+/// Every pattern, prepared, in two flat arrays (no allocation per pattern): its normalised
+/// Merges the same pattern found in several clusters or batches: identical normalised text
+/// first, then near-duplicates whose word sets have a Jaccard similarity of at least
+/// `threshold` (the first such group, in creation order). Clusters are considered in order of
+/// priority (then id), patterns in the order given, so the result is deterministic. Sorted by
+/// evidence, highest first.
+///
+/// A threshold of 0 or less merges every pattern without an exact match into the first group;
+/// above 1 (or NaN) only identical normalised texts merge; 1 merges identical word sets.
+pub fn consolidate(support: &[Support], threshold: f64) -> Vec<ConsolidatedPattern> {
+    let mut order: Vec<&Support> = support.iter().collect();
+    order.sort_by(|a, b| {
+        b.priority
+            .total_cmp(&a.priority)
+            .then_with(|| a.id.cmp(&b.id))
+    });
+    let prepared = prepare(&order);
+    let rule = Rule::of(threshold);
+    let mut groups: Vec<ConsolidatedPattern> = Vec::new();
+    let mut index = Index::new(&prepared, rule);
+    // Membership of a group's clusters and examples: a scan while the list is short (most
+    // groups hold one cluster), a set per group beyond that.
+    let mut clusters = Members::default();
+    let mut examples = Members::default();
+    let mut by_key: Map<&[u32], usize> =
+        Map::with_capacity_and_hasher(prepared.ends.len(), foldhash::fast::RandomState::default());
+    let mut i = 0;
+    for s in &order {
+        for p in &s.patterns {
+            let (key, words) = (prepared.key(i), prepared.words(i));
+            i += 1;
+            let found = by_key.get(key).copied().or_else(|| match rule {
+                Rule::Always => (!groups.is_empty()).then_some(0),
+                Rule::Never => None,
+                Rule::AtLeast(t) => index.first_match(words, t),
+            });
+            let g = found.unwrap_or_else(|| {
+                let g = groups.len();
+                index.add(g, words, rule);
+                by_key.insert(key, g);
+                groups.push(ConsolidatedPattern {
+                    pattern: p.pattern.clone(),
+                    template: None,
+                    clusters: Vec::new(),
+                    examples: Vec::new(),
+                    evidence: 0.0,
+                    wide: false,
+                    occurrences: 0,
+                });
+                g
+            });
+            let out = &mut groups[g];
+            out.occurrences += 1;
+            if out.template.is_none() {
+                out.template.clone_from(&p.template);
+            }
+            if clusters.insert(g, &mut out.clusters, &s.id) {
+                out.evidence += s.priority * s.avg_performance;
+            }
+            out.wide |= s.is_wide;
+            for e in p.examples.iter().filter(|e| e.grounded) {
+                examples.insert(g, &mut out.examples, &e.title);
+            }
+        }
+    }
+    let mut out: Vec<ConsolidatedPattern> = groups
+        .into_iter()
+        .map(|mut g| {
+            g.wide |= g.clusters.len() > 1;
+            g
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        b.evidence
+            .total_cmp(&a.evidence)
+            .then_with(|| a.pattern.cmp(&b.pattern))
+    });
+    out
+}
