@@ -47,10 +47,14 @@ impl Sink for Serial {
 }
 
 /// A window's parts being parsed, each on a thread of its own, and the window they read.
-type Inflight<'scope> = (
-    Vec<std::thread::ScopedJoinHandle<'scope, Result<Vec<Cluster>, ReadError>>>,
-    Arc<Vec<u8>>,
-);
+type Inflight<'scope> = (Vec<Part<'scope>>, Arc<Vec<u8>>);
+
+/// One part of a window: being parsed on a thread, or already parsed (on this thread, when no
+/// thread could be started).
+enum Part<'scope> {
+    Running(std::thread::ScopedJoinHandle<'scope, Result<Vec<Cluster>, ReadError>>),
+    Parsed(Result<Vec<Cluster>, ReadError>),
+}
 
 /// Parses each window in `threads` parts on threads of their own, while the caller's thread
 /// scans the next: up to [`IN_FLIGHT`] windows at once, their buffers reused after.
@@ -91,11 +95,14 @@ impl Pipelined<'_, '_> {
             return Ok(());
         };
         let mut first_error = None;
-        for handle in handles {
-            match handle
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            {
+        for part in handles {
+            let parsed = match part {
+                Part::Running(handle) => handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                Part::Parsed(parsed) => parsed,
+            };
+            match parsed {
                 Ok(mut part) if first_error.is_none() => self.clusters.append(&mut part),
                 Ok(_) => {}
                 Err(e) => {
@@ -137,13 +144,21 @@ impl Sink for Pipelined<'_, '_> {
         let size = elements.len().div_ceil(parts);
         let first = self.handed;
         self.handed += elements.len();
+        let parser = |p: usize| {
+            let (window, elements) = (Arc::clone(&window), Arc::clone(&elements));
+            move || {
+                let part = elements.chunks(size).nth(p).unwrap_or_default();
+                parse_part(&window, base, part, first + p * size)
+            }
+        };
         let handles = (0..parts)
             .map(|p| {
-                let (window, elements) = (Arc::clone(&window), Arc::clone(&elements));
-                self.scope.spawn(move || {
-                    let part = elements.chunks(size).nth(p).unwrap_or_default();
-                    parse_part(&window, base, part, first + p * size)
-                })
+                // A thread that cannot be started (the system's limit) is no error: the part
+                // is parsed here instead.
+                match std::thread::Builder::new().spawn_scoped(self.scope, parser(p)) {
+                    Ok(handle) => Part::Running(handle),
+                    Err(_) => Part::Parsed(parser(p)()),
+                }
             })
             .collect();
         self.inflight.push_back((handles, window));
