@@ -8,21 +8,16 @@
     clippy::too_many_lines
 )]
 
+use dynbatch::Batcher;
 use dynbatch::backend::batch_api::{BatchInput, custom_id, export, import};
 use dynbatch::backend::openai::{MaxTokensField, OpenAiBackend};
 use dynbatch::patterns::OutcomeStatus;
 use dynbatch::run::RunConfig;
-use dynbatch::{Batcher, Cluster};
 use serde_json::{Value, json};
 
-fn bundled() -> Vec<Cluster> {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/examples/data/clusters.json"
-    ))
-    .unwrap();
-    serde_json::from_str(&text).unwrap()
-}
+#[path = "support/bundled.rs"]
+mod support_bundled;
+use support_bundled::bundled;
 
 fn completion(content: &str, finish: &str) -> Value {
     json!({"id": "chatcmpl-x", "model": "gpt-4o-mini", "choices": [{"index": 0,

@@ -22,14 +22,9 @@ use dynbatch::store::{BatchRecord, MemoryStore, RunStore, SqliteStore};
 use dynbatch::timer::{Sleep, Timer, TokioTimer};
 use dynbatch::{Batcher, Cluster, Error};
 
-fn bundled() -> Vec<Cluster> {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/examples/data/clusters.json"
-    ))
-    .unwrap();
-    serde_json::from_str(&text).unwrap()
-}
+#[path = "support/bundled.rs"]
+mod support_bundled;
+use support_bundled::bundled;
 
 /// The Tokio clock (paused in these tests), recording every wait asked for.
 #[derive(Debug, Default, Clone)]

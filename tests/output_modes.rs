@@ -7,6 +7,7 @@
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
+use dynbatch::Batcher;
 use dynbatch::backend::mock::MockBackend;
 use dynbatch::backend::openai::OpenAiBackend;
 use dynbatch::backend::{ChatMessage, ChatRequest, LlmBackend, ResponseFormat};
@@ -14,18 +15,12 @@ use dynbatch::patterns::OutcomeStatus;
 use dynbatch::prompt::{OutputMode, RequestSettings};
 use dynbatch::run::{RunConfig, RunEvent, Runner};
 use dynbatch::timer::TokioTimer;
-use dynbatch::{Batcher, Cluster};
 use serde_json::{Value, json};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-fn bundled() -> Vec<Cluster> {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/examples/data/clusters.json"
-    ))
-    .unwrap();
-    serde_json::from_str(&text).unwrap()
-}
+#[path = "support/bundled.rs"]
+mod support_bundled;
+use support_bundled::bundled;
 
 /// A server that refuses some `response_format` types (as named), records every body, and
 /// answers the rest from the offline mock; in `prose` mode it wraps the JSON in text.

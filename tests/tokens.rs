@@ -18,14 +18,9 @@ impl StrategySelector for Fixed {
     }
 }
 
-fn bundled() -> Vec<Cluster> {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/examples/data/clusters.json"
-    ))
-    .unwrap();
-    serde_json::from_str(&text).unwrap()
-}
+#[path = "support/bundled.rs"]
+mod support_bundled;
+use support_bundled::bundled;
 
 /// Plans `clusters` with the exact estimator under `strategy` and checks every batch.
 fn assert_exact(
