@@ -4,6 +4,7 @@
 use super::Rule;
 use super::prepare::Prepared;
 
+/// Words a set must share with a match, at least: `⌈t·n⌉`, taken a hair low so that float
 /// rounding never makes a prefix too short (a longer prefix only adds candidates).
 fn min_overlap(t: f64, n: usize) -> usize {
     #[allow(
@@ -44,7 +45,9 @@ fn reaches(a: &[u32], b: &[u32], t: f64) -> bool {
     jaccard >= t
 }
 
-/// A group in the posting list of one of its prefix words.
+/// A group in the posting list of one of its prefix words. The first slot of every list is
+/// its header instead, whose `group` is the list's length: the length and the first postings
+/// share a cache line, so reading a list costs one miss, not two.
 #[derive(Clone, Copy, Default)]
 struct Posting {
     group: u32,
@@ -72,6 +75,9 @@ fn signature(words: &[u32]) -> u64 {
 /// ("late"): a common word sits at the end of most groups (words are ranked rarest first).
 const LATE: u32 = 2;
 
+/// A list no pattern posts to.
+const NONE: u32 = u32::MAX;
+
 /// The groups' word sets and the inverted index over their prefixes, with the positional
 /// filter of `PPJoin`: a candidate is dropped as soon as the words it shares so far plus all it
 /// could still share fall short of the overlap the threshold needs, without reading its words.
@@ -83,6 +89,11 @@ const LATE: u32 = 2;
 /// they share after it is late too, so the counts of the postings read stay exact and the
 /// filter stays sound. A frequent word then costs a query little, however many groups end
 /// with it.
+///
+/// Every pattern is known before the first group, so the lists are laid out once, and each
+/// pattern's probes (where its prefix words' lists start) are found in one pass before the
+/// grouping, when the look-ups do not wait on each other: at scale the index outgrows the
+/// caches, and a query then reads its lists and nothing else at random.
 #[derive(Default)]
 pub(super) struct Index {
     /// Every group's word ranks (sorted), one after another: candidates are read from one
@@ -90,12 +101,15 @@ pub(super) struct Index {
     ranks: Vec<u32>,
     /// Start and length of each group's ranks.
     spans: Vec<(u32, u32)>,
-    /// Every posting list, one after another, each with room for every pattern that could
-    /// post to it (counted before the first group), so no list is an allocation of its own.
+    /// Every posting list, one after another: a header, then room for every pattern that
+    /// could post to it (counted before the first group), so no list is an allocation of its
+    /// own. A word's list holds the groups whose prefix has it, in creation order.
     postings: Vec<Posting>,
-    /// Rank × 2 (+ 1 for late) → where its list starts in `postings`, and its length: the
-    /// groups whose prefix holds the word, in creation order.
-    lists: Vec<(u32, u32)>,
+    /// Per pattern, per prefix word in order: where the word's list and its late list start
+    /// in `postings` ([`NONE`] for a list nobody posts to).
+    probes: Vec<[u32; 2]>,
+    /// Per pattern: where its probes end.
+    probe_ends: Vec<u32>,
     /// For the query under way: the overlap a group of each size needs.
     needed: Vec<u32>,
     /// Per group, for the query under way: the query it was last seen by, and the words it
@@ -111,10 +125,9 @@ fn prefix_len(t: f64, n: usize) -> usize {
     (n + 1).saturating_sub(min_overlap(t, n)).min(n)
 }
 
-/// The posting list of word `w` at `position` in a group of `size` words: the word's, late
-/// or not.
-fn list_of(w: u32, size: usize, position: usize) -> usize {
-    w as usize * 2 + usize::from(size - position - 1 < LATE as usize)
+/// Whether word `position` of a group of `size` words posts to the word's late list.
+fn is_late(size: usize, position: usize) -> bool {
+    size - position - 1 < LATE as usize
 }
 
 /// Sizes whose needed overlap a query tables (larger ones are computed when met).
@@ -133,33 +146,49 @@ fn needed_overlap(t: f64, a: usize, b: usize) -> u32 {
 
 impl Index {
     /// An index with room for the postings of every pattern of `prepared`, any of which may
-    /// start a group.
+    /// start a group, and every pattern's probes.
     pub(super) fn new(prepared: &Prepared, rule: Rule) -> Self {
         let mut index = Self::default();
         let Rule::AtLeast(t) = rule else {
             return index;
         };
-        let mut counts: Vec<u32> = Vec::new();
-        for i in 0..prepared.ends.len() {
+        let patterns = prepared.ends.len();
+        // Per list (word × 2, + 1 for late): how many patterns could post to it, then where
+        // it starts.
+        let mut starts: Vec<u32> = Vec::new();
+        for i in 0..patterns {
             let words = prepared.words(i);
             for (position, &w) in words[..prefix_len(t, words.len())].iter().enumerate() {
-                let list = list_of(w, words.len(), position);
-                if list >= counts.len() {
-                    counts.resize(list + 1, 0);
+                let list = w as usize * 2 + usize::from(is_late(words.len(), position));
+                if list >= starts.len() {
+                    starts.resize(list + 2, 0);
                 }
-                counts[list] += 1;
+                starts[list] += 1;
             }
         }
-        let mut start = 0u32;
-        index.lists = counts
-            .iter()
-            .map(|&count| {
-                let list = (start, 0);
-                start = start.saturating_add(count);
-                list
-            })
-            .collect();
-        index.postings = vec![Posting::default(); start as usize];
+        let mut next = 0u32;
+        for start in &mut starts {
+            let count = *start;
+            *start = if count == 0 { NONE } else { next };
+            next = next.saturating_add(count.saturating_add(u32::from(count > 0)));
+        }
+        index.postings = vec![Posting::default(); next as usize];
+        index.probe_ends.reserve_exact(patterns);
+        for i in 0..patterns {
+            let words = prepared.words(i);
+            index
+                .probes
+                .extend(words[..prefix_len(t, words.len())].iter().map(|&w| {
+                    let list = w as usize * 2;
+                    [
+                        starts.get(list).copied().unwrap_or(NONE),
+                        starts.get(list + 1).copied().unwrap_or(NONE),
+                    ]
+                }));
+            index
+                .probe_ends
+                .push(u32::try_from(index.probes.len()).unwrap_or(u32::MAX));
+        }
         index
     }
 
@@ -168,38 +197,64 @@ impl Index {
         &self.ranks[start as usize..(start + len) as usize]
     }
 
-    /// A new group `g` with these words.
-    pub(super) fn add(&mut self, g: usize, words: &[u32], rule: Rule) {
+    /// Where pattern `i`'s probes are in `probes`: one per prefix word, in order.
+    fn probe_range(&self, i: usize) -> std::ops::Range<usize> {
+        let end = self.probe_ends.get(i).map_or(0, |&e| e as usize);
+        let start = i
+            .checked_sub(1)
+            .and_then(|before| self.probe_ends.get(before))
+            .map_or(0, |&e| e as usize);
+        start.min(end)..end
+    }
+
+    /// Reads the headers of pattern `i`'s lists ahead of its query, so that their cache
+    /// misses overlap the queries before it instead of stalling its own.
+    pub(super) fn warm(&self, i: usize) {
+        let lengths: u32 = self.probes[self.probe_range(i)]
+            .iter()
+            .filter(|probe| probe[0] != NONE)
+            .map(|probe| self.postings.get(probe[0] as usize).map_or(0, |h| h.group))
+            .fold(0, u32::wrapping_add);
+        std::hint::black_box(lengths);
+    }
+
+    /// Pattern `i`, with these words, starts group `g`.
+    pub(super) fn add(&mut self, g: usize, i: usize, words: &[u32], rule: Rule) {
         let start = u32::try_from(self.ranks.len()).unwrap_or(u32::MAX);
         let size = u32::try_from(words.len()).unwrap_or(u32::MAX);
         self.ranks.extend_from_slice(words);
         self.spans.push((start, size));
         self.seen.push(0);
         self.shared.push(0);
-        if let Rule::AtLeast(t) = rule {
+        if let Rule::AtLeast(_) = rule {
             let group = u32::try_from(g).unwrap_or(u32::MAX);
             let signature = signature(words);
-            for (position, &w) in words[..prefix_len(t, words.len())].iter().enumerate() {
-                let list = list_of(w, words.len(), position);
+            for (position, k) in self.probe_range(i).enumerate() {
+                let list = self.probes[k][usize::from(is_late(words.len(), position))];
+                if list == NONE {
+                    continue;
+                }
+                let list = list as usize;
                 // Room was made for every pattern's postings: never missing.
-                if let Some((start, len)) = self.lists.get_mut(list)
-                    && let Some(slot) = self.postings.get_mut((*start + *len) as usize)
-                {
+                let len = self.postings.get(list).map_or(0, |h| h.group);
+                if let Some(slot) = self.postings.get_mut(list + 1 + len as usize) {
                     *slot = Posting {
                         group,
                         size,
                         position: u32::try_from(position).unwrap_or(u32::MAX),
                         signature,
                     };
-                    *len += 1;
+                    if let Some(header) = self.postings.get_mut(list) {
+                        header.group = len + 1;
+                    }
                 }
             }
         }
     }
 
-    /// The first group in creation order (the smallest index) whose words reach `t`.
-    pub(super) fn first_match(&mut self, words: &[u32], t: f64) -> Option<usize> {
-        let prefix = prefix_len(t, words.len());
+    /// The first group in creation order (the smallest index) whose words reach `t`, for
+    /// pattern `i` with these words.
+    pub(super) fn first_match(&mut self, i: usize, words: &[u32], t: f64) -> Option<usize> {
         #[allow(clippy::cast_precision_loss)]
         let (low, high) = (t * words.len() as f64 - 1e-9, words.len() as f64 / t + 1e-9);
         self.query = self.query.wrapping_add(1);
@@ -222,45 +277,46 @@ impl Index {
             .extend((0..=largest.min(MAX_TABLE)).map(|size| needed_overlap(t, words.len(), size)));
         let least = needed_overlap(t, words.len(), smallest.max(1));
         let lists = if least > LATE { 1 } else { 2 };
-        for (i, &w) in words[..prefix].iter().enumerate() {
-            let after_x = u32::try_from(words.len() - i - 1).unwrap_or(u32::MAX);
-            let first = w as usize * 2;
-            let Some(ranges) = self.lists.get(first..(first + lists).min(self.lists.len())) else {
-                continue;
-            };
-            let postings = &self.postings;
-            for p in ranges
-                .iter()
-                .flat_map(|&(start, len)| &postings[start as usize..(start + len) as usize])
-            {
-                let size = f64::from(p.size);
-                if size < low || size > high {
-                    continue;
+        for (position, k) in self.probe_range(i).enumerate() {
+            let after_x = u32::try_from(words.len() - position - 1).unwrap_or(u32::MAX);
+            let probe = self.probes[k];
+            for &start in &probe[..lists] {
+                let (list_start, len) = if start == NONE {
+                    (0, 0)
+                } else {
+                    let start = start as usize + 1;
+                    (start, self.postings[start - 1].group as usize)
+                };
+                for p in &self.postings[list_start..list_start + len] {
+                    let size = f64::from(p.size);
+                    if size < low || size > high {
+                        continue;
+                    }
+                    let needed = self
+                        .needed
+                        .get(p.size as usize)
+                        .copied()
+                        .unwrap_or_else(|| needed_overlap(t, words.len(), p.size as usize));
+                    // At most the query's words whose bits the group has: most groups met
+                    // through one rare word fail here, read from the posting itself.
+                    if (p.signature & query_signature).count_ones() + extra < needed {
+                        continue;
+                    }
+                    let g = p.group as usize;
+                    if self.seen[g] != self.query {
+                        self.seen[g] = self.query;
+                        self.shared[g] = 0;
+                        self.touched.push(p.group);
+                    }
+                    let shared = self.shared[g];
+                    if shared == u32::MAX {
+                        continue;
+                    }
+                    // Shared so far, this word, and at most what both have left after it.
+                    let after_y = p.size - p.position - 1;
+                    let bound = shared + 1 + after_x.min(after_y);
+                    self.shared[g] = if bound < needed { u32::MAX } else { shared + 1 };
                 }
-                let needed = self
-                    .needed
-                    .get(p.size as usize)
-                    .copied()
-                    .unwrap_or_else(|| needed_overlap(t, words.len(), p.size as usize));
-                // At most the query's words whose bits the group has: most groups met through
-                // one rare word fail here, read from the posting itself.
-                if (p.signature & query_signature).count_ones() + extra < needed {
-                    continue;
-                }
-                let g = p.group as usize;
-                if self.seen[g] != self.query {
-                    self.seen[g] = self.query;
-                    self.shared[g] = 0;
-                    self.touched.push(p.group);
-                }
-                let shared = self.shared[g];
-                if shared == u32::MAX {
-                    continue;
-                }
-                // Shared so far, this word, and at most what both have left after it.
-                let after_y = p.size - p.position - 1;
-                let bound = shared + 1 + after_x.min(after_y);
-                self.shared[g] = if bound < needed { u32::MAX } else { shared + 1 };
             }
         }
         let mut best: Option<usize> = None;
@@ -277,7 +333,6 @@ impl Index {
     }
 }
 
-/// Lists without repeats: a linear scan while short (most groups hold one cluster and a few
 #[cfg(test)]
 mod tests {
     use super::*;

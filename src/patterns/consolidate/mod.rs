@@ -55,7 +55,7 @@ impl Rule {
     }
 }
 
-/// Words a set must share with a match, at least: `⌈t·n⌉`, taken a hair low so that float
+/// Lists without repeats: a linear scan while short (most groups hold one cluster and a few
 /// examples), a hash set per group once long.
 #[derive(Default)]
 struct Members {
@@ -87,7 +87,6 @@ impl Members {
     }
 }
 
-/// Every pattern, prepared, in two flat arrays (no allocation per pattern): its normalised
 /// Merges the same pattern found in several clusters or batches: identical normalised text
 /// first, then near-duplicates whose word sets have a Jaccard similarity of at least
 /// `threshold` (the first such group, in creation order). Clusters are considered in order of
@@ -111,22 +110,34 @@ pub fn consolidate(support: &[Support], threshold: f64) -> Vec<ConsolidatedPatte
     // groups hold one cluster), a set per group beyond that.
     let mut clusters = Members::default();
     let mut examples = Members::default();
-    let mut by_key: Map<&[u32], usize> =
-        Map::with_capacity_and_hasher(prepared.ends.len(), foldhash::fast::RandomState::default());
-    let mut i = 0;
+    // Exact texts by key. A threshold in (0, 1] needs none for a text with words: its twin
+    // has the same word set, which no group older than the twin's reaches (or the twin would
+    // have joined it), and the twin's group reaches it with a Jaccard of 1, so the index
+    // finds that group first anyway, without a table as large as the input.
+    let keyed = |words: &[u32]| !matches!(rule, Rule::AtLeast(_)) || words.is_empty();
+    let mut by_key: Map<&[u32], usize> = Map::default();
+    let mut next = 0;
     for s in &order {
         for p in &s.patterns {
+            let i = next;
+            next += 1;
             let (key, words) = (prepared.key(i), prepared.words(i));
-            i += 1;
-            let found = by_key.get(key).copied().or_else(|| match rule {
-                Rule::Always => (!groups.is_empty()).then_some(0),
-                Rule::Never => None,
-                Rule::AtLeast(t) => index.first_match(words, t),
-            });
+            // The lists of a pattern a few ahead: their misses overlap this one's work.
+            index.warm(i + 2);
+            let found = match rule {
+                Rule::AtLeast(t) if !words.is_empty() => index.first_match(i, words, t),
+                Rule::Always => by_key
+                    .get(key)
+                    .copied()
+                    .or_else(|| (!groups.is_empty()).then_some(0)),
+                _ => by_key.get(key).copied(),
+            };
             let g = found.unwrap_or_else(|| {
                 let g = groups.len();
-                index.add(g, words, rule);
-                by_key.insert(key, g);
+                index.add(g, i, words, rule);
+                if keyed(words) {
+                    by_key.insert(key, g);
+                }
                 groups.push(ConsolidatedPattern {
                     pattern: p.pattern.clone(),
                     template: None,

@@ -3,6 +3,7 @@
 use super::normalize::normalize_into;
 use super::{Map, Support};
 
+/// Every pattern, prepared, in two flat arrays (no allocation per pattern): its normalised
 /// text as its sequence of word ids (equal sequences are equal texts, since normalised words
 /// are separated by exactly one space; cheaper to hash and keep), and its word ranks, sorted,
 /// without repeats.
