@@ -207,13 +207,27 @@ impl Index {
         start.min(end)..end
     }
 
-    /// Reads the headers of pattern `i`'s lists ahead of its query, so that their cache
-    /// misses overlap the queries before it instead of stalling its own.
-    pub(super) fn warm(&self, i: usize) {
-        let lengths: u32 = self.probes[self.probe_range(i)]
+    /// Reads the headers of the lists of patterns `patterns` ahead of their queries, all in
+    /// one loop: the loads do not depend on each other, so their cache misses overlap one
+    /// another (and the queries before), where each query would otherwise wait for its own
+    /// one at a time.
+    pub(super) fn warm(&self, patterns: std::ops::Range<usize>) {
+        let (Some(first), Some(last)) = (
+            self.probe_range(patterns.start).next(),
+            self.probe_range(patterns.end.saturating_sub(1)).last(),
+        ) else {
+            return;
+        };
+        let lengths: u32 = self.probes[first..=last]
             .iter()
             .filter(|probe| probe[0] != NONE)
-            .map(|probe| self.postings.get(probe[0] as usize).map_or(0, |h| h.group))
+            .map(|probe| {
+                // The header and the first two postings: a list can start anywhere in a line.
+                let at = probe[0] as usize;
+                self.postings
+                    .get(at..(at + 3).min(self.postings.len()))
+                    .map_or(0, |slots| slots.iter().fold(0, |sum, p| sum ^ p.size))
+            })
             .fold(0, u32::wrapping_add);
         std::hint::black_box(lengths);
     }

@@ -87,6 +87,9 @@ impl Members {
     }
 }
 
+/// How many patterns ahead the index's lists are read, and how many at a time.
+const WARM: usize = 16;
+
 /// Merges the same pattern found in several clusters or batches: identical normalised text
 /// first, then near-duplicates whose word sets have a Jaccard similarity of at least
 /// `threshold` (the first such group, in creation order). Clusters are considered in order of
@@ -104,7 +107,8 @@ pub fn consolidate(support: &[Support], threshold: f64) -> Vec<ConsolidatedPatte
     });
     let prepared = prepare(&order);
     let rule = Rule::of(threshold);
-    let mut groups: Vec<ConsolidatedPattern> = Vec::new();
+    // Room for every pattern to start a group: pages never written cost nothing.
+    let mut groups: Vec<ConsolidatedPattern> = Vec::with_capacity(prepared.ends.len());
     let mut index = Index::new(&prepared, rule);
     // Membership of a group's clusters and examples: a scan while the list is short (most
     // groups hold one cluster), a set per group beyond that.
@@ -122,8 +126,10 @@ pub fn consolidate(support: &[Support], threshold: f64) -> Vec<ConsolidatedPatte
             let i = next;
             next += 1;
             let (key, words) = (prepared.key(i), prepared.words(i));
-            // The lists of a pattern a few ahead: their misses overlap this one's work.
-            index.warm(i + 2);
+            // The lists of the next patterns, a block at a time: their misses overlap.
+            if i % WARM == 0 {
+                index.warm(i + WARM..i + 2 * WARM);
+            }
             let found = match rule {
                 Rule::AtLeast(t) if !words.is_empty() => index.first_match(i, words, t),
                 Rule::Always => by_key
@@ -163,17 +169,59 @@ pub fn consolidate(support: &[Support], threshold: f64) -> Vec<ConsolidatedPatte
             }
         }
     }
-    let mut out: Vec<ConsolidatedPattern> = groups
-        .into_iter()
-        .map(|mut g| {
-            g.wide |= g.clusters.len() > 1;
-            g
+    for g in &mut groups {
+        g.wide |= g.clusters.len() > 1;
+    }
+    sort_by_evidence(&mut groups);
+    groups
+}
+
+/// Sorts by evidence, highest first, then by pattern text, then by creation order (as a stable
+/// sort by the first two would). The sort moves 24-byte keys that hold the evidence, the
+/// text's first bytes and the position, and reads a text only when those tie; then each group
+/// moves once.
+fn sort_by_evidence(groups: &mut [ConsolidatedPattern]) {
+    /// `f64::total_cmp`'s order as an integer's, reversed: highest first.
+    fn descending(x: f64) -> u64 {
+        let bits = x.to_bits();
+        let ordered = if bits >> 63 == 1 {
+            !bits
+        } else {
+            bits | 1 << 63
+        };
+        !ordered
+    }
+    /// The text's first 8 bytes, zero-padded: where they differ, they order as the texts do.
+    fn head(text: &str) -> u64 {
+        let mut bytes = [0u8; 8];
+        let n = text.len().min(8);
+        bytes[..n].copy_from_slice(&text.as_bytes()[..n]);
+        u64::from_be_bytes(bytes)
+    }
+    let mut keys: Vec<(u64, u64, u32)> = groups
+        .iter()
+        .enumerate()
+        .map(|(i, g)| {
+            let i = u32::try_from(i).unwrap_or(u32::MAX);
+            (descending(g.evidence), head(&g.pattern), i)
         })
         .collect();
-    out.sort_by(|a, b| {
-        b.evidence
-            .total_cmp(&a.evidence)
-            .then_with(|| a.pattern.cmp(&b.pattern))
+    keys.sort_unstable_by(|a, b| {
+        (a.0, a.1).cmp(&(b.0, b.1)).then_with(|| {
+            groups[a.2 as usize]
+                .pattern
+                .cmp(&groups[b.2 as usize].pattern)
+                .then(a.2.cmp(&b.2))
+        })
     });
-    out
+    // Apply the order in place, as `slice::sort_by_cached_key` does: position `i` takes the
+    // group the sorted keys name there, found through the swaps already made.
+    for i in 0..keys.len() {
+        let mut from = keys[i].2 as usize;
+        while from < i {
+            from = keys[from].2 as usize;
+        }
+        keys[i].2 = u32::try_from(from).unwrap_or(u32::MAX);
+        groups.swap(i, from);
+    }
 }

@@ -47,8 +47,38 @@ fn pack(word: &str) -> Option<u128> {
     Some(u128::from_le_bytes(packed))
 }
 
+/// The key of the `n`th distinct long word: a top byte no packed word has (theirs is a length
+/// of at most 15).
+fn long_key(n: u32) -> u128 {
+    (0xFF << 120) | u128::from(n)
+}
+
+/// One word occurrence on its way to an id: the word's key, and where its id goes in `keys`.
+#[derive(Clone, Copy)]
+struct Occurrence {
+    key: [u64; 2],
+    at: u32,
+}
+
+/// Which partition a key falls in (`bits` of a multiplicative hash, unrelated to the maps').
+fn partition(key: u128, bits: u32) -> usize {
+    #[allow(clippy::cast_possible_truncation)] // the two halves, on purpose
+    let (low, high) = (key as u64, (key >> 64) as u64);
+    let h = (low ^ high.wrapping_mul(0xA076_1D64_78BD_642F)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    usize::try_from(h.checked_shr(64 - bits).unwrap_or(0)).unwrap_or(0)
+}
+
+/// Occurrences per partition, about: a partition's distinct words then fit in the cache
+/// closest to the core, where one map over all of them would miss on nearly every look-up.
+const PER_PARTITION: usize = 16_384;
+
 /// Normalises every pattern of `order` and ranks its words rarest first over the whole input
-/// (ties by first appearance), the global order the prefix filter needs.
+/// (ties by id), the global order the prefix filter needs.
+///
+/// Words get their ids partition by partition: every occurrence is first written, with its
+/// key, to the partition its key hashes to, then each partition is interned with a map of its
+/// own. The ids differ from interning in one pass, but any ids serve (keys are compared for
+/// equality only, and any total order of the words makes a valid prefix filter).
 pub(super) fn prepare(order: &[&Support]) -> Prepared {
     let count = order.iter().map(|s| s.patterns.len()).sum();
     let mut prepared = Prepared {
@@ -56,36 +86,63 @@ pub(super) fn prepare(order: &[&Support]) -> Prepared {
         words: Vec::with_capacity(count * 6),
         ends: Vec::with_capacity(count),
     };
-    // One entry per distinct word (not per occurrence); words of up to 15 bytes (nearly all)
-    // are keyed by their bytes in one integer, so a look-up reads no string elsewhere.
-    let mut short_ids: Map<u128, u32> = Map::default();
+    let bits = (count * 6 / PER_PARTITION)
+        .next_power_of_two()
+        .trailing_zeros()
+        .min(8);
+    let mut partitions: Vec<Vec<Occurrence>> = (0..1usize << bits)
+        .map(|_| Vec::with_capacity((count * 6) >> bits))
+        .collect();
+    // Words of more than 15 bytes (few) by their text.
     let mut long_ids: Map<Box<str>, u32> = Map::default();
-    let mut frequency: Vec<u32> = Vec::new();
     let mut text = String::new();
     let to_u32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
     for p in order.iter().flat_map(|s| &s.patterns) {
         text.clear();
         normalize_into(p.template.as_deref().unwrap_or(&p.pattern), &mut text);
-        let key_start = prepared.keys.len();
         for w in text.split(' ') {
-            let next = to_u32(frequency.len());
-            let id = if let Some(packed) = pack(w) {
-                *short_ids.entry(packed).or_insert(next)
-            } else if let Some(&id) = long_ids.get(w) {
-                id
-            } else {
-                long_ids.insert(w.into(), next);
-                next
+            let key = pack(w).unwrap_or_else(|| {
+                let next = to_u32(long_ids.len());
+                long_key(*long_ids.entry(w.into()).or_insert(next))
+            });
+            #[allow(clippy::cast_possible_truncation)] // the two halves, on purpose
+            let occurrence = Occurrence {
+                key: [key as u64, (key >> 64) as u64],
+                at: to_u32(prepared.keys.len()),
             };
-            if id == next {
-                frequency.push(0);
+            if let Some(part) = partitions.get_mut(partition(key, bits)) {
+                part.push(occurrence);
             }
-            prepared.keys.push(id);
+            prepared.keys.push(0);
         }
+        prepared.ends.push((to_u32(prepared.keys.len()), 0));
+    }
+    drop(long_ids);
+    let mut ids: Map<u128, u32> = Map::default();
+    let mut distinct = 0u32;
+    for part in partitions {
+        ids.clear();
+        for o in part {
+            let key = u128::from(o.key[0]) | (u128::from(o.key[1]) << 64);
+            let id = *ids.entry(key).or_insert(distinct);
+            if id == distinct {
+                distinct += 1;
+            }
+            if let Some(slot) = prepared.keys.get_mut(o.at as usize) {
+                *slot = id;
+            }
+        }
+    }
+    drop(ids);
+    let mut frequency = vec![0u32; distinct as usize];
+    let mut key_start = 0;
+    for i in 0..prepared.ends.len() {
+        let key_end = prepared.ends[i].0 as usize;
         let words_start = prepared.words.len();
         prepared
             .words
-            .extend_from_slice(&prepared.keys[key_start..]);
+            .extend_from_slice(&prepared.keys[key_start..key_end]);
+        key_start = key_end;
         let words = &mut prepared.words[words_start..];
         words.sort_unstable();
         let mut unique = 0;
@@ -99,12 +156,9 @@ pub(super) fn prepare(order: &[&Support]) -> Prepared {
         for &w in &prepared.words[words_start..] {
             frequency[w as usize] += 1;
         }
-        prepared
-            .ends
-            .push((to_u32(prepared.keys.len()), to_u32(prepared.words.len())));
+        prepared.ends[i].1 = to_u32(prepared.words.len());
     }
-    drop((short_ids, long_ids));
-    let mut by_rarity: Vec<u32> = (0..to_u32(frequency.len())).collect();
+    let mut by_rarity: Vec<u32> = (0..distinct).collect();
     by_rarity.sort_by_key(|&w| (frequency[w as usize], w));
     let mut rank = vec![0u32; frequency.len()];
     for (r, &w) in by_rarity.iter().enumerate() {
