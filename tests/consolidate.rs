@@ -308,3 +308,99 @@ fn indexed_equals_the_scan_on_many_patterns() {
         assert!(ours.len() < 2400, "some patterns merged at {threshold}");
     }
 }
+
+/// Patterns over a small, skewed vocabulary, of 1 to 24 words, half of them near-copies of an
+/// earlier one (a word or two dropped, added or replaced), so many pairs sit at the threshold:
+/// frequent words' lists are long enough to be split by group size (sizes past 16 share one
+/// list), and the size lists, the words a query skips there, and the bounds that count them
+/// are all exercised against the scan.
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_precision_loss,
+    clippy::range_plus_one
+)]
+fn small_vocabulary(seed: u64, patterns: usize, vocabulary: u64) -> Vec<Support> {
+    let mut x = seed;
+    let mut next = move || {
+        x = x
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        x >> 33
+    };
+    let mut texts: Vec<Vec<String>> = Vec::new();
+    for _ in 0..patterns {
+        // Skewed: low words are frequent, high ones rare. In letters: `normalize` folds
+        // digits into one number token.
+        let word = |a: u64, b: u64| {
+            let n = (a % vocabulary) * (b % vocabulary) / vocabulary;
+            format!(
+                "v{}{}",
+                char::from(b'a' + (n % 26) as u8),
+                char::from(b'a' + (n / 26 % 26) as u8)
+            )
+        };
+        let text = if texts.is_empty() || next() % 2 == 0 {
+            (0..1 + next() % 24).map(|_| word(next(), next())).collect()
+        } else {
+            let mut text = texts[(next() % texts.len() as u64) as usize].clone();
+            for _ in 0..1 + next() % 2 {
+                let at = (next() % (text.len() as u64 + 1)) as usize;
+                match next() % 3 {
+                    0 if at < text.len() => drop(text.remove(at)),
+                    1 if at < text.len() => text[at] = word(next(), next()),
+                    _ => text.insert(at, word(next(), next())),
+                }
+            }
+            text
+        };
+        texts.push(text);
+    }
+    texts
+        .chunks(2)
+        .enumerate()
+        .map(|(c, texts)| Support {
+            id: format!("c{c}"),
+            priority: 1.0,
+            avg_performance: 1.0 + (c % 3) as f64,
+            is_wide: false,
+            patterns: texts
+                .iter()
+                .map(|text| Pattern {
+                    pattern: text.join(" "),
+                    template: None,
+                    examples: vec![],
+                    rationale: None,
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+#[test]
+fn size_lists_of_frequent_words_find_the_scan_groups() {
+    for (seed, vocabulary) in [(1, 12), (2, 30), (3, 80)] {
+        let support = small_vocabulary(seed, 1_600, vocabulary);
+        for threshold in [0.3, 0.5, 0.6, 2.0 / 3.0, 0.75, 0.9, 1.0] {
+            assert_eq!(
+                consolidate(&support, threshold),
+                reference(&support, threshold),
+                "seed {seed}, vocabulary {vocabulary}, threshold {threshold}"
+            );
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// The same on random inputs large enough for long lists.
+    #[test]
+    fn invariant_size_lists_equal_the_scan(
+        seed in any::<u64>(),
+        vocabulary in 4u64..60,
+        threshold in 0.05f64..=1.0,
+    ) {
+        let support = small_vocabulary(seed, 700, vocabulary);
+        prop_assert_eq!(consolidate(&support, threshold), reference(&support, threshold));
+    }
+}

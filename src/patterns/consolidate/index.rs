@@ -78,6 +78,29 @@ const LATE: u32 = 2;
 /// A list no pattern posts to.
 const NONE: u32 = u32::MAX;
 
+/// A word whose (not late) list would hold at least this many postings gets one list per
+/// group size instead ([`SIZES`]), so a query reads only the sizes it can meet there.
+const LONG: u32 = 64;
+
+/// Size lists of a long word: sizes 1 to `SIZES - 1` each, then one for every larger size.
+const SIZES: usize = 17;
+
+/// The size list a group of `size` words posts to.
+fn size_list(size: usize) -> usize {
+    size.clamp(1, SIZES) - 1
+}
+
+/// Where a prefix word's postings are, for one pattern.
+#[derive(Clone, Copy)]
+struct Probe {
+    /// The start of the word's list in `postings`, or [`NONE`].
+    list: u32,
+    /// The start of its late list, or [`NONE`].
+    late: u32,
+    /// For a long word: its size lists in `by_size` (the word's list is then empty).
+    sizes: u32,
+}
+
 /// The groups' word sets and the inverted index over their prefixes, with the positional
 /// filter of `PPJoin`: a candidate is dropped as soon as the words it shares so far plus all it
 /// could still share fall short of the overlap the threshold needs, without reading its words.
@@ -89,6 +112,12 @@ const NONE: u32 = u32::MAX;
 /// they share after it is late too, so the counts of the postings read stay exact and the
 /// filter stays sound. A frequent word then costs a query little, however many groups end
 /// with it.
+///
+/// The same holds for a long word's size lists: a query skips the sizes it could not first
+/// meet at this word (one plus the words after it in the query fall short of what that size
+/// needs). Words further on have fewer after them, so a group skipped once is skipped at every
+/// later word: its count stays exact for every bound computed, and its words are checked in
+/// full at the end.
 ///
 /// Every pattern is known before the first group, so the lists are laid out once, and each
 /// pattern's probes (where its prefix words' lists start) are found in one pass before the
@@ -103,21 +132,81 @@ pub(super) struct Index {
     spans: Vec<(u32, u32)>,
     /// Every posting list, one after another: a header, then room for every pattern that
     /// could post to it (counted before the first group), so no list is an allocation of its
-    /// own. A word's list holds the groups whose prefix has it, in creation order.
+    /// own. A list holds the groups whose prefix has its word, in creation order.
     postings: Vec<Posting>,
-    /// Per pattern, per prefix word in order: where the word's list and its late list start
-    /// in `postings` ([`NONE`] for a list nobody posts to).
-    probes: Vec<[u32; 2]>,
+    /// Per long word: where each of its size lists starts in `postings`, or [`NONE`].
+    by_size: Vec<[u32; SIZES]>,
+    /// Per pattern, per prefix word in order: where its lists are.
+    probes: Vec<Probe>,
     /// Per pattern: where its probes end.
     probe_ends: Vec<u32>,
-    /// For the query under way: the overlap a group of each size needs.
+    /// The state of the query under way.
+    query: Query,
+}
+
+/// What a query keeps while it reads the lists.
+#[derive(Default)]
+struct Query {
+    /// The overlap a group of each size needs ([`MAX_TABLE`] sizes at most).
     needed: Vec<u32>,
-    /// Per group, for the query under way: the query it was last seen by, and the words it
-    /// shares with the query so far (`u32::MAX`: ruled out).
+    /// Per group: the query it was last seen by, and the words it shares with the query so
+    /// far (`u32::MAX`: ruled out).
     seen: Vec<u32>,
     shared: Vec<u32>,
-    query: u32,
+    stamp: u32,
+    /// The groups seen by this query.
     touched: Vec<u32>,
+    /// This query's signature, and how many of its words share a bit with another.
+    signature: u64,
+    extra: u32,
+    /// Per size list: the words whose list of that size this query skipped, which a group of
+    /// that size met before may share (counted as shared in its bounds).
+    skipped: [u32; SIZES],
+    /// The sizes it can match, and its threshold and size.
+    smallest: usize,
+    largest: usize,
+    t: f64,
+    size: usize,
+}
+
+impl Query {
+    /// The overlap a group of `size` words needs.
+    fn needed(&self, size: usize) -> u32 {
+        self.needed
+            .get(size)
+            .copied()
+            .unwrap_or_else(|| needed_overlap(self.t, self.size, size))
+    }
+
+    /// Reads one list at a query word with `after_x` words after it.
+    fn visit(&mut self, list: &[Posting], after_x: u32) {
+        for p in list {
+            let size = p.size as usize;
+            if size < self.smallest || size > self.largest {
+                continue;
+            }
+            let needed = self.needed(size);
+            // At most the query's words whose bits the group has: most groups met through
+            // one rare word fail here, read from the posting itself.
+            if (p.signature & self.signature).count_ones() + self.extra < needed {
+                continue;
+            }
+            let g = p.group as usize;
+            if self.seen[g] != self.stamp {
+                self.seen[g] = self.stamp;
+                self.shared[g] = 0;
+                self.touched.push(p.group);
+            }
+            let shared = self.shared[g];
+            if shared == u32::MAX {
+                continue;
+            }
+            // Shared so far, this word, and at most what both have left after it.
+            let after_y = p.size - p.position - 1;
+            let bound = shared + self.skipped[size_list(size)] + 1 + after_x.min(after_y);
+            self.shared[g] = if bound < needed { u32::MAX } else { shared + 1 };
+        }
+    }
 }
 
 /// The prefix of a set of `n` words that the filter indexes and probes at threshold `t`.
@@ -144,6 +233,17 @@ fn needed_overlap(t: f64, a: usize, b: usize) -> u32 {
     needed
 }
 
+/// Lays out lists of these lengths one after another, each after a header: their starts
+/// ([`NONE`] for an empty one), and where the next list would start.
+fn lay_out(counts: &mut [u32], mut next: u32) -> u32 {
+    for count in counts {
+        let n = *count;
+        *count = if n == 0 { NONE } else { next };
+        next = next.saturating_add(n.saturating_add(u32::from(n > 0)));
+    }
+    next
+}
+
 impl Index {
     /// An index with room for the postings of every pattern of `prepared`, any of which may
     /// start a group, and every pattern's probes.
@@ -153,38 +253,50 @@ impl Index {
             return index;
         };
         let patterns = prepared.ends.len();
-        // Per list (word × 2, + 1 for late): how many patterns could post to it, then where
-        // it starts.
-        let mut starts: Vec<u32> = Vec::new();
-        for i in 0..patterns {
+        let prefix = |i: usize| {
             let words = prepared.words(i);
-            for (position, &w) in words[..prefix_len(t, words.len())].iter().enumerate() {
-                let list = w as usize * 2 + usize::from(is_late(words.len(), position));
-                if list >= starts.len() {
-                    starts.resize(list + 2, 0);
-                }
-                starts[list] += 1;
+            let n = words.len();
+            words[..prefix_len(t, n)]
+                .iter()
+                .enumerate()
+                .map(move |(position, &w)| (w as usize, n, is_late(n, position)))
+        };
+        // Per list (word × 2, + 1 for late): how many patterns could post to it.
+        let mut starts: Vec<u32> = Vec::new();
+        for (w, _, late) in (0..patterns).flat_map(prefix) {
+            let list = w * 2 + usize::from(late);
+            if list >= starts.len() {
+                starts.resize((w + 1) * 2, 0);
+            }
+            starts[list] += 1;
+        }
+        // Long words get size lists instead of their list.
+        let mut sizes_of: Vec<u32> = vec![NONE; starts.len() / 2];
+        for (w, sizes) in sizes_of.iter_mut().enumerate() {
+            if starts[w * 2] >= LONG {
+                starts[w * 2] = 0;
+                *sizes = u32::try_from(index.by_size.len()).unwrap_or(NONE);
+                index.by_size.push([0; SIZES]);
             }
         }
-        let mut next = 0u32;
-        for start in &mut starts {
-            let count = *start;
-            *start = if count == 0 { NONE } else { next };
-            next = next.saturating_add(count.saturating_add(u32::from(count > 0)));
+        for (w, n, late) in (0..patterns).flat_map(prefix) {
+            let sizes = sizes_of.get(w).copied().unwrap_or(NONE);
+            if !late && let Some(lists) = index.by_size.get_mut(sizes as usize) {
+                lists[size_list(n)] += 1;
+            }
+        }
+        let mut next = lay_out(&mut starts, 0);
+        for lists in &mut index.by_size {
+            next = lay_out(lists, next);
         }
         index.postings = vec![Posting::default(); next as usize];
         index.probe_ends.reserve_exact(patterns);
         for i in 0..patterns {
-            let words = prepared.words(i);
-            index
-                .probes
-                .extend(words[..prefix_len(t, words.len())].iter().map(|&w| {
-                    let list = w as usize * 2;
-                    [
-                        starts.get(list).copied().unwrap_or(NONE),
-                        starts.get(list + 1).copied().unwrap_or(NONE),
-                    ]
-                }));
+            index.probes.extend(prefix(i).map(|(w, _, _)| Probe {
+                list: starts.get(w * 2).copied().unwrap_or(NONE),
+                late: starts.get(w * 2 + 1).copied().unwrap_or(NONE),
+                sizes: sizes_of.get(w).copied().unwrap_or(NONE),
+            }));
             index
                 .probe_ends
                 .push(u32::try_from(index.probes.len()).unwrap_or(u32::MAX));
@@ -207,6 +319,16 @@ impl Index {
         start.min(end)..end
     }
 
+    /// The postings so far of the list that starts at `start`.
+    fn list(postings: &[Posting], start: u32) -> &[Posting] {
+        if start == NONE {
+            return &[];
+        }
+        let first = start as usize + 1;
+        let len = postings.get(first - 1).map_or(0, |h| h.group as usize);
+        postings.get(first..first + len).unwrap_or(&[])
+    }
+
     /// Reads the headers of the lists of patterns `patterns` ahead of their queries, all in
     /// one loop: the loads do not depend on each other, so their cache misses overlap one
     /// another (and the queries before), where each query would otherwise wait for its own
@@ -220,10 +342,10 @@ impl Index {
         };
         let lengths: u32 = self.probes[first..=last]
             .iter()
-            .filter(|probe| probe[0] != NONE)
+            .filter(|probe| probe.list != NONE)
             .map(|probe| {
                 // The header and the first two postings: a list can start anywhere in a line.
-                let at = probe[0] as usize;
+                let at = probe.list as usize;
                 self.postings
                     .get(at..(at + 3).min(self.postings.len()))
                     .map_or(0, |slots| slots.iter().fold(0, |sum, p| sum ^ p.size))
@@ -238,13 +360,20 @@ impl Index {
         let size = u32::try_from(words.len()).unwrap_or(u32::MAX);
         self.ranks.extend_from_slice(words);
         self.spans.push((start, size));
-        self.seen.push(0);
-        self.shared.push(0);
+        self.query.seen.push(0);
+        self.query.shared.push(0);
         if let Rule::AtLeast(_) = rule {
             let group = u32::try_from(g).unwrap_or(u32::MAX);
             let signature = signature(words);
             for (position, k) in self.probe_range(i).enumerate() {
-                let list = self.probes[k][usize::from(is_late(words.len(), position))];
+                let probe = self.probes[k];
+                let list = if is_late(words.len(), position) {
+                    probe.late
+                } else if let Some(lists) = self.by_size.get(probe.sizes as usize) {
+                    lists[size_list(words.len())]
+                } else {
+                    probe.list
+                };
                 if list == NONE {
                     continue;
                 }
@@ -271,72 +400,63 @@ impl Index {
     pub(super) fn first_match(&mut self, i: usize, words: &[u32], t: f64) -> Option<usize> {
         #[allow(clippy::cast_precision_loss)]
         let (low, high) = (t * words.len() as f64 - 1e-9, words.len() as f64 / t + 1e-9);
-        self.query = self.query.wrapping_add(1);
-        if self.query == 0 {
+        let q = &mut self.query;
+        q.stamp = q.stamp.wrapping_add(1);
+        if q.stamp == 0 {
             // The stamps wrapped: start them afresh.
-            self.seen.iter_mut().for_each(|s| *s = 0);
-            self.query = 1;
+            q.seen.iter_mut().for_each(|s| *s = 0);
+            q.stamp = 1;
         }
-        self.touched.clear();
+        q.touched.clear();
+        q.skipped = [0; SIZES];
         // The query's signature, and how many of its words share a bit with another: the
         // words whose bits a group has are at most the bits in common plus those extra.
-        let query_signature = signature(words);
-        let extra = u32::try_from(words.len()).unwrap_or(u32::MAX) - query_signature.count_ones();
-        // The overlap each admissible size needs, and whether late postings can matter: the
-        // least overlap is the smallest admissible size's.
+        q.signature = signature(words);
+        q.extra = u32::try_from(words.len()).unwrap_or(u32::MAX) - q.signature.count_ones();
+        (q.t, q.size) = (t, words.len());
+        // The sizes it can match (`low ≤ size ≤ high`), the overlap each needs, and whether
+        // late postings can matter: the least overlap is the smallest size's.
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-        let (smallest, largest) = (low.ceil().max(0.0) as usize, high.floor().max(0.0) as usize);
-        self.needed.clear();
-        self.needed
-            .extend((0..=largest.min(MAX_TABLE)).map(|size| needed_overlap(t, words.len(), size)));
-        let least = needed_overlap(t, words.len(), smallest.max(1));
-        let lists = if least > LATE { 1 } else { 2 };
+        {
+            (q.smallest, q.largest) =
+                (low.ceil().max(0.0) as usize, high.floor().max(0.0) as usize);
+        }
+        q.needed.clear();
+        q.needed.extend(
+            (0..=q.largest.min(MAX_TABLE)).map(|size| needed_overlap(t, words.len(), size)),
+        );
+        let least = needed_overlap(t, words.len(), q.smallest.max(1));
         for (position, k) in self.probe_range(i).enumerate() {
             let after_x = u32::try_from(words.len() - position - 1).unwrap_or(u32::MAX);
             let probe = self.probes[k];
-            for &start in &probe[..lists] {
-                let (list_start, len) = if start == NONE {
-                    (0, 0)
-                } else {
-                    let start = start as usize + 1;
-                    (start, self.postings[start - 1].group as usize)
-                };
-                for p in &self.postings[list_start..list_start + len] {
-                    let size = f64::from(p.size);
-                    if size < low || size > high {
-                        continue;
-                    }
-                    let needed = self
-                        .needed
-                        .get(p.size as usize)
-                        .copied()
-                        .unwrap_or_else(|| needed_overlap(t, words.len(), p.size as usize));
-                    // At most the query's words whose bits the group has: most groups met
-                    // through one rare word fail here, read from the posting itself.
-                    if (p.signature & query_signature).count_ones() + extra < needed {
-                        continue;
-                    }
-                    let g = p.group as usize;
-                    if self.seen[g] != self.query {
-                        self.seen[g] = self.query;
-                        self.shared[g] = 0;
-                        self.touched.push(p.group);
-                    }
-                    let shared = self.shared[g];
-                    if shared == u32::MAX {
-                        continue;
-                    }
-                    // Shared so far, this word, and at most what both have left after it.
-                    let after_y = p.size - p.position - 1;
-                    let bound = shared + 1 + after_x.min(after_y);
-                    self.shared[g] = if bound < needed { u32::MAX } else { shared + 1 };
+            let (postings, q) = (&self.postings, &mut self.query);
+            q.visit(Self::list(postings, probe.list), after_x);
+            if least <= LATE {
+                q.visit(Self::list(postings, probe.late), after_x);
+            }
+            let Some(lists) = self.by_size.get(probe.sizes as usize) else {
+                continue;
+            };
+            // The last list holds every larger size: its postings are checked one by one.
+            q.visit(Self::list(postings, lists[SIZES - 1]), after_x);
+            for (at, &start) in lists[..SIZES - 1].iter().enumerate() {
+                let size = at + 1;
+                if size < q.smallest || size > q.largest {
+                    continue;
                 }
+                if after_x + 1 < q.needed(size) {
+                    // No group of this size can first meet the query here or later; one
+                    // met before may share this word, so it is counted as shared for them.
+                    q.skipped[at] += 1;
+                    continue;
+                }
+                q.visit(Self::list(postings, start), after_x);
             }
         }
         let mut best: Option<usize> = None;
-        for &g in &self.touched {
+        for &g in &self.query.touched {
             let g = g as usize;
-            if self.shared[g] == u32::MAX || best.is_some_and(|b| g >= b) {
+            if self.query.shared[g] == u32::MAX || best.is_some_and(|b| g >= b) {
                 continue;
             }
             if reaches(self.words(g), words, t) {
@@ -370,6 +490,95 @@ mod tests {
                 )]
                 let exact = (t * n as f64).ceil() as usize;
                 assert!(o <= exact.max(1) && o >= 1 && o <= n, "{t} {n}");
+            }
+        }
+    }
+
+    /// A word for a number, in letters (digits would normalise to one number token).
+    fn letters(mut n: u64) -> String {
+        let mut word = String::from("q");
+        loop {
+            word.push(char::from(b'a' + u8::try_from(n % 26).unwrap_or(0)));
+            n /= 26;
+            if n == 0 {
+                return word;
+            }
+        }
+    }
+
+    /// The index's first match against the plain scan of the groups in creation order, one
+    /// query at a time, on inputs built to stress the filters: few distinct words (so lists
+    /// are long and split by size), sizes up to 30, and near-copies that sit at the threshold.
+    #[test]
+    fn first_match_is_the_scans_on_near_copies() {
+        use crate::patterns::{Pattern, Support};
+        let mut x = 5u64;
+        let mut next = move |n: u64| {
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (x >> 33) % n
+        };
+        for (vocabulary, count) in [(6, 1_500), (14, 2_500), (40, 2_500), (200, 3_000)] {
+            let mut texts: Vec<Vec<u64>> = Vec::new();
+            for _ in 0..count {
+                let text = if texts.is_empty() || next(3) == 0 {
+                    (0..=next(30))
+                        .map(|_| next(vocabulary) * next(vocabulary) / vocabulary)
+                        .collect()
+                } else {
+                    let mut text =
+                        texts[usize::try_from(next(texts.len() as u64)).unwrap_or(0)].clone();
+                    for _ in 0..=next(2) {
+                        let at = usize::try_from(next(text.len() as u64 + 1)).unwrap_or(0);
+                        match next(3) {
+                            0 if at < text.len() => drop(text.remove(at)),
+                            1 if at < text.len() => text[at] = next(vocabulary),
+                            _ => text.insert(at, next(vocabulary)),
+                        }
+                    }
+                    text
+                };
+                texts.push(text);
+            }
+            let support = Support {
+                id: "c".into(),
+                priority: 1.0,
+                avg_performance: 1.0,
+                is_wide: false,
+                patterns: texts
+                    .iter()
+                    .map(|t| Pattern {
+                        pattern: t.iter().map(|&w| letters(w)).collect::<Vec<_>>().join(" "),
+                        template: None,
+                        examples: vec![],
+                        rationale: None,
+                    })
+                    .collect(),
+            };
+            let prepared = super::super::prepare::prepare(&[&support]);
+            for t in [0.25, 0.5, 0.6, 2.0 / 3.0, 0.8, 1.0] {
+                let rule = Rule::AtLeast(t);
+                let mut index = Index::new(&prepared, rule);
+                let mut groups: Vec<Vec<u32>> = Vec::new();
+                for i in 0..prepared.ends.len() {
+                    let words = prepared.words(i);
+                    let scan = groups.iter().position(|g| reaches(g, words, t));
+                    assert_eq!(
+                        index.first_match(i, words, t),
+                        scan,
+                        "{vocabulary} words, t {t}, pattern {i}"
+                    );
+                    if scan.is_none() {
+                        index.add(groups.len(), i, words, rule);
+                        groups.push(words.to_vec());
+                    }
+                }
+                // At 1 a prefix is one word, the rarest: few lists grow long.
+                assert!(
+                    t >= 1.0 || !index.by_size.is_empty(),
+                    "{vocabulary} words, t {t}: no list was split by size"
+                );
             }
         }
     }
