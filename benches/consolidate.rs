@@ -13,7 +13,7 @@
     clippy::cast_possible_truncation
 )]
 
-use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
 use dynbatch::backend::mock::MockBackend;
 use dynbatch::patterns::{Example, Pattern};
 use dynbatch::patterns::{Support, consolidate};
@@ -113,8 +113,10 @@ fn bench(c: &mut Criterion) {
     for n in [10_000usize, 40_000, 160_000] {
         let input = support(n);
         group.bench_with_input(BenchmarkId::from_parameter(n), &input, |b, input| {
-            // The groups are the caller's (the report keeps them): freed outside the timing.
-            b.iter_with_large_drop(|| consolidate(input, 0.6));
+            // The groups are the caller's (the report keeps them): freed outside the timing,
+            // after each call. Criterion's other ways keep a batch of outputs (12 MB each at
+            // 40k) alive, so the timing would count the kernel zeroing pages for the bench.
+            b.iter_batched(|| (), |()| consolidate(input, 0.6), BatchSize::PerIteration);
         });
     }
     group.finish();

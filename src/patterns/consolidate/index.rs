@@ -48,15 +48,27 @@ fn reaches(a: &[u32], b: &[u32], t: f64) -> bool {
 /// A group in the posting list of one of its prefix words. The first slot of every list is
 /// its header instead, whose `group` is the list's length: the length and the first postings
 /// share a cache line, so reading a list costs one miss, not two.
+///
+/// 16 bytes: sizes and positions fit in 16 bits for any title. A group of [`HUGE`] words or
+/// more stores [`HUGE`], and a query then reads its size from the group and takes the words
+/// after as unbounded (so its bound stays an upper bound).
 #[derive(Clone, Copy, Default)]
 struct Posting {
     group: u32,
-    /// The group's number of words.
-    size: u32,
-    /// Where the word is in the group's sorted words.
-    position: u32,
+    /// The group's number of words, or [`HUGE`].
+    size: u16,
+    /// How many words come after this one in the group's sorted words, or [`HUGE`].
+    after: u16,
     /// The group's words as a 64-bit signature ([`signature`]).
     signature: u64,
+}
+
+/// A size or a count of words too large for a posting's 16 bits.
+const HUGE: u16 = u16::MAX;
+
+/// `n` in a posting's 16 bits, or [`HUGE`].
+fn narrow(n: usize) -> u16 {
+    u16::try_from(n).unwrap_or(HUGE)
 }
 
 /// A word's bit in a signature.
@@ -178,10 +190,17 @@ impl Query {
             .unwrap_or_else(|| needed_overlap(self.t, self.size, size))
     }
 
-    /// Reads one list at a query word with `after_x` words after it.
-    fn visit(&mut self, list: &[Posting], after_x: u32) {
+    /// Reads one list at a query word with `after_x` words after it (`spans`: the groups'
+    /// words, for the size of a huge one).
+    fn visit(&mut self, list: &[Posting], after_x: u32, spans: &[(u32, u32)]) {
         for p in list {
-            let size = p.size as usize;
+            let size = if p.size == HUGE {
+                spans
+                    .get(p.group as usize)
+                    .map_or(usize::MAX, |s| s.1 as usize)
+            } else {
+                usize::from(p.size)
+            };
             if size < self.smallest || size > self.largest {
                 continue;
             }
@@ -202,7 +221,11 @@ impl Query {
                 continue;
             }
             // Shared so far, this word, and at most what both have left after it.
-            let after_y = p.size - p.position - 1;
+            let after_y = if p.after == HUGE {
+                u32::MAX
+            } else {
+                u32::from(p.after)
+            };
             let bound = shared + self.skipped[size_list(size)] + 1 + after_x.min(after_y);
             self.shared[g] = if bound < needed { u32::MAX } else { shared + 1 };
         }
@@ -348,7 +371,7 @@ impl Index {
                 let at = probe.list as usize;
                 self.postings
                     .get(at..(at + 3).min(self.postings.len()))
-                    .map_or(0, |slots| slots.iter().fold(0, |sum, p| sum ^ p.size))
+                    .map_or(0, |slots| slots.iter().fold(0, |sum, p| sum ^ p.group))
             })
             .fold(0, u32::wrapping_add);
         std::hint::black_box(lengths);
@@ -357,9 +380,9 @@ impl Index {
     /// Pattern `i`, with these words, starts group `g`.
     pub(super) fn add(&mut self, g: usize, i: usize, words: &[u32], rule: Rule) {
         let start = u32::try_from(self.ranks.len()).unwrap_or(u32::MAX);
-        let size = u32::try_from(words.len()).unwrap_or(u32::MAX);
         self.ranks.extend_from_slice(words);
-        self.spans.push((start, size));
+        self.spans
+            .push((start, u32::try_from(words.len()).unwrap_or(u32::MAX)));
         self.query.seen.push(0);
         self.query.shared.push(0);
         if let Rule::AtLeast(_) = rule {
@@ -383,8 +406,8 @@ impl Index {
                 if let Some(slot) = self.postings.get_mut(list + 1 + len as usize) {
                     *slot = Posting {
                         group,
-                        size,
-                        position: u32::try_from(position).unwrap_or(u32::MAX),
+                        size: narrow(words.len()),
+                        after: narrow(words.len() - position - 1),
                         signature,
                     };
                     if let Some(header) = self.postings.get_mut(list) {
@@ -429,16 +452,16 @@ impl Index {
         for (position, k) in self.probe_range(i).enumerate() {
             let after_x = u32::try_from(words.len() - position - 1).unwrap_or(u32::MAX);
             let probe = self.probes[k];
-            let (postings, q) = (&self.postings, &mut self.query);
-            q.visit(Self::list(postings, probe.list), after_x);
+            let (postings, spans, q) = (&self.postings, &self.spans, &mut self.query);
+            q.visit(Self::list(postings, probe.list), after_x, spans);
             if least <= LATE {
-                q.visit(Self::list(postings, probe.late), after_x);
+                q.visit(Self::list(postings, probe.late), after_x, spans);
             }
             let Some(lists) = self.by_size.get(probe.sizes as usize) else {
                 continue;
             };
             // The last list holds every larger size: its postings are checked one by one.
-            q.visit(Self::list(postings, lists[SIZES - 1]), after_x);
+            q.visit(Self::list(postings, lists[SIZES - 1]), after_x, spans);
             for (at, &start) in lists[..SIZES - 1].iter().enumerate() {
                 let size = at + 1;
                 if size < q.smallest || size > q.largest {
@@ -450,7 +473,7 @@ impl Index {
                     q.skipped[at] += 1;
                     continue;
                 }
-                q.visit(Self::list(postings, start), after_x);
+                q.visit(Self::list(postings, start), after_x, spans);
             }
         }
         let mut best: Option<usize> = None;
@@ -580,6 +603,58 @@ mod tests {
                     "{vocabulary} words, t {t}: no list was split by size"
                 );
             }
+        }
+    }
+
+    /// Groups of more words than a posting's 16 bits hold: their sizes are read from the
+    /// group, the words after a posting taken as unbounded, and the first match is the scan's.
+    #[test]
+    fn huge_groups_match_as_the_scan() {
+        use crate::patterns::{Pattern, Support};
+        let huge: Vec<u64> = (0..70_000).collect();
+        let mut changed = huge.clone();
+        changed[5] = 80_000;
+        changed[60_000] = 80_001;
+        let texts = [
+            huge.clone(),
+            changed,
+            huge[..100].to_vec(),
+            vec![1, 2, 3],
+            huge,
+        ];
+        let support = Support {
+            id: "c".into(),
+            priority: 1.0,
+            avg_performance: 1.0,
+            is_wide: false,
+            patterns: texts
+                .iter()
+                .map(|t| Pattern {
+                    pattern: t.iter().map(|&w| letters(w)).collect::<Vec<_>>().join(" "),
+                    template: None,
+                    examples: vec![],
+                    rationale: None,
+                })
+                .collect(),
+        };
+        let prepared = super::super::prepare::prepare(&[&support]);
+        for t in [0.001, 0.5, 0.9, 0.99997, 1.0] {
+            let rule = Rule::AtLeast(t);
+            let mut index = Index::new(&prepared, rule);
+            let mut groups: Vec<Vec<u32>> = Vec::new();
+            let mut firsts = Vec::new();
+            for i in 0..prepared.ends.len() {
+                let words = prepared.words(i);
+                let scan = groups.iter().position(|g| reaches(g, words, t));
+                assert_eq!(index.first_match(i, words, t), scan, "t {t}, pattern {i}");
+                firsts.push(scan);
+                if scan.is_none() {
+                    index.add(groups.len(), i, words, rule);
+                    groups.push(words.to_vec());
+                }
+            }
+            // The copy of the first pattern always joins it.
+            assert_eq!(firsts[4], Some(0), "t {t}");
         }
     }
 }

@@ -71,6 +71,10 @@ impl Members {
             if list.iter().any(|x| x == item) {
                 return false;
             }
+            if list.is_empty() {
+                // Most groups keep one cluster and one example: room for one, not four.
+                list.reserve_exact(1);
+            }
             list.push(item.to_owned());
             if list.len() == Self::SHORT {
                 self.long.insert(g, list.iter().cloned().collect());
