@@ -13,6 +13,12 @@ use std::process::ExitCode;
 
 use dynbatch::{Batcher, BatchingConfig, Cluster};
 
+/// The binary's allocator is the binary's choice (the library sets none). Reading 100,000s of
+/// clusters makes millions of small allocations on several threads at once; with mimalloc the
+/// whole run takes about three quarters of the time it takes with the system's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const BUNDLED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/clusters.json");
 const USAGE: &str = "usage: plan [FILE|-] [--config CONFIG.json] [--budget N]";
 
