@@ -197,10 +197,11 @@ fn sort_by_evidence(groups: &mut [ConsolidatedPattern]) {
     }
     /// The text's first 8 bytes, zero-padded: where they differ, they order as the texts do.
     fn head(text: &str) -> u64 {
-        let mut bytes = [0u8; 8];
-        let n = text.len().min(8);
-        bytes[..n].copy_from_slice(&text.as_bytes()[..n]);
-        u64::from_be_bytes(bytes)
+        let bytes = &text.as_bytes()[..text.len().min(8)];
+        let head = bytes.iter().fold(0u64, |h, &b| (h << 8) | u64::from(b));
+        // Built in registers (no array written then read whole); left-aligned.
+        head.checked_shl(8 * (8 - u32::try_from(bytes.len()).unwrap_or(8)))
+            .unwrap_or(0)
     }
     let mut keys: Vec<(u64, u64, u32)> = groups
         .iter()

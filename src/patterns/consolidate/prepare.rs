@@ -35,16 +35,18 @@ impl Prepared {
     }
 }
 
-/// A word of up to 15 bytes as one integer: its bytes, then its length in the top byte.
+/// A word of up to 15 bytes as one integer: its bytes, then its length in the top byte. Built
+/// in registers: a byte array written then read as a whole stalls on store forwarding.
 fn pack(word: &str) -> Option<u128> {
     let bytes = word.as_bytes();
     if bytes.len() > 15 {
         return None;
     }
-    let mut packed = [0u8; 16];
-    packed[..bytes.len()].copy_from_slice(bytes);
-    packed[15] = u8::try_from(bytes.len()).unwrap_or(u8::MAX);
-    Some(u128::from_le_bytes(packed))
+    let packed = bytes
+        .iter()
+        .rev()
+        .fold(0u128, |packed, &b| (packed << 8) | u128::from(b));
+    Some(packed | (u128::from(u8::try_from(bytes.len()).unwrap_or(u8::MAX)) << 120))
 }
 
 /// The key of the `n`th distinct long word: a top byte no packed word has (theirs is a length
