@@ -48,7 +48,11 @@ pub(super) fn normalize_into(text: &str, out: &mut String) {
                     out.push(' ');
                 }
                 gap = false;
-                out.extend(c.to_lowercase());
+                if c.is_ascii() {
+                    out.push(c.to_ascii_lowercase());
+                } else {
+                    out.extend(c.to_lowercase());
+                }
                 after_number = false;
             }
             '\'' | '’' => {}
