@@ -156,11 +156,42 @@ pub(super) struct Index {
     query: Query,
 }
 
+/// What every query of one size needs: the sizes it can match, the overlap each needs, and
+/// the least of them.
+#[derive(Default)]
+struct Shape {
+    smallest: usize,
+    largest: usize,
+    least: u32,
+    /// Per group size up to `largest` ([`MAX_TABLE`] at most); never empty once made.
+    needed: Vec<u32>,
+}
+
+impl Shape {
+    fn of(t: f64, n: usize) -> Self {
+        #[allow(clippy::cast_precision_loss)]
+        let (low, high) = (t * n as f64 - 1e-9, n as f64 / t + 1e-9);
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let (smallest, largest) = (low.ceil().max(0.0) as usize, high.floor().max(0.0) as usize);
+        Self {
+            smallest,
+            largest,
+            least: needed_overlap(t, n, smallest.max(1)),
+            needed: (0..=largest.min(MAX_TABLE))
+                .map(|size| needed_overlap(t, n, size))
+                .collect(),
+        }
+    }
+}
+
 /// What a query keeps while it reads the lists.
 #[derive(Default)]
 struct Query {
     /// The overlap a group of each size needs ([`MAX_TABLE`] sizes at most).
     needed: Vec<u32>,
+    /// Per query size (below [`MAX_TABLE`]): its shape, once met; and one for a larger size.
+    shapes: Vec<Shape>,
+    scratch: Shape,
     /// Per group: the query it was last seen by, and the words it shares with the query so
     /// far (`u32::MAX`: ruled out).
     seen: Vec<u32>,
@@ -421,8 +452,6 @@ impl Index {
     /// The first group in creation order (the smallest index) whose words reach `t`, for
     /// pattern `i` with these words.
     pub(super) fn first_match(&mut self, i: usize, words: &[u32], t: f64) -> Option<usize> {
-        #[allow(clippy::cast_precision_loss)]
-        let (low, high) = (t * words.len() as f64 - 1e-9, words.len() as f64 / t + 1e-9);
         let q = &mut self.query;
         q.stamp = q.stamp.wrapping_add(1);
         if q.stamp == 0 {
@@ -438,17 +467,27 @@ impl Index {
         q.extra = u32::try_from(words.len()).unwrap_or(u32::MAX) - q.signature.count_ones();
         (q.t, q.size) = (t, words.len());
         // The sizes it can match (`low ≤ size ≤ high`), the overlap each needs, and whether
-        // late postings can matter: the least overlap is the smallest size's.
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-        {
-            (q.smallest, q.largest) =
-                (low.ceil().max(0.0) as usize, high.floor().max(0.0) as usize);
+        // late postings can matter (the least overlap is the smallest size's): the same for
+        // every query of this size, so worked out once per size.
+        let n = words.len();
+        if q.shapes.len() <= n && n < MAX_TABLE {
+            q.shapes.resize_with(n + 1, Shape::default);
         }
+        let shape = match q.shapes.get_mut(n) {
+            Some(shape) if !shape.needed.is_empty() => shape,
+            Some(shape) => {
+                *shape = Shape::of(t, n);
+                shape
+            }
+            None => {
+                q.scratch = Shape::of(t, n);
+                &mut q.scratch
+            }
+        };
+        let (smallest, largest, least) = (shape.smallest, shape.largest, shape.least);
         q.needed.clear();
-        q.needed.extend(
-            (0..=q.largest.min(MAX_TABLE)).map(|size| needed_overlap(t, words.len(), size)),
-        );
-        let least = needed_overlap(t, words.len(), q.smallest.max(1));
+        q.needed.extend_from_slice(&shape.needed);
+        (q.smallest, q.largest) = (smallest, largest);
         for (position, k) in self.probe_range(i).enumerate() {
             let after_x = u32::try_from(words.len() - position - 1).unwrap_or(u32::MAX);
             let probe = self.probes[k];

@@ -160,12 +160,23 @@ pub(super) fn prepare(order: &[&Support]) -> Prepared {
         }
         prepared.ends[i].1 = to_u32(prepared.words.len());
     }
-    let mut by_rarity: Vec<u32> = (0..distinct).collect();
-    by_rarity.sort_by_key(|&w| (frequency[w as usize], w));
-    let mut rank = vec![0u32; frequency.len()];
-    for (r, &w) in by_rarity.iter().enumerate() {
-        rank[w as usize] = to_u32(r);
+    // Ranks by (frequency, id), counted rather than sorted: frequencies are small integers.
+    let mut next_rank = vec![0u32; frequency.iter().max().map_or(0, |&f| f as usize + 1)];
+    for &f in &frequency {
+        next_rank[f as usize] += 1;
     }
+    let mut before = 0;
+    for slot in &mut next_rank {
+        (*slot, before) = (before, before + *slot);
+    }
+    let rank: Vec<u32> = frequency
+        .iter()
+        .map(|&f| {
+            let r = next_rank[f as usize];
+            next_rank[f as usize] += 1;
+            r
+        })
+        .collect();
     for i in 0..prepared.ends.len() {
         let (_, (start, end)) = prepared.spans(i);
         let words = &mut prepared.words[start..end];
