@@ -469,18 +469,18 @@ impl Index {
         // The sizes it can match (`low ≤ size ≤ high`), the overlap each needs, and whether
         // late postings can matter (the least overlap is the smallest size's): the same for
         // every query of this size, so worked out once per size.
-        let n = words.len();
-        if q.shapes.len() <= n && n < MAX_TABLE {
-            q.shapes.resize_with(n + 1, Shape::default);
+        let length = words.len();
+        if q.shapes.len() <= length && length < MAX_TABLE {
+            q.shapes.resize_with(length + 1, Shape::default);
         }
-        let shape = match q.shapes.get_mut(n) {
+        let shape = match q.shapes.get_mut(length) {
             Some(shape) if !shape.needed.is_empty() => shape,
             Some(shape) => {
-                *shape = Shape::of(t, n);
+                *shape = Shape::of(t, length);
                 shape
             }
             None => {
-                q.scratch = Shape::of(t, n);
+                q.scratch = Shape::of(t, length);
                 &mut q.scratch
             }
         };

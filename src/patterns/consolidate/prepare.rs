@@ -160,23 +160,7 @@ pub(super) fn prepare(order: &[&Support]) -> Prepared {
         }
         prepared.ends[i].1 = to_u32(prepared.words.len());
     }
-    // Ranks by (frequency, id), counted rather than sorted: frequencies are small integers.
-    let mut next_rank = vec![0u32; frequency.iter().max().map_or(0, |&f| f as usize + 1)];
-    for &f in &frequency {
-        next_rank[f as usize] += 1;
-    }
-    let mut before = 0;
-    for slot in &mut next_rank {
-        (*slot, before) = (before, before + *slot);
-    }
-    let rank: Vec<u32> = frequency
-        .iter()
-        .map(|&f| {
-            let r = next_rank[f as usize];
-            next_rank[f as usize] += 1;
-            r
-        })
-        .collect();
+    let rank = ranks(&frequency);
     for i in 0..prepared.ends.len() {
         let (_, (start, end)) = prepared.spans(i);
         let words = &mut prepared.words[start..end];
@@ -186,4 +170,42 @@ pub(super) fn prepare(order: &[&Support]) -> Prepared {
         words.sort_unstable();
     }
     prepared
+}
+
+/// Each word's rank by (frequency, id), rarest first: counted rather than sorted, since
+/// frequencies are small integers.
+fn ranks(frequency: &[u32]) -> Vec<u32> {
+    let mut next_rank = vec![0u32; frequency.iter().max().map_or(0, |&f| f as usize + 1)];
+    for &f in frequency {
+        next_rank[f as usize] += 1;
+    }
+    let mut before = 0;
+    for slot in &mut next_rank {
+        (*slot, before) = (before, before + *slot);
+    }
+    frequency
+        .iter()
+        .map(|&f| {
+            let r = next_rank[f as usize];
+            next_rank[f as usize] += 1;
+            r
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ranks;
+
+    #[test]
+    fn ranks_order_words_by_frequency_then_id() {
+        let frequency = [3, 1, 3, 0, 1, 7];
+        let mut by_sort: Vec<u32> = (0..6).collect();
+        by_sort.sort_by_key(|&w| (frequency[w as usize], w));
+        let rank = ranks(&frequency);
+        for (r, &w) in by_sort.iter().enumerate() {
+            assert_eq!(rank[w as usize] as usize, r, "word {w}");
+        }
+        assert!(ranks(&[]).is_empty());
+    }
 }
