@@ -434,7 +434,14 @@ pub(crate) fn normalize_title(title: &str) -> String {
         if !out.is_empty() {
             out.push(' ');
         }
-        out.extend(word.chars().flat_map(char::to_lowercase));
+        for c in word.chars() {
+            // ASCII in place: `char::to_lowercase`'s iterator is most of the cost otherwise.
+            if c.is_ascii() {
+                out.push(c.to_ascii_lowercase());
+            } else {
+                out.extend(c.to_lowercase());
+            }
+        }
     }
     out
 }
