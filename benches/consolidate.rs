@@ -110,9 +110,14 @@ fn clusters(n: usize) -> Vec<Cluster> {
 fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("consolidate_distinct");
     group.sample_size(10);
-    for n in [10_000usize, 40_000, 160_000] {
-        let input = support(n);
-        group.bench_with_input(BenchmarkId::from_parameter(n), &input, |b, input| {
+    // Every input is built before the first measurement, each in one piece of a fresh heap:
+    // built between benchmarks, the larger ones would be scattered by the smaller ones' churn.
+    let inputs: Vec<(usize, Vec<Support>)> = [10_000usize, 40_000, 160_000]
+        .into_iter()
+        .map(|n| (n, support(n)))
+        .collect();
+    for (n, input) in &inputs {
+        group.bench_with_input(BenchmarkId::from_parameter(n), input, |b, input| {
             // The groups are the caller's (the report keeps them): freed outside the timing,
             // after each call. Criterion's other ways keep a batch of outputs (12 MB each at
             // 40k) alive, so the timing would count the kernel zeroing pages for the bench.
