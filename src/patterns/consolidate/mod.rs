@@ -91,6 +91,15 @@ impl Members {
     }
 }
 
+/// The text's first 8 bytes, zero-padded: where they differ, they order as the texts do.
+fn head(text: &str) -> u64 {
+    let bytes = &text.as_bytes()[..text.len().min(8)];
+    let head = bytes.iter().fold(0u64, |h, &b| (h << 8) | u64::from(b));
+    // Built in registers (no array written then read whole); left-aligned.
+    head.checked_shl(8 * (8 - u32::try_from(bytes.len()).unwrap_or(8)))
+        .unwrap_or(0)
+}
+
 /// How many patterns ahead the index's lists are read, and how many at a time.
 const WARM: usize = 16;
 
@@ -113,6 +122,8 @@ pub fn consolidate(support: &[Support], threshold: f64) -> Vec<ConsolidatedPatte
     let rule = Rule::of(threshold);
     // Room for every pattern to start a group: pages never written cost nothing.
     let mut groups: Vec<ConsolidatedPattern> = Vec::with_capacity(prepared.ends.len());
+    // Each group's text's first bytes, for the final sort, taken while the text is at hand.
+    let mut heads: Vec<u64> = Vec::with_capacity(prepared.ends.len());
     let mut index = Index::new(&prepared, rule);
     // Membership of a group's clusters and examples: a scan while the list is short (most
     // groups hold one cluster), a set per group beyond that.
@@ -148,6 +159,7 @@ pub fn consolidate(support: &[Support], threshold: f64) -> Vec<ConsolidatedPatte
                 if keyed(words) {
                     by_key.insert(key, g);
                 }
+                heads.push(head(&p.pattern));
                 groups.push(ConsolidatedPattern {
                     pattern: p.pattern.clone(),
                     template: None,
@@ -176,7 +188,7 @@ pub fn consolidate(support: &[Support], threshold: f64) -> Vec<ConsolidatedPatte
     for g in &mut groups {
         g.wide |= g.clusters.len() > 1;
     }
-    sort_by_evidence(&mut groups);
+    sort_by_evidence(&mut groups, &heads);
     groups
 }
 
@@ -184,7 +196,7 @@ pub fn consolidate(support: &[Support], threshold: f64) -> Vec<ConsolidatedPatte
 /// sort by the first two would). The sort moves 24-byte keys that hold the evidence, the
 /// text's first bytes and the position, and reads a text only when those tie; then each group
 /// moves once.
-fn sort_by_evidence(groups: &mut [ConsolidatedPattern]) {
+fn sort_by_evidence(groups: &mut [ConsolidatedPattern], heads: &[u64]) {
     /// `f64::total_cmp`'s order as an integer's, reversed: highest first.
     fn descending(x: f64) -> u64 {
         let bits = x.to_bits();
@@ -195,20 +207,16 @@ fn sort_by_evidence(groups: &mut [ConsolidatedPattern]) {
         };
         !ordered
     }
-    /// The text's first 8 bytes, zero-padded: where they differ, they order as the texts do.
-    fn head(text: &str) -> u64 {
-        let bytes = &text.as_bytes()[..text.len().min(8)];
-        let head = bytes.iter().fold(0u64, |h, &b| (h << 8) | u64::from(b));
-        // Built in registers (no array written then read whole); left-aligned.
-        head.checked_shl(8 * (8 - u32::try_from(bytes.len()).unwrap_or(8)))
-            .unwrap_or(0)
-    }
     let mut keys: Vec<(u64, u64, u32)> = groups
         .iter()
         .enumerate()
         .map(|(i, g)| {
             let i = u32::try_from(i).unwrap_or(u32::MAX);
-            (descending(g.evidence), head(&g.pattern), i)
+            (
+                descending(g.evidence),
+                heads.get(i as usize).copied().unwrap_or(0),
+                i,
+            )
         })
         .collect();
     keys.sort_unstable_by(|a, b| {
