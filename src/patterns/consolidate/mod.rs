@@ -179,14 +179,12 @@ pub fn consolidate(support: &[Support], threshold: f64) -> Vec<ConsolidatedPatte
             if clusters.insert(g, &mut out.clusters, &s.id) {
                 out.evidence += s.priority * s.avg_performance;
             }
-            out.wide |= s.is_wide;
+            // WIDE when a supporting cluster is, or when it spans several clusters.
+            out.wide |= s.is_wide || out.clusters.len() > 1;
             for e in p.examples.iter().filter(|e| e.grounded) {
                 examples.insert(g, &mut out.examples, &e.title);
             }
         }
-    }
-    for g in &mut groups {
-        g.wide |= g.clusters.len() > 1;
     }
     sort_by_evidence(&mut groups, &heads);
     groups
