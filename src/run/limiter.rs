@@ -2,7 +2,7 @@
 //! bucket that refills continuously (as providers count), so a full bucket's worth may go at
 //! once and the rest at the refill rate.
 //!
-//! Limits come from [`RunConfig`](super::RunConfig) and are learnt while running, best source
+//! Limits come from [`RunConfig`] and are learnt while running, best source
 //! first: what the server reports (the `x-ratelimit-*` headers, which also re-synchronise the
 //! bucket with what is left, corrected for the requests sent since; or the numbers in a 429's
 //! message), and, with neither, the 429s themselves: the answers that got through before the bucket ran dry
@@ -38,7 +38,7 @@ pub enum LimitKind {
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum LimitSource {
-    /// [`RunConfig`](super::RunConfig).
+    /// [`RunConfig`].
     Configured,
     /// What the server reported: its `x-ratelimit-*` headers, or the limit a 429's message
     /// names (`OpenAI`'s "(RPM): Limit 120").

@@ -4,6 +4,14 @@
 use super::Rule;
 use super::prepare::Prepared;
 
+mod posting;
+mod query;
+#[cfg(test)]
+mod tests;
+
+use posting::{Posting, narrow, signature};
+use query::{MAX_TABLE, Query, Shape};
+
 /// Words a set must share with a match, at least: `⌈t·n⌉`, taken a hair low so that float
 /// rounding never makes a prefix too short (a longer prefix only adds candidates).
 fn min_overlap(t: f64, n: usize) -> usize {
@@ -43,44 +51,6 @@ fn reaches(a: &[u32], b: &[u32], t: f64) -> bool {
         inter as f64 / union as f64
     };
     jaccard >= t
-}
-
-/// A group in the posting list of one of its prefix words. The first slot of every list is
-/// its header instead, whose `group` is the list's length: the length and the first postings
-/// share a cache line, so reading a list costs one miss, not two.
-///
-/// 16 bytes: sizes and positions fit in 16 bits for any title. A group of [`HUGE`] words or
-/// more stores [`HUGE`], and a query then reads its size from the group and takes the words
-/// after as unbounded (so its bound stays an upper bound).
-#[derive(Clone, Copy, Default)]
-struct Posting {
-    group: u32,
-    /// The group's number of words, or [`HUGE`].
-    size: u16,
-    /// How many words come after this one in the group's sorted words, or [`HUGE`].
-    after: u16,
-    /// The group's words as a 64-bit signature ([`signature`]).
-    signature: u64,
-}
-
-/// A size or a count of words too large for a posting's 16 bits.
-const HUGE: u16 = u16::MAX;
-
-/// `n` in a posting's 16 bits, or [`HUGE`].
-fn narrow(n: usize) -> u16 {
-    u16::try_from(n).unwrap_or(HUGE)
-}
-
-/// A word's bit in a signature.
-fn bit(word: u32) -> u64 {
-    1 << (u64::from(word).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58)
-}
-
-/// A set's signature: the bits of its words. A word whose bit is not in a set's signature is
-/// not in the set, so the words of `x` whose bits are in `y`'s signature bound `|x ∩ y|` from
-/// above, with no look at `y`'s words.
-fn signature(words: &[u32]) -> u64 {
-    words.iter().fold(0, |s, &w| s | bit(w))
 }
 
 /// Postings whose word has fewer than this many words after it in its group are kept apart
@@ -125,11 +95,13 @@ struct Probe {
 /// filter stays sound. A frequent word then costs a query little, however many groups end
 /// with it.
 ///
-/// The same holds for a long word's size lists: a query skips the sizes it could not first
-/// meet at this word (one plus the words after it in the query fall short of what that size
-/// needs). Words further on have fewer after them, so a group skipped once is skipped at every
-/// later word: its count stays exact for every bound computed, and its words are checked in
-/// full at the end.
+/// A long word's size lists: a query skips the sizes it could not first meet at this word
+/// (one plus the words after it in the query fall short of what that size needs). No group of
+/// such a size can then first meet the query here or at any later word (those have fewer
+/// words after them), so none is missed. A group met before may share the skipped word, so
+/// every bound computed for a group of that size afterwards counts the skipped words as
+/// shared: bounds stay upper bounds, and the groups that survive are checked in full at the
+/// end.
 ///
 /// Every pattern is known before the first group, so the lists are laid out once, and each
 /// pattern's probes (where its prefix words' lists start) are found in one pass before the
@@ -156,113 +128,6 @@ pub(super) struct Index {
     query: Query,
 }
 
-/// What every query of one size needs: the sizes it can match, the overlap each needs, and
-/// the least of them.
-#[derive(Default)]
-struct Shape {
-    smallest: usize,
-    largest: usize,
-    least: u32,
-    /// Per group size up to `largest` ([`MAX_TABLE`] at most); never empty once made.
-    needed: Vec<u32>,
-}
-
-impl Shape {
-    fn of(t: f64, n: usize) -> Self {
-        #[allow(clippy::cast_precision_loss)]
-        let (low, high) = (t * n as f64 - 1e-9, n as f64 / t + 1e-9);
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-        let (smallest, largest) = (low.ceil().max(0.0) as usize, high.floor().max(0.0) as usize);
-        Self {
-            smallest,
-            largest,
-            least: needed_overlap(t, n, smallest.max(1)),
-            needed: (0..=largest.min(MAX_TABLE))
-                .map(|size| needed_overlap(t, n, size))
-                .collect(),
-        }
-    }
-}
-
-/// What a query keeps while it reads the lists.
-#[derive(Default)]
-struct Query {
-    /// The overlap a group of each size needs ([`MAX_TABLE`] sizes at most).
-    needed: Vec<u32>,
-    /// Per query size (below [`MAX_TABLE`]): its shape, once met; and one for a larger size.
-    shapes: Vec<Shape>,
-    scratch: Shape,
-    /// Per group: the query it was last seen by, and the words it shares with the query so
-    /// far (`u32::MAX`: ruled out).
-    seen: Vec<u32>,
-    shared: Vec<u32>,
-    stamp: u32,
-    /// The groups seen by this query.
-    touched: Vec<u32>,
-    /// This query's signature, and how many of its words share a bit with another.
-    signature: u64,
-    extra: u32,
-    /// Per size list: the words whose list of that size this query skipped, which a group of
-    /// that size met before may share (counted as shared in its bounds).
-    skipped: [u32; SIZES],
-    /// The sizes it can match, and its threshold and size.
-    smallest: usize,
-    largest: usize,
-    t: f64,
-    size: usize,
-}
-
-impl Query {
-    /// The overlap a group of `size` words needs.
-    fn needed(&self, size: usize) -> u32 {
-        self.needed
-            .get(size)
-            .copied()
-            .unwrap_or_else(|| needed_overlap(self.t, self.size, size))
-    }
-
-    /// Reads one list at a query word with `after_x` words after it (`spans`: the groups'
-    /// words, for the size of a huge one).
-    fn visit(&mut self, list: &[Posting], after_x: u32, spans: &[(u32, u32)]) {
-        for p in list {
-            let size = if p.size == HUGE {
-                spans
-                    .get(p.group as usize)
-                    .map_or(usize::MAX, |s| s.1 as usize)
-            } else {
-                usize::from(p.size)
-            };
-            if size < self.smallest || size > self.largest {
-                continue;
-            }
-            let needed = self.needed(size);
-            // At most the query's words whose bits the group has: most groups met through
-            // one rare word fail here, read from the posting itself.
-            if (p.signature & self.signature).count_ones() + self.extra < needed {
-                continue;
-            }
-            let g = p.group as usize;
-            if self.seen[g] != self.stamp {
-                self.seen[g] = self.stamp;
-                self.shared[g] = 0;
-                self.touched.push(p.group);
-            }
-            let shared = self.shared[g];
-            if shared == u32::MAX {
-                continue;
-            }
-            // Shared so far, this word, and at most what both have left after it.
-            let after_y = if p.after == HUGE {
-                u32::MAX
-            } else {
-                u32::from(p.after)
-            };
-            let bound = shared + self.skipped[size_list(size)] + 1 + after_x.min(after_y);
-            self.shared[g] = if bound < needed { u32::MAX } else { shared + 1 };
-        }
-    }
-}
-
 /// The prefix of a set of `n` words that the filter indexes and probes at threshold `t`.
 fn prefix_len(t: f64, n: usize) -> usize {
     (n + 1).saturating_sub(min_overlap(t, n)).min(n)
@@ -271,20 +136,6 @@ fn prefix_len(t: f64, n: usize) -> usize {
 /// Whether word `position` of a group of `size` words posts to the word's late list.
 fn is_late(size: usize, position: usize) -> bool {
     size - position - 1 < LATE as usize
-}
-
-/// Sizes whose needed overlap a query tables (larger ones are computed when met).
-const MAX_TABLE: usize = 256;
-
-/// The overlap two sets of these sizes need for Jaccard `t`: `⌈t/(1+t)·(a+b)⌉`, a hair low.
-fn needed_overlap(t: f64, a: usize, b: usize) -> u32 {
-    #[allow(
-        clippy::cast_precision_loss,
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss
-    )]
-    let needed = (t / (1.0 + t) * (a + b) as f64 - 1e-9).ceil().max(0.0) as u32;
-    needed
 }
 
 /// Lays out lists of these lengths one after another, each after a header: their starts
@@ -526,174 +377,5 @@ impl Index {
             }
         }
         best
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn overlap_counts_sorted_lists() {
-        assert_eq!(overlap(&[1, 3, 5], &[3, 4, 5, 6]), (2, 5));
-        assert_eq!(overlap(&[], &[]), (0, 0));
-        assert!(reaches(&[], &[], 1.0));
-    }
-
-    #[test]
-    fn prefixes_are_never_too_short() {
-        for n in 1..50 {
-            for t in [0.01, 0.1, 0.3, 0.5, 0.6, 0.7, 0.9, 0.99, 1.0] {
-                let o = min_overlap(t, n);
-                #[allow(
-                    clippy::cast_precision_loss,
-                    clippy::cast_possible_truncation,
-                    clippy::cast_sign_loss
-                )]
-                let exact = (t * n as f64).ceil() as usize;
-                assert!(o <= exact.max(1) && o >= 1 && o <= n, "{t} {n}");
-            }
-        }
-    }
-
-    /// A word for a number, in letters (digits would normalise to one number token).
-    fn letters(mut n: u64) -> String {
-        let mut word = String::from("q");
-        loop {
-            word.push(char::from(b'a' + u8::try_from(n % 26).unwrap_or(0)));
-            n /= 26;
-            if n == 0 {
-                return word;
-            }
-        }
-    }
-
-    /// The index's first match against the plain scan of the groups in creation order, one
-    /// query at a time, on inputs built to stress the filters: few distinct words (so lists
-    /// are long and split by size), sizes up to 30, and near-copies that sit at the threshold.
-    #[test]
-    fn first_match_is_the_scans_on_near_copies() {
-        use crate::patterns::{Pattern, Support};
-        let mut x = 5u64;
-        let mut next = move |n: u64| {
-            x = x
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            (x >> 33) % n
-        };
-        for (vocabulary, count) in [(6, 1_500), (14, 2_500), (40, 2_500), (200, 3_000)] {
-            let mut texts: Vec<Vec<u64>> = Vec::new();
-            for _ in 0..count {
-                let text = if texts.is_empty() || next(3) == 0 {
-                    (0..=next(30))
-                        .map(|_| next(vocabulary) * next(vocabulary) / vocabulary)
-                        .collect()
-                } else {
-                    let mut text =
-                        texts[usize::try_from(next(texts.len() as u64)).unwrap_or(0)].clone();
-                    for _ in 0..=next(2) {
-                        let at = usize::try_from(next(text.len() as u64 + 1)).unwrap_or(0);
-                        match next(3) {
-                            0 if at < text.len() => drop(text.remove(at)),
-                            1 if at < text.len() => text[at] = next(vocabulary),
-                            _ => text.insert(at, next(vocabulary)),
-                        }
-                    }
-                    text
-                };
-                texts.push(text);
-            }
-            let support = Support {
-                id: "c".into(),
-                priority: 1.0,
-                avg_performance: 1.0,
-                is_wide: false,
-                patterns: texts
-                    .iter()
-                    .map(|t| Pattern {
-                        pattern: t.iter().map(|&w| letters(w)).collect::<Vec<_>>().join(" "),
-                        template: None,
-                        examples: vec![],
-                        rationale: None,
-                    })
-                    .collect(),
-            };
-            let prepared = super::super::prepare::prepare(&[&support]);
-            for t in [0.25, 0.5, 0.6, 2.0 / 3.0, 0.8, 1.0] {
-                let rule = Rule::AtLeast(t);
-                let mut index = Index::new(&prepared, rule);
-                let mut groups: Vec<Vec<u32>> = Vec::new();
-                for i in 0..prepared.ends.len() {
-                    let words = prepared.words(i);
-                    let scan = groups.iter().position(|g| reaches(g, words, t));
-                    assert_eq!(
-                        index.first_match(i, words, t),
-                        scan,
-                        "{vocabulary} words, t {t}, pattern {i}"
-                    );
-                    if scan.is_none() {
-                        index.add(groups.len(), i, words, rule);
-                        groups.push(words.to_vec());
-                    }
-                }
-                // At 1 a prefix is one word, the rarest: few lists grow long.
-                assert!(
-                    t >= 1.0 || !index.by_size.is_empty(),
-                    "{vocabulary} words, t {t}: no list was split by size"
-                );
-            }
-        }
-    }
-
-    /// Groups of more words than a posting's 16 bits hold: their sizes are read from the
-    /// group, the words after a posting taken as unbounded, and the first match is the scan's.
-    #[test]
-    fn huge_groups_match_as_the_scan() {
-        use crate::patterns::{Pattern, Support};
-        let huge: Vec<u64> = (0..70_000).collect();
-        let mut changed = huge.clone();
-        changed[5] = 80_000;
-        changed[60_000] = 80_001;
-        let texts = [
-            huge.clone(),
-            changed,
-            huge[..100].to_vec(),
-            vec![1, 2, 3],
-            huge,
-        ];
-        let support = Support {
-            id: "c".into(),
-            priority: 1.0,
-            avg_performance: 1.0,
-            is_wide: false,
-            patterns: texts
-                .iter()
-                .map(|t| Pattern {
-                    pattern: t.iter().map(|&w| letters(w)).collect::<Vec<_>>().join(" "),
-                    template: None,
-                    examples: vec![],
-                    rationale: None,
-                })
-                .collect(),
-        };
-        let prepared = super::super::prepare::prepare(&[&support]);
-        for t in [0.001, 0.5, 0.9, 0.99997, 1.0] {
-            let rule = Rule::AtLeast(t);
-            let mut index = Index::new(&prepared, rule);
-            let mut groups: Vec<Vec<u32>> = Vec::new();
-            let mut firsts = Vec::new();
-            for i in 0..prepared.ends.len() {
-                let words = prepared.words(i);
-                let scan = groups.iter().position(|g| reaches(g, words, t));
-                assert_eq!(index.first_match(i, words, t), scan, "t {t}, pattern {i}");
-                firsts.push(scan);
-                if scan.is_none() {
-                    index.add(groups.len(), i, words, rule);
-                    groups.push(words.to_vec());
-                }
-            }
-            // The copy of the first pattern always joins it.
-            assert_eq!(firsts[4], Some(0), "t {t}");
-        }
     }
 }

@@ -1,0 +1,167 @@
+//! The index against the plain scan, on inputs built to stress its filters.
+
+use super::*;
+
+#[test]
+fn overlap_counts_sorted_lists() {
+    assert_eq!(overlap(&[1, 3, 5], &[3, 4, 5, 6]), (2, 5));
+    assert_eq!(overlap(&[], &[]), (0, 0));
+    assert!(reaches(&[], &[], 1.0));
+}
+
+#[test]
+fn prefixes_are_never_too_short() {
+    for n in 1..50 {
+        for t in [0.01, 0.1, 0.3, 0.5, 0.6, 0.7, 0.9, 0.99, 1.0] {
+            let o = min_overlap(t, n);
+            #[allow(
+                clippy::cast_precision_loss,
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss
+            )]
+            let exact = (t * n as f64).ceil() as usize;
+            assert!(o <= exact.max(1) && o >= 1 && o <= n, "{t} {n}");
+        }
+    }
+}
+
+/// A word for a number, in letters (digits would normalise to one number token).
+fn letters(mut n: u64) -> String {
+    let mut word = String::from("q");
+    loop {
+        word.push(char::from(b'a' + u8::try_from(n % 26).unwrap_or(0)));
+        n /= 26;
+        if n == 0 {
+            return word;
+        }
+    }
+}
+
+/// The index's first match against the plain scan of the groups in creation order, one
+/// query at a time, on inputs built to stress the filters: few distinct words (so lists
+/// are long and split by size), sizes up to 30, and near-copies that sit at the threshold.
+#[test]
+fn first_match_is_the_scans_on_near_copies() {
+    use crate::patterns::{Pattern, Support};
+    let mut x = 5u64;
+    let mut next = move |n: u64| {
+        x = x
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (x >> 33) % n
+    };
+    for (vocabulary, count) in [(6, 1_500), (14, 2_500), (40, 2_500), (200, 3_000)] {
+        let mut texts: Vec<Vec<u64>> = Vec::new();
+        for _ in 0..count {
+            let text = if texts.is_empty() || next(3) == 0 {
+                (0..=next(30))
+                    .map(|_| next(vocabulary) * next(vocabulary) / vocabulary)
+                    .collect()
+            } else {
+                let mut text =
+                    texts[usize::try_from(next(texts.len() as u64)).unwrap_or(0)].clone();
+                for _ in 0..=next(2) {
+                    let at = usize::try_from(next(text.len() as u64 + 1)).unwrap_or(0);
+                    match next(3) {
+                        0 if at < text.len() => drop(text.remove(at)),
+                        1 if at < text.len() => text[at] = next(vocabulary),
+                        _ => text.insert(at, next(vocabulary)),
+                    }
+                }
+                text
+            };
+            texts.push(text);
+        }
+        let support = Support {
+            id: "c".into(),
+            priority: 1.0,
+            avg_performance: 1.0,
+            is_wide: false,
+            patterns: texts
+                .iter()
+                .map(|t| Pattern {
+                    pattern: t.iter().map(|&w| letters(w)).collect::<Vec<_>>().join(" "),
+                    template: None,
+                    examples: vec![],
+                    rationale: None,
+                })
+                .collect(),
+        };
+        let prepared = super::super::prepare::prepare(&[&support]);
+        for t in [0.25, 0.5, 0.6, 2.0 / 3.0, 0.8, 1.0] {
+            let rule = Rule::AtLeast(t);
+            let mut index = Index::new(&prepared, rule);
+            let mut groups: Vec<Vec<u32>> = Vec::new();
+            for i in 0..prepared.ends.len() {
+                let words = prepared.words(i);
+                let scan = groups.iter().position(|g| reaches(g, words, t));
+                assert_eq!(
+                    index.first_match(i, words, t),
+                    scan,
+                    "{vocabulary} words, t {t}, pattern {i}"
+                );
+                if scan.is_none() {
+                    index.add(groups.len(), i, words, rule);
+                    groups.push(words.to_vec());
+                }
+            }
+            // At 1 a prefix is one word, the rarest: few lists grow long.
+            assert!(
+                t >= 1.0 || !index.by_size.is_empty(),
+                "{vocabulary} words, t {t}: no list was split by size"
+            );
+        }
+    }
+}
+
+/// Groups of more words than a posting's 16 bits hold: their sizes are read from the
+/// group, the words after a posting taken as unbounded, and the first match is the scan's.
+#[test]
+fn huge_groups_match_as_the_scan() {
+    use crate::patterns::{Pattern, Support};
+    let huge: Vec<u64> = (0..70_000).collect();
+    let mut changed = huge.clone();
+    changed[5] = 80_000;
+    changed[60_000] = 80_001;
+    let texts = [
+        huge.clone(),
+        changed,
+        huge[..100].to_vec(),
+        vec![1, 2, 3],
+        huge,
+    ];
+    let support = Support {
+        id: "c".into(),
+        priority: 1.0,
+        avg_performance: 1.0,
+        is_wide: false,
+        patterns: texts
+            .iter()
+            .map(|t| Pattern {
+                pattern: t.iter().map(|&w| letters(w)).collect::<Vec<_>>().join(" "),
+                template: None,
+                examples: vec![],
+                rationale: None,
+            })
+            .collect(),
+    };
+    let prepared = super::super::prepare::prepare(&[&support]);
+    for t in [0.001, 0.5, 0.9, 0.99997, 1.0] {
+        let rule = Rule::AtLeast(t);
+        let mut index = Index::new(&prepared, rule);
+        let mut groups: Vec<Vec<u32>> = Vec::new();
+        let mut firsts = Vec::new();
+        for i in 0..prepared.ends.len() {
+            let words = prepared.words(i);
+            let scan = groups.iter().position(|g| reaches(g, words, t));
+            assert_eq!(index.first_match(i, words, t), scan, "t {t}, pattern {i}");
+            firsts.push(scan);
+            if scan.is_none() {
+                index.add(groups.len(), i, words, rule);
+                groups.push(words.to_vec());
+            }
+        }
+        // The copy of the first pattern always joins it.
+        assert_eq!(firsts[4], Some(0), "t {t}");
+    }
+}
