@@ -37,12 +37,56 @@ fn letters(mut n: u64) -> String {
     }
 }
 
+/// One cluster whose patterns are these texts (word numbers), prepared.
+fn prepared(texts: &[Vec<u64>]) -> Prepared {
+    use crate::patterns::{Pattern, Support};
+    let support = Support {
+        id: "c".into(),
+        priority: 1.0,
+        avg_performance: 1.0,
+        is_wide: false,
+        patterns: texts
+            .iter()
+            .map(|t| Pattern {
+                pattern: t.iter().map(|&w| letters(w)).collect::<Vec<_>>().join(" "),
+                template: None,
+                examples: vec![],
+                rationale: None,
+            })
+            .collect(),
+    };
+    super::super::prepare::prepare(&[&support])
+}
+
+/// The greedy grouping at `t`, each first match checked against the plain scan of the groups
+/// in creation order: the index, and every pattern's match.
+fn grouped_as_the_scan(prepared: &Prepared, t: f64, what: &str) -> (Index, Vec<Option<usize>>) {
+    let rule = Rule::AtLeast(t);
+    let mut index = Index::new(prepared, rule);
+    let mut groups: Vec<Vec<u32>> = Vec::new();
+    let mut matches = Vec::new();
+    for i in 0..prepared.ends.len() {
+        let words = prepared.words(i);
+        let scan = groups.iter().position(|g| reaches(g, words, t));
+        assert_eq!(
+            index.first_match(i, words, t),
+            scan,
+            "{what}, t {t}, pattern {i}"
+        );
+        matches.push(scan);
+        if scan.is_none() {
+            index.add(groups.len(), i, words, rule);
+            groups.push(words.to_vec());
+        }
+    }
+    (index, matches)
+}
+
 /// The index's first match against the plain scan of the groups in creation order, one
 /// query at a time, on inputs built to stress the filters: few distinct words (so lists
 /// are long and split by size), sizes up to 30, and near-copies that sit at the threshold.
 #[test]
 fn first_match_is_the_scans_on_near_copies() {
-    use crate::patterns::{Pattern, Support};
     let mut x = 5u64;
     let mut next = move |n: u64| {
         x = x
@@ -72,39 +116,9 @@ fn first_match_is_the_scans_on_near_copies() {
             };
             texts.push(text);
         }
-        let support = Support {
-            id: "c".into(),
-            priority: 1.0,
-            avg_performance: 1.0,
-            is_wide: false,
-            patterns: texts
-                .iter()
-                .map(|t| Pattern {
-                    pattern: t.iter().map(|&w| letters(w)).collect::<Vec<_>>().join(" "),
-                    template: None,
-                    examples: vec![],
-                    rationale: None,
-                })
-                .collect(),
-        };
-        let prepared = super::super::prepare::prepare(&[&support]);
+        let prepared = prepared(&texts);
         for t in [0.25, 0.5, 0.6, 2.0 / 3.0, 0.8, 1.0] {
-            let rule = Rule::AtLeast(t);
-            let mut index = Index::new(&prepared, rule);
-            let mut groups: Vec<Vec<u32>> = Vec::new();
-            for i in 0..prepared.ends.len() {
-                let words = prepared.words(i);
-                let scan = groups.iter().position(|g| reaches(g, words, t));
-                assert_eq!(
-                    index.first_match(i, words, t),
-                    scan,
-                    "{vocabulary} words, t {t}, pattern {i}"
-                );
-                if scan.is_none() {
-                    index.add(groups.len(), i, words, rule);
-                    groups.push(words.to_vec());
-                }
-            }
+            let (index, _) = grouped_as_the_scan(&prepared, t, &format!("{vocabulary} words"));
             // At 1 a prefix is one word, the rarest: few lists grow long.
             assert!(
                 t >= 1.0 || !index.by_size.is_empty(),
@@ -118,7 +132,6 @@ fn first_match_is_the_scans_on_near_copies() {
 /// group, the words after a posting taken as unbounded, and the first match is the scan's.
 #[test]
 fn huge_groups_match_as_the_scan() {
-    use crate::patterns::{Pattern, Support};
     let huge: Vec<u64> = (0..70_000).collect();
     let mut changed = huge.clone();
     changed[5] = 80_000;
@@ -130,37 +143,9 @@ fn huge_groups_match_as_the_scan() {
         vec![1, 2, 3],
         huge,
     ];
-    let support = Support {
-        id: "c".into(),
-        priority: 1.0,
-        avg_performance: 1.0,
-        is_wide: false,
-        patterns: texts
-            .iter()
-            .map(|t| Pattern {
-                pattern: t.iter().map(|&w| letters(w)).collect::<Vec<_>>().join(" "),
-                template: None,
-                examples: vec![],
-                rationale: None,
-            })
-            .collect(),
-    };
-    let prepared = super::super::prepare::prepare(&[&support]);
+    let prepared = prepared(&texts);
     for t in [0.001, 0.5, 0.9, 0.99997, 1.0] {
-        let rule = Rule::AtLeast(t);
-        let mut index = Index::new(&prepared, rule);
-        let mut groups: Vec<Vec<u32>> = Vec::new();
-        let mut firsts = Vec::new();
-        for i in 0..prepared.ends.len() {
-            let words = prepared.words(i);
-            let scan = groups.iter().position(|g| reaches(g, words, t));
-            assert_eq!(index.first_match(i, words, t), scan, "t {t}, pattern {i}");
-            firsts.push(scan);
-            if scan.is_none() {
-                index.add(groups.len(), i, words, rule);
-                groups.push(words.to_vec());
-            }
-        }
+        let (_, firsts) = grouped_as_the_scan(&prepared, t, "huge groups");
         // The copy of the first pattern always joins it.
         assert_eq!(firsts[4], Some(0), "t {t}");
     }
