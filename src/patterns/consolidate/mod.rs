@@ -11,7 +11,8 @@
 //! the result of the plain scan (a property test keeps the scan as the reference).
 //!
 //! `normalize.rs`: the text compared; `prepare.rs`: every pattern's words, interned and
-//! ranked; `index/`: the inverted index and its filters (`posting.rs`, `query.rs`); here: the greedy grouping.
+//! ranked; `index/`: the inverted index and its filters (`posting.rs`, `query.rs`); here:
+//! the greedy grouping.
 
 use std::collections::{HashMap, HashSet};
 
