@@ -1,0 +1,76 @@
+//! The model's answer: its schema ([`PatternResponse`]) here; `parse.rs`: reading it (a fenced
+//! ```` ```json ```` block, prose around it and a cut-off answer are tolerated); `validate.rs`:
+//! checking it against the batch that was asked.
+
+use serde::{Deserialize, Serialize};
+
+mod parse;
+mod validate;
+
+pub(crate) use parse::{parse, salvage};
+pub use validate::Warning;
+pub(crate) use validate::{MAX_EXAMPLES, validate};
+
+/// What the model is asked to return (see [`crate::prompt::system_prompt`]):
+///
+/// ```json
+/// {"clusters": [{"cluster": 1, "patterns": [{"pattern": "...", "template": "...",
+///   "examples": ["title", ...], "rationale": "..."}]}]}
+/// ```
+///
+/// Only `clusters`, `cluster` and `pattern` are required; the rest may be missing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PatternResponse {
+    /// One entry per cluster answered.
+    pub clusters: Vec<ClusterAnswer>,
+}
+
+/// The patterns found for one cluster of the batch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterAnswer {
+    /// The number of the cluster's `CLUSTER n` header (1-based).
+    pub cluster: i64,
+    /// Its patterns.
+    #[serde(default)]
+    pub patterns: Vec<RawPattern>,
+}
+
+/// One pattern as the model wrote it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RawPattern {
+    /// A short name of the pattern.
+    pub pattern: String,
+    /// The title formula, with placeholders.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// Titles that follow it.
+    #[serde(default)]
+    pub examples: Vec<String>,
+    /// Why it performs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rationale: Option<String>,
+}
+
+/// An example title, checked against the cluster's titles.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Example {
+    /// The title as the model wrote it.
+    pub title: String,
+    /// Whether it is one of the cluster's titles (ignoring case, white space and quotes).
+    pub grounded: bool,
+}
+
+/// A validated pattern of one cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pattern {
+    /// A short name of the pattern.
+    pub pattern: String,
+    /// The title formula, with placeholders.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// Example titles, each marked grounded or not.
+    pub examples: Vec<Example>,
+    /// Why it performs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rationale: Option<String>,
+}
