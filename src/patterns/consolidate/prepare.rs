@@ -55,13 +55,6 @@ fn long_key(n: u32) -> u128 {
     (0xFF << 120) | u128::from(n)
 }
 
-/// One word occurrence on its way to an id: the word's key, and where its id goes in `keys`.
-#[derive(Clone, Copy)]
-struct Occurrence {
-    key: [u64; 2],
-    at: u32,
-}
-
 /// Which partition a key falls in (`bits` of a multiplicative hash, unrelated to the maps').
 fn partition(key: u128, bits: u32) -> usize {
     #[allow(clippy::cast_possible_truncation)] // the two halves, on purpose
@@ -77,10 +70,11 @@ const PER_PARTITION: usize = 16_384;
 /// Normalises every pattern of `order` and ranks its words rarest first over the whole input
 /// (ties by id), the global order the prefix filter needs.
 ///
-/// Words get their ids partition by partition: every occurrence is first written, with its
-/// key, to the partition its key hashes to, then each partition is interned with a map of its
-/// own. The ids differ from interning in one pass, but any ids serve (keys are compared for
-/// equality only, and any total order of the words makes a valid prefix filter).
+/// Words get their ids partition by partition: every occurrence's key is first written to the
+/// partition it hashes to, then each partition is interned with a map of its own, and the ids
+/// are read back in the order of the text. The ids differ from interning in one pass, but any
+/// ids serve (keys are compared for equality only, and any total order of the words makes a
+/// valid prefix filter).
 pub(super) fn prepare(order: &[&Support]) -> Prepared {
     let count = order.iter().map(|s| s.patterns.len()).sum();
     let mut prepared = Prepared {
@@ -92,7 +86,8 @@ pub(super) fn prepare(order: &[&Support]) -> Prepared {
         .next_power_of_two()
         .trailing_zeros()
         .min(8);
-    let mut partitions: Vec<Vec<Occurrence>> = (0..1usize << bits)
+    // Each occurrence's key, in its partition, in the order met.
+    let mut partitions: Vec<Vec<[u64; 2]>> = (0..1usize << bits)
         .map(|_| Vec::with_capacity((count * 6) >> bits))
         .collect();
     // Words of more than 15 bytes (few) by their text.
@@ -107,35 +102,50 @@ pub(super) fn prepare(order: &[&Support]) -> Prepared {
                 let next = to_u32(long_ids.len());
                 long_key(*long_ids.entry(w.into()).or_insert(next))
             });
-            #[allow(clippy::cast_possible_truncation)] // the two halves, on purpose
-            let occurrence = Occurrence {
-                key: [key as u64, (key >> 64) as u64],
-                at: to_u32(prepared.keys.len()),
-            };
-            if let Some(part) = partitions.get_mut(partition(key, bits)) {
-                part.push(occurrence);
+            let part = partition(key, bits);
+            if let Some(part) = partitions.get_mut(part) {
+                #[allow(clippy::cast_possible_truncation)] // the two halves, on purpose
+                part.push([key as u64, (key >> 64) as u64]);
             }
-            prepared.keys.push(0);
+            // Its partition, until the id replaces it.
+            prepared.keys.push(to_u32(part));
         }
         prepared.ends.push((to_u32(prepared.keys.len()), 0));
     }
     drop(long_ids);
     let mut ids: Map<u128, u32> = Map::default();
     let mut distinct = 0u32;
-    for part in partitions {
-        ids.clear();
-        for o in part {
-            let key = u128::from(o.key[0]) | (u128::from(o.key[1]) << 64);
-            let id = *ids.entry(key).or_insert(distinct);
-            if id == distinct {
-                distinct += 1;
-            }
-            if let Some(slot) = prepared.keys.get_mut(o.at as usize) {
-                *slot = id;
-            }
+    // Each partition's ids, in the order its occurrences were met.
+    let interned: Vec<Vec<u32>> = partitions
+        .into_iter()
+        .map(|part| {
+            ids.clear();
+            part.into_iter()
+                .map(|[low, high]| {
+                    let id = *ids
+                        .entry(u128::from(low) | (u128::from(high) << 64))
+                        .or_insert(distinct);
+                    if id == distinct {
+                        distinct += 1;
+                    }
+                    id
+                })
+                .collect()
+        })
+        .collect();
+    drop(ids);
+    // Back in the order of the text: each partition's next id is its next occurrence's. One
+    // sequential pass, where writing each id to its place would visit the whole array once
+    // per few partitions.
+    let mut next = vec![0usize; interned.len()];
+    for slot in &mut prepared.keys {
+        let part = *slot as usize;
+        if let (Some(ids), Some(at)) = (interned.get(part), next.get_mut(part)) {
+            *slot = ids.get(*at).copied().unwrap_or(0);
+            *at += 1;
         }
     }
-    drop(ids);
+    drop(interned);
     let mut frequency = vec![0u32; distinct as usize];
     let mut key_start = 0;
     for i in 0..prepared.ends.len() {
