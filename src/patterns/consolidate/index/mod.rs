@@ -81,6 +81,12 @@ struct Probe {
     late: u32,
     /// For a long word: its size lists in `by_size` (the word's list is then empty).
     sizes: u32,
+    /// Whether an earlier pattern has the word in its prefix: if not, its lists are empty
+    /// when this pattern queries them, and are not read.
+    read: bool,
+    /// Whether a later pattern has the word in its prefix: if not, no query would read this
+    /// pattern's posting, which is then neither written nor given room.
+    write: bool,
 }
 
 /// The groups' word sets and the inverted index over their prefixes, with the positional
@@ -166,17 +172,41 @@ impl Index {
                 .enumerate()
                 .map(move |(position, &w)| (w as usize, n, is_late(n, position)))
         };
-        // Per list (word × 2, + 1 for late): how many patterns could post to it.
-        let mut starts: Vec<u32> = Vec::new();
-        for (w, _, late) in (0..patterns).flat_map(prefix) {
-            let list = w * 2 + usize::from(late);
-            if list >= starts.len() {
-                starts.resize((w + 1) * 2, 0);
+        // How many patterns have each word in their prefix.
+        let mut total: Vec<u32> = Vec::new();
+        for (w, _, _) in (0..patterns).flat_map(prefix) {
+            if w >= total.len() {
+                total.resize(w + 1, 0);
             }
-            starts[list] += 1;
+            total[w] += 1;
         }
+        // Per probe, in order: its word (until its lists are laid out) and what it reads and
+        // writes; per list (word × 2, + 1 for late): how many patterns could post to it.
+        let mut so_far: Vec<u32> = vec![0; total.len()];
+        let mut starts: Vec<u32> = vec![0; total.len() * 2];
+        index.probe_ends.reserve_exact(patterns);
+        for i in 0..patterns {
+            for (w, _, late) in prefix(i) {
+                so_far[w] += 1;
+                let (read, write) = (so_far[w] > 1, so_far[w] < total[w]);
+                if write {
+                    starts[w * 2 + usize::from(late)] += 1;
+                }
+                index.probes.push(Probe {
+                    list: u32::try_from(w).unwrap_or(NONE),
+                    late: NONE,
+                    sizes: NONE,
+                    read,
+                    write,
+                });
+            }
+            index
+                .probe_ends
+                .push(u32::try_from(index.probes.len()).unwrap_or(u32::MAX));
+        }
+        drop(so_far);
         // Long words get size lists instead of their list.
-        let mut sizes_of: Vec<u32> = vec![NONE; starts.len() / 2];
+        let mut sizes_of: Vec<u32> = vec![NONE; total.len()];
         for (w, sizes) in sizes_of.iter_mut().enumerate() {
             if starts[w * 2] >= LONG {
                 starts[w * 2] = 0;
@@ -184,10 +214,16 @@ impl Index {
                 index.by_size.push([0; SIZES]);
             }
         }
-        for (w, n, late) in (0..patterns).flat_map(prefix) {
-            let sizes = sizes_of.get(w).copied().unwrap_or(NONE);
-            if !late && let Some(lists) = index.by_size.get_mut(sizes as usize) {
-                lists[size_list(n)] += 1;
+        for i in 0..patterns {
+            let probes = &index.probes[index.probe_range(i)];
+            for ((w, n, late), probe) in prefix(i).zip(probes) {
+                let sizes = sizes_of.get(w).copied().unwrap_or(NONE);
+                if probe.write
+                    && !late
+                    && let Some(lists) = index.by_size.get_mut(sizes as usize)
+                {
+                    lists[size_list(n)] += 1;
+                }
             }
         }
         let mut next = lay_out(&mut starts, 0);
@@ -195,16 +231,11 @@ impl Index {
             next = lay_out(lists, next);
         }
         index.postings = vec![Posting::default(); next as usize];
-        index.probe_ends.reserve_exact(patterns);
-        for i in 0..patterns {
-            index.probes.extend(prefix(i).map(|(w, _, _)| Probe {
-                list: starts.get(w * 2).copied().unwrap_or(NONE),
-                late: starts.get(w * 2 + 1).copied().unwrap_or(NONE),
-                sizes: sizes_of.get(w).copied().unwrap_or(NONE),
-            }));
-            index
-                .probe_ends
-                .push(u32::try_from(index.probes.len()).unwrap_or(u32::MAX));
+        for probe in &mut index.probes {
+            let w = probe.list as usize;
+            probe.list = starts.get(w * 2).copied().unwrap_or(NONE);
+            probe.late = starts.get(w * 2 + 1).copied().unwrap_or(NONE);
+            probe.sizes = sizes_of.get(w).copied().unwrap_or(NONE);
         }
         index
     }
@@ -247,7 +278,7 @@ impl Index {
         };
         let lengths: u32 = self.probes[first..=last]
             .iter()
-            .filter(|probe| probe.list != NONE)
+            .filter(|probe| probe.read && probe.list != NONE)
             .map(|probe| {
                 // The header and the first two postings: a list can start anywhere in a line.
                 let at = probe.list as usize;
@@ -272,6 +303,9 @@ impl Index {
             let signature = signature(words);
             for (position, k) in self.probe_range(i).enumerate() {
                 let probe = self.probes[k];
+                if !probe.write {
+                    continue;
+                }
                 let list = if is_late(words.len(), position) {
                     probe.late
                 } else if let Some(lists) = self.by_size.get(probe.sizes as usize) {
@@ -342,6 +376,9 @@ impl Index {
         for (position, k) in self.probe_range(i).enumerate() {
             let after_x = u32::try_from(words.len() - position - 1).unwrap_or(u32::MAX);
             let probe = self.probes[k];
+            if !probe.read {
+                continue; // every list of its word is empty yet
+            }
             let (postings, spans, q) = (&self.postings, &self.spans, &mut self.query);
             q.visit(Self::list(postings, probe.list), after_x, spans);
             if least <= LATE {
