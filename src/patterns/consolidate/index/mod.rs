@@ -109,16 +109,14 @@ struct Probe {
 /// shared: bounds stay upper bounds, and the groups that survive are checked in full at the
 /// end.
 ///
-/// Only prefixes are read, and every prefix is known before the first group: a probe whose
-/// word no earlier pattern has in its prefix is skipped (every list of the word is still
-/// empty, so skipping it changes no count or bound), and a posting whose word no later
-/// pattern has in its prefix would never be read, so it is neither written nor given room. A
-/// word met once (most rare words) then costs no memory access at all.
-///
 /// Every pattern is known before the first group, so the lists are laid out once, and each
 /// pattern's probes (where its prefix words' lists start) are found in one pass before the
 /// grouping, when the look-ups do not wait on each other: at scale the index outgrows the
-/// caches, and a query then reads its lists and nothing else at random.
+/// caches, and a query then reads its lists and nothing else at random. That pass also marks
+/// a probe whose word no earlier pattern has in its prefix, which is skipped (every list of
+/// the word is still empty, so skipping it changes no count or bound), and a posting whose
+/// word no later pattern has in its prefix, which would never be read, so it is neither
+/// written nor given room. A word met once (most rare words) costs no memory access at all.
 #[derive(Default)]
 pub(super) struct Index {
     /// Every group's word ranks (sorted), one after another: candidates are read from one
