@@ -117,13 +117,11 @@ struct Probe {
 /// the word is still empty, so skipping it changes no count or bound), and a posting whose
 /// word no later pattern has in its prefix, which would never be read, so it is neither
 /// written nor given room. A word met once (most rare words) costs no memory access at all.
-#[derive(Default)]
-pub(super) struct Index {
-    /// Every group's word ranks (sorted), one after another: candidates are read from one
-    /// block of memory rather than one allocation each.
-    ranks: Vec<u32>,
-    /// Start and length of each group's ranks.
-    spans: Vec<(u32, u32)>,
+pub(super) struct Index<'a> {
+    /// Every pattern's words: a group's are its first pattern's, read from there (no copy).
+    prepared: &'a Prepared,
+    /// Per group: the pattern that started it.
+    founders: Vec<u32>,
     /// Every posting list, one after another: a header, then room for every pattern that
     /// could post to it (counted before the first group), so no list is an allocation of its
     /// own. A list holds the groups whose prefix has its word, in creation order.
@@ -159,11 +157,19 @@ fn lay_out(counts: &mut [u32], mut next: u32) -> u32 {
     next
 }
 
-impl Index {
+impl<'a> Index<'a> {
     /// An index with room for the postings of every pattern of `prepared`, any of which may
     /// start a group, and every pattern's probes.
-    pub(super) fn new(prepared: &Prepared, rule: Rule) -> Self {
-        let mut index = Self::default();
+    pub(super) fn new(prepared: &'a Prepared, rule: Rule) -> Self {
+        let mut index = Self {
+            prepared,
+            founders: Vec::new(),
+            postings: Vec::new(),
+            by_size: Vec::new(),
+            probes: Vec::new(),
+            probe_ends: Vec::new(),
+            query: Query::default(),
+        };
         let Rule::AtLeast(t) = rule else {
             return index;
         };
@@ -178,16 +184,19 @@ impl Index {
         };
         // How many patterns have each word in their prefix.
         let mut total: Vec<u32> = Vec::new();
+        let mut probes = 0;
         for (w, _, _) in (0..patterns).flat_map(prefix) {
             if w >= total.len() {
                 total.resize(w + 1, 0);
             }
             total[w] += 1;
+            probes += 1;
         }
         // Per probe, in order: its word (until its lists are laid out) and what it reads and
         // writes; per list (word × 2, + 1 for late): how many patterns could post to it.
         let mut so_far: Vec<u32> = vec![0; total.len()];
         let mut starts: Vec<u32> = vec![0; total.len() * 2];
+        index.probes.reserve_exact(probes);
         index.probe_ends.reserve_exact(patterns);
         for i in 0..patterns {
             for (w, _, late) in prefix(i) {
@@ -244,9 +253,8 @@ impl Index {
         index
     }
 
-    fn words(&self, g: usize) -> &[u32] {
-        let (start, len) = self.spans[g];
-        &self.ranks[start as usize..(start + len) as usize]
+    fn words(&self, g: usize) -> &'a [u32] {
+        self.prepared.words(self.founders[g] as usize)
     }
 
     /// Where pattern `i`'s probes are in `probes`: one per prefix word, in order.
@@ -296,10 +304,7 @@ impl Index {
 
     /// Pattern `i`, with these words, starts group `g`.
     pub(super) fn add(&mut self, g: usize, i: usize, words: &[u32], rule: Rule) {
-        let start = u32::try_from(self.ranks.len()).unwrap_or(u32::MAX);
-        self.ranks.extend_from_slice(words);
-        self.spans
-            .push((start, u32::try_from(words.len()).unwrap_or(u32::MAX)));
+        self.founders.push(u32::try_from(i).unwrap_or(u32::MAX));
         self.query.seen.push(0);
         self.query.shared.push(0);
         if let Rule::AtLeast(_) = rule {
@@ -383,16 +388,21 @@ impl Index {
             if !probe.read {
                 continue; // every list of its word is empty yet
             }
-            let (postings, spans, q) = (&self.postings, &self.spans, &mut self.query);
-            q.visit(Self::list(postings, probe.list), after_x, spans);
+            let (postings, q) = (&self.postings, &mut self.query);
+            let size_of = |g: u32| {
+                self.founders
+                    .get(g as usize)
+                    .map_or(usize::MAX, |&i| self.prepared.words(i as usize).len())
+            };
+            q.visit(Self::list(postings, probe.list), after_x, size_of);
             if least <= LATE {
-                q.visit(Self::list(postings, probe.late), after_x, spans);
+                q.visit(Self::list(postings, probe.late), after_x, size_of);
             }
             let Some(lists) = self.by_size.get(probe.sizes as usize) else {
                 continue;
             };
             // The last list holds every larger size: its postings are checked one by one.
-            q.visit(Self::list(postings, lists[SIZES - 1]), after_x, spans);
+            q.visit(Self::list(postings, lists[SIZES - 1]), after_x, size_of);
             for (at, &start) in lists[..SIZES - 1].iter().enumerate() {
                 let size = at + 1;
                 if size < q.smallest || size > q.largest {
@@ -404,7 +414,7 @@ impl Index {
                     q.skipped[at] += 1;
                     continue;
                 }
-                q.visit(Self::list(postings, start), after_x, spans);
+                q.visit(Self::list(postings, start), after_x, size_of);
             }
         }
         let mut best: Option<usize> = None;

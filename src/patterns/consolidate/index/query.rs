@@ -69,14 +69,12 @@ impl Query {
             .unwrap_or_else(|| needed_overlap(self.t, self.size, size))
     }
 
-    /// Reads one list at a query word with `after_x` words after it (`spans`: the groups'
-    /// words, for the size of a huge one).
-    pub(super) fn visit(&mut self, list: &[Posting], after_x: u32, spans: &[(u32, u32)]) {
+    /// Reads one list at a query word with `after_x` words after it (`size_of`: a group's
+    /// number of words, read for a huge one).
+    pub(super) fn visit(&mut self, list: &[Posting], after_x: u32, size_of: impl Fn(u32) -> usize) {
         for p in list {
             let size = if p.size == HUGE {
-                spans
-                    .get(p.group as usize)
-                    .map_or(usize::MAX, |s| s.1 as usize)
+                size_of(p.group)
             } else {
                 usize::from(p.size)
             };

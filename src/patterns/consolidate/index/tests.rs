@@ -60,7 +60,11 @@ fn prepared(texts: &[Vec<u64>]) -> Prepared {
 
 /// The greedy grouping at `t`, each first match checked against the plain scan of the groups
 /// in creation order: the index, and every pattern's match.
-fn grouped_as_the_scan(prepared: &Prepared, t: f64, what: &str) -> (Index, Vec<Option<usize>>) {
+fn grouped_as_the_scan<'a>(
+    prepared: &'a Prepared,
+    t: f64,
+    what: &str,
+) -> (Index<'a>, Vec<Option<usize>>) {
     let rule = Rule::AtLeast(t);
     let mut index = Index::new(prepared, rule);
     let mut groups: Vec<Vec<u32>> = Vec::new();
