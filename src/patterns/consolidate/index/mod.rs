@@ -1,9 +1,11 @@
 //! The inverted index over the groups' words, with the filters of all-pairs similarity joins
-//! (prefix, size, position), late postings kept apart, and word signatures.
+//! (prefix, size, position), late postings kept apart, and word signatures; `gate.rs`: which
+//! patterns can meet another at all, found before the grouping.
 
 use super::Rule;
 use super::prepare::Prepared;
 
+mod gate;
 mod posting;
 mod query;
 #[cfg(test)]
@@ -109,6 +111,13 @@ struct Probe {
 /// shared: bounds stay upper bounds, and the groups that survive are checked in full at the
 /// end.
 ///
+/// In front of it all, a gate ([`gate`]): every pair of patterns that share a prefix word is
+/// checked once, before the grouping, with the filters that need no group (sizes, positions,
+/// signatures), in a pass that reads memory in order. Only a pattern that passes with an
+/// earlier one queries the index, and only one that passes with a later one posts to it: on
+/// patterns that share little, a few in a hundred, so the index and its random reads shrink
+/// to those.
+///
 /// Every pattern is known before the first group, so the lists are laid out once, and each
 /// pattern's probes (where its prefix words' lists start) are found in one pass before the
 /// grouping, when the look-ups do not wait on each other: at scale the index outgrows the
@@ -132,6 +141,8 @@ pub(super) struct Index<'a> {
     probes: Vec<Probe>,
     /// Per pattern: where its probes end.
     probe_ends: Vec<u32>,
+    /// Per pattern: whether it passed the gate ([`gate`]) as one that may join a group.
+    asks: Vec<bool>,
     /// The state of the query under way.
     query: Query,
 }
@@ -139,6 +150,17 @@ pub(super) struct Index<'a> {
 /// The prefix of a set of `n` words that the filter indexes and probes at threshold `t`.
 fn prefix_len(t: f64, n: usize) -> usize {
     (n + 1).saturating_sub(min_overlap(t, n)).min(n)
+}
+
+/// Pattern `i`'s prefix words at threshold `t`: each word, the pattern's number of words, and
+/// whether the word is late.
+fn prefix(prepared: &Prepared, t: f64, i: usize) -> impl Iterator<Item = (usize, usize, bool)> {
+    let words = prepared.words(i);
+    let n = words.len();
+    words[..prefix_len(t, n)]
+        .iter()
+        .enumerate()
+        .map(move |(position, &w)| (w as usize, n, is_late(n, position)))
 }
 
 /// Whether word `position` of a group of `size` words posts to the word's late list.
@@ -168,56 +190,24 @@ impl<'a> Index<'a> {
             by_size: Vec::new(),
             probes: Vec::new(),
             probe_ends: Vec::new(),
+            asks: Vec::new(),
             query: Query::default(),
         };
         let Rule::AtLeast(t) = rule else {
             return index;
         };
         let patterns = prepared.ends.len();
-        let prefix = |i: usize| {
-            let words = prepared.words(i);
-            let n = words.len();
-            words[..prefix_len(t, n)]
-                .iter()
-                .enumerate()
-                .map(move |(position, &w)| (w as usize, n, is_late(n, position)))
-        };
+        let prefix = |i: usize| prefix(prepared, t, i);
         // How many patterns have each word in their prefix.
         let mut total: Vec<u32> = Vec::new();
-        let mut probes = 0;
         for (w, _, _) in (0..patterns).flat_map(prefix) {
             if w >= total.len() {
                 total.resize(w + 1, 0);
             }
             total[w] += 1;
-            probes += 1;
         }
-        // Per probe, in order: its word (until its lists are laid out) and what it reads and
-        // writes; per list (word × 2, + 1 for late): how many patterns could post to it.
-        let mut so_far: Vec<u32> = vec![0; total.len()];
-        let mut starts: Vec<u32> = vec![0; total.len() * 2];
-        index.probes.reserve_exact(probes);
-        index.probe_ends.reserve_exact(patterns);
-        for i in 0..patterns {
-            for (w, _, late) in prefix(i) {
-                so_far[w] += 1;
-                let (read, write) = (so_far[w] > 1, so_far[w] < total[w]);
-                if write {
-                    starts[w * 2 + usize::from(late)] += 1;
-                }
-                index.probes.push(Probe {
-                    list: u32::try_from(w).unwrap_or(NONE),
-                    late: NONE,
-                    sizes: NONE,
-                    read,
-                    write,
-                });
-            }
-            index
-                .probe_ends
-                .push(u32::try_from(index.probes.len()).unwrap_or(u32::MAX));
-        }
-        drop(so_far);
+        let gate = gate::gate(prepared, t, &total);
+        let mut starts = index.add_probes(t, &gate, &total);
         // Long words get size lists instead of their list.
         let mut sizes_of: Vec<u32> = vec![NONE; total.len()];
         for (w, sizes) in sizes_of.iter_mut().enumerate() {
@@ -227,7 +217,7 @@ impl<'a> Index<'a> {
                 index.by_size.push([0; SIZES]);
             }
         }
-        for i in 0..patterns {
+        for i in (0..patterns).filter(|&i| gate.through(i)) {
             let probes = &index.probes[index.probe_range(i)];
             for ((w, n, late), probe) in prefix(i).zip(probes) {
                 let sizes = sizes_of.get(w).copied().unwrap_or(NONE);
@@ -250,7 +240,55 @@ impl<'a> Index<'a> {
             probe.late = starts.get(w * 2 + 1).copied().unwrap_or(NONE);
             probe.sizes = sizes_of.get(w).copied().unwrap_or(NONE);
         }
+        index.asks = gate.asks;
         index
+    }
+
+    /// The probes of the patterns through the gate (none for the others), each told whether
+    /// it reads and writes; per list (word × 2, + 1 for late): how many postings it will hold.
+    fn add_probes(&mut self, t: f64, gate: &gate::Gate, total: &[u32]) -> Vec<u32> {
+        let patterns = self.prepared.ends.len();
+        // Only the patterns through the gate get probes. Per word: how many that ask have it
+        // and are still to come (a posting is written only if one of them comes later), and
+        // how many that answer have come (a probe reads only if one of them came before).
+        let mut asking: Vec<u32> = vec![0; total.len()];
+        let mut probes = 0;
+        for i in (0..patterns).filter(|&i| gate.through(i)) {
+            for (w, _, _) in prefix(self.prepared, t, i) {
+                asking[w] += u32::from(gate.asks[i]);
+                probes += 1;
+            }
+        }
+        // Per probe, in order: its word (until its lists are laid out) and what it reads and
+        // writes; per list (word × 2, + 1 for late): how many patterns could post to it.
+        let mut answered: Vec<u32> = vec![0; total.len()];
+        let mut starts: Vec<u32> = vec![0; total.len() * 2];
+        self.probes.reserve_exact(probes);
+        self.probe_ends.reserve_exact(patterns);
+        for i in 0..patterns {
+            if gate.through(i) {
+                let (asks, answers) = (gate.asks[i], gate.answers[i]);
+                for (w, _, late) in prefix(self.prepared, t, i) {
+                    asking[w] -= u32::from(asks);
+                    let read = asks && answered[w] > 0;
+                    let write = answers && asking[w] > 0;
+                    answered[w] += u32::from(answers);
+                    if write {
+                        starts[w * 2 + usize::from(late)] += 1;
+                    }
+                    self.probes.push(Probe {
+                        list: u32::try_from(w).unwrap_or(NONE),
+                        late: NONE,
+                        sizes: NONE,
+                        read,
+                        write,
+                    });
+                }
+            }
+            self.probe_ends
+                .push(u32::try_from(self.probes.len()).unwrap_or(u32::MAX));
+        }
+        starts
     }
 
     fn words(&self, g: usize) -> &'a [u32] {
@@ -346,6 +384,9 @@ impl<'a> Index<'a> {
     /// The first group in creation order (the smallest index) whose words reach `t`, for
     /// pattern `i` with these words.
     pub(super) fn first_match(&mut self, i: usize, words: &[u32], t: f64) -> Option<usize> {
+        if !self.asks.get(i).copied().unwrap_or(true) {
+            return None; // no earlier pattern passes the gate with it
+        }
         let q = &mut self.query;
         q.stamp = q.stamp.wrapping_add(1);
         if q.stamp == 0 {

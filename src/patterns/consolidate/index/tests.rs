@@ -154,3 +154,54 @@ fn huge_groups_match_as_the_scan() {
         assert_eq!(firsts[4], Some(0), "t {t}");
     }
 }
+
+/// Patterns that share little (rare words from a large vocabulary, a few common ones), with
+/// near-copies of earlier ones among them: the gate lets through few patterns, the ones that
+/// meet another in a word's short list, and every first match is still the scan's.
+#[test]
+fn the_gate_lets_few_patterns_through_and_misses_no_match() {
+    let mut x = 17u64;
+    let mut next = move |n: u64| {
+        x = x
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (x >> 33) % n
+    };
+    let mut texts: Vec<Vec<u64>> = Vec::new();
+    for k in 0..6_000 {
+        let text = if k > 0 && next(8) == 0 {
+            // A near-copy: one word changed, dropped or added.
+            let mut text = texts[usize::try_from(next(texts.len() as u64)).unwrap_or(0)].clone();
+            let at = usize::try_from(next(text.len() as u64)).unwrap_or(0);
+            match next(3) {
+                0 => text[at] = 10_000 + next(20_000),
+                1 if text.len() > 1 => drop(text.remove(at)),
+                _ => text.insert(at, 10_000 + next(20_000)),
+            }
+            text
+        } else {
+            (0..3 + next(8))
+                .map(|_| {
+                    if next(5) == 0 {
+                        next(6)
+                    } else {
+                        10_000 + next(20_000)
+                    }
+                })
+                .collect()
+        };
+        texts.push(text);
+    }
+    let prepared = prepared(&texts);
+    for t in [0.4, 0.6, 0.8, 1.0] {
+        let (index, firsts) = grouped_as_the_scan(&prepared, t, "rare words");
+        let asked = index.asks.iter().filter(|&&a| a).count();
+        let matched = firsts.iter().filter(|m| m.is_some()).count();
+        assert!(matched > 0, "t {t}: no near-copy joined a group");
+        assert!(
+            asked >= matched && asked < texts.len() / 3,
+            "t {t}: {asked} of {} patterns asked, {matched} matched",
+            texts.len()
+        );
+    }
+}
