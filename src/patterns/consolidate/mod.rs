@@ -123,8 +123,10 @@ pub fn consolidate(support: &[Support], threshold: f64) -> Vec<ConsolidatedPatte
     let rule = Rule::of(threshold);
     // Room for every pattern to start a group: pages never written cost nothing.
     let mut groups: Vec<ConsolidatedPattern> = Vec::with_capacity(prepared.ends.len());
-    // Each group's text's first bytes, for the final sort, taken while the text is at hand.
+    // Each group's text's first bytes and its evidence, for the final sort: taken while at
+    // hand, they are read there from two small arrays, not from every group.
     let mut heads: Vec<u64> = Vec::with_capacity(prepared.ends.len());
+    let mut evidence: Vec<f64> = Vec::with_capacity(prepared.ends.len());
     let mut index = Index::new(&prepared, rule);
     // Membership of a group's clusters and examples: a scan while the list is short (most
     // groups hold one cluster), a set per group beyond that.
@@ -161,6 +163,7 @@ pub fn consolidate(support: &[Support], threshold: f64) -> Vec<ConsolidatedPatte
                     by_key.insert(key, g);
                 }
                 heads.push(head(&p.pattern));
+                evidence.push(0.0);
                 groups.push(ConsolidatedPattern {
                     pattern: p.pattern.clone(),
                     template: None,
@@ -179,6 +182,7 @@ pub fn consolidate(support: &[Support], threshold: f64) -> Vec<ConsolidatedPatte
             }
             if clusters.insert(g, &mut out.clusters, &s.id) {
                 out.evidence += s.priority * s.avg_performance;
+                evidence[g] = out.evidence;
             }
             // WIDE when a supporting cluster is, or when it spans several clusters.
             out.wide |= s.is_wide || out.clusters.len() > 1;
@@ -187,15 +191,15 @@ pub fn consolidate(support: &[Support], threshold: f64) -> Vec<ConsolidatedPatte
             }
         }
     }
-    sort_by_evidence(&mut groups, &heads);
+    sort_by_evidence(&mut groups, &heads, &evidence);
     groups
 }
 
-/// Sorts by evidence, highest first, then by pattern text, then by creation order (as a stable
-/// sort by the first two would). The sort moves 24-byte keys that hold the evidence, the
-/// text's first bytes and the position, and reads a text only when those tie; then each group
-/// moves once.
-fn sort_by_evidence(groups: &mut [ConsolidatedPattern], heads: &[u64]) {
+/// Sorts by evidence (each group's in `evidence`), highest first, then by pattern text, then by
+/// creation order (as a stable sort by the first two would). The sort moves 24-byte keys that
+/// hold the evidence, the text's first bytes (`heads`) and the position, and reads a text only
+/// when those tie; then each group out of place moves once.
+fn sort_by_evidence(groups: &mut [ConsolidatedPattern], heads: &[u64], evidence: &[f64]) {
     /// `f64::total_cmp`'s order as an integer's, reversed: highest first.
     fn descending(x: f64) -> u64 {
         let bits = x.to_bits();
@@ -206,17 +210,11 @@ fn sort_by_evidence(groups: &mut [ConsolidatedPattern], heads: &[u64]) {
         };
         !ordered
     }
-    let mut keys: Vec<(u64, u64, u32)> = groups
+    let mut keys: Vec<(u64, u64, u32)> = evidence
         .iter()
+        .zip(heads)
         .enumerate()
-        .map(|(i, g)| {
-            let i = u32::try_from(i).unwrap_or(u32::MAX);
-            (
-                descending(g.evidence),
-                heads.get(i as usize).copied().unwrap_or(0),
-                i,
-            )
-        })
+        .map(|(i, (&e, &head))| (descending(e), head, u32::try_from(i).unwrap_or(u32::MAX)))
         .collect();
     keys.sort_unstable_by(|a, b| {
         (a.0, a.1).cmp(&(b.0, b.1)).then_with(|| {
@@ -234,6 +232,8 @@ fn sort_by_evidence(groups: &mut [ConsolidatedPattern], heads: &[u64]) {
             from = keys[from].2 as usize;
         }
         keys[i].2 = u32::try_from(from).unwrap_or(u32::MAX);
-        groups.swap(i, from);
+        if from != i {
+            groups.swap(i, from);
+        }
     }
 }
