@@ -1,5 +1,6 @@
 //! Consolidation at scale: `patterns::consolidate` alone on 10k, 40k and 160k distinct
-//! patterns (as real data from many niches gives: a few common words, many rare ones), and the
+//! patterns (as real data from many niches gives: a few common words, many rare ones), the
+//! floor of its work on the same inputs (every pattern copied out as a group), and the
 //! whole mock `discover` (plan, run, consolidate) on 1k, 4k and 16k clusters whose titles share
 //! little.
 //!
@@ -15,8 +16,8 @@
 
 use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
 use dynbatch::backend::mock::MockBackend;
+use dynbatch::patterns::{ConsolidatedPattern, Support, consolidate};
 use dynbatch::patterns::{Example, Pattern};
-use dynbatch::patterns::{Support, consolidate};
 use dynbatch::run::{RunConfig, Runner};
 use dynbatch::timer::TokioTimer;
 use dynbatch::{Batcher, BatchingConfig, Cluster, Video};
@@ -107,6 +108,30 @@ fn clusters(n: usize) -> Vec<Cluster> {
         .collect()
 }
 
+/// Every pattern as a group of its own, in input order: the floor of `consolidate`'s work.
+fn copy_out(input: &[Support]) -> Vec<ConsolidatedPattern> {
+    let mut out = Vec::with_capacity(input.iter().map(|s| s.patterns.len()).sum());
+    for s in input {
+        for p in &s.patterns {
+            out.push(ConsolidatedPattern {
+                pattern: p.pattern.clone(),
+                template: p.template.clone(),
+                clusters: vec![s.id.clone()],
+                examples: p
+                    .examples
+                    .iter()
+                    .filter(|e| e.grounded)
+                    .map(|e| e.title.clone())
+                    .collect(),
+                evidence: s.priority * s.avg_performance,
+                wide: s.is_wide,
+                occurrences: 1,
+            });
+        }
+    }
+    out
+}
+
 fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("consolidate_distinct");
     group.sample_size(10);
@@ -122,6 +147,19 @@ fn bench(c: &mut Criterion) {
             // after each call. Criterion's other ways keep a batch of outputs (12 MB each at
             // 40k) alive, so the timing would count the kernel zeroing pages for the bench.
             b.iter_batched(|| (), |()| consolidate(input, 0.6), BatchSize::PerIteration);
+        });
+    }
+    group.finish();
+
+    // What any consolidation does at least, on the same inputs: read every pattern and write
+    // it out as a group of its own (the clones of its text, template, cluster id and example),
+    // nothing else. How its time grows with the input is the host's, not the algorithm's: the
+    // ratio `consolidate_distinct` is held to.
+    let mut group = c.benchmark_group("consolidate_floor");
+    group.sample_size(10);
+    for (n, input) in &inputs {
+        group.bench_with_input(BenchmarkId::from_parameter(n), input, |b, input| {
+            b.iter_batched(|| (), |()| copy_out(input), BatchSize::PerIteration);
         });
     }
     group.finish();
