@@ -37,6 +37,17 @@ fn letters(mut n: u64) -> String {
     }
 }
 
+/// Deterministic numbers from `seed`: each call, one below its argument.
+fn numbers(seed: u64) -> impl FnMut(u64) -> u64 {
+    let mut x = seed;
+    move |n: u64| {
+        x = x
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (x >> 33) % n
+    }
+}
+
 /// One cluster whose patterns are these texts (word numbers), prepared.
 fn prepared(texts: &[Vec<u64>]) -> Prepared {
     use crate::patterns::{Pattern, Support};
@@ -91,13 +102,7 @@ fn grouped_as_the_scan<'a>(
 /// are long and split by size), sizes up to 30, and near-copies that sit at the threshold.
 #[test]
 fn first_match_is_the_scans_on_near_copies() {
-    let mut x = 5u64;
-    let mut next = move |n: u64| {
-        x = x
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (x >> 33) % n
-    };
+    let mut next = numbers(5);
     for (vocabulary, count) in [(6, 1_500), (14, 2_500), (40, 2_500), (200, 3_000)] {
         let mut texts: Vec<Vec<u64>> = Vec::new();
         for _ in 0..count {
@@ -160,13 +165,7 @@ fn huge_groups_match_as_the_scan() {
 /// meet another in a word's short list, and every first match is still the scan's.
 #[test]
 fn the_gate_lets_few_patterns_through_and_misses_no_match() {
-    let mut x = 17u64;
-    let mut next = move |n: u64| {
-        x = x
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (x >> 33) % n
-    };
+    let mut next = numbers(17);
     let mut texts: Vec<Vec<u64>> = Vec::new();
     for k in 0..6_000 {
         let text = if k > 0 && next(8) == 0 {
