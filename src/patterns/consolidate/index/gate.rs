@@ -20,7 +20,7 @@ use super::query::needed_overlap;
 use super::{NONE, Prepared, prefix_len};
 
 /// The most occurrences of a word whose pairs are checked one by one.
-const PAIRED: u32 = 64;
+pub(super) const PAIRED: u32 = 64;
 
 /// Whether a word with this many prefix occurrences is paired.
 fn paired(count: u32) -> bool {
@@ -43,7 +43,7 @@ impl Gate {
 }
 
 /// The overlap two sets need for Jaccard `t`, by their sizes, tabled for small sizes.
-struct Needed {
+pub(super) struct Needed {
     t: f64,
     table: Vec<u32>,
 }
@@ -52,7 +52,7 @@ impl Needed {
     /// Sizes below this are tabled.
     const TABLED: usize = 32;
 
-    fn new(t: f64) -> Self {
+    pub(super) fn new(t: f64) -> Self {
         let table = (0..Self::TABLED * Self::TABLED)
             .map(|k| needed_overlap(t, k / Self::TABLED, k % Self::TABLED))
             .collect();
@@ -73,7 +73,7 @@ impl Needed {
 /// (the words of one whose bits the other has). If this word is the first the two sets share,
 /// these bounds hold; so a pair that reaches `t` passes at its first shared word. Sizes or
 /// positions too large for a posting let the pair through.
-fn may_meet(x: &Posting, y: &Posting, needed: &Needed) -> bool {
+pub(super) fn may_meet(x: &Posting, y: &Posting, needed: &Needed) -> bool {
     if [x.size, y.size, x.after, y.after].contains(&HUGE) {
         return true;
     }
@@ -134,26 +134,81 @@ pub(super) fn gate(prepared: &Prepared, t: f64, total: &[u32]) -> Gate {
             *so_far += 1;
         }
     }
-    // Each paired word's occurrences, in the order of the patterns: every earlier one with
-    // every later one.
+    // Each paired word's occurrences, in the order of the patterns, paired.
     let needed = Needed::new(t);
+    let mut pairing = Pairing::default();
     for &(end, count) in &at {
         if !paired(count) {
             continue;
         }
-        let Some(list) = occurrences.get((end - count) as usize..end as usize) else {
-            continue;
-        };
-        for (b, later) in list.iter().enumerate().skip(1) {
-            let i = later.group as usize;
-            for earlier in &list[..b] {
-                let j = earlier.group as usize;
-                if may_meet(earlier, later, &needed) {
-                    gate.asks[i] = true;
-                    gate.answers[j] = true;
-                }
-            }
+        if let Some(list) = occurrences.get((end - count) as usize..end as usize) {
+            pairing.pair(list, &needed, &mut gate);
         }
     }
     gate
+}
+
+/// Pairs one word's occurrences, with room reused from word to word.
+#[derive(Default)]
+struct Pairing {
+    /// The earlier occurrences whose pattern has not passed with a later one yet.
+    pending: Vec<usize>,
+    /// Per occurrence of the list: whether it is pending.
+    open: Vec<bool>,
+}
+
+impl Pairing {
+    /// Lists of this many occurrences or fewer (most rare words') check every pair: cheaper
+    /// than keeping track of which are pending.
+    const SHORT: usize = 8;
+
+    /// Lets through, among one word's occurrences (in the order of the patterns), each pattern
+    /// that passes with an earlier one and each that passes with a later one. In a longer list
+    /// a pair is checked only while it can still let one of its two through: each later
+    /// occurrence is checked against the pending earlier ones, then, until it passes, against
+    /// the others. On patterns that share little, every pair is checked; on copies of one
+    /// pattern, about one per occurrence, where checking every pair would cost the square of
+    /// their number.
+    fn pair(&mut self, list: &[Posting], needed: &Needed, gate: &mut Gate) {
+        if list.len() <= Self::SHORT {
+            for (b, later) in list.iter().enumerate().skip(1) {
+                for earlier in &list[..b] {
+                    if may_meet(earlier, later, needed) {
+                        gate.asks[later.group as usize] = true;
+                        gate.answers[earlier.group as usize] = true;
+                    }
+                }
+            }
+            return;
+        }
+        self.pending.clear();
+        self.open.clear();
+        self.open.resize(list.len(), false);
+        for (b, later) in list.iter().enumerate() {
+            let i = later.group as usize;
+            let open = &mut self.open;
+            self.pending.retain(|&k| {
+                let earlier = &list[k];
+                let j = earlier.group as usize;
+                if gate.answers[j] {
+                    // Through already (by another word): no longer pending here.
+                    open[k] = false;
+                    return false;
+                }
+                if may_meet(earlier, later, needed) {
+                    (gate.answers[j], gate.asks[i], open[k]) = (true, true, false);
+                    return false;
+                }
+                true
+            });
+            if !gate.asks[i] {
+                gate.asks[i] = list[..b]
+                    .iter()
+                    .zip(&self.open)
+                    .any(|(earlier, &open)| !open && may_meet(earlier, later, needed));
+            }
+            self.pending.push(b);
+            self.open[b] = true;
+        }
+    }
 }

@@ -204,3 +204,69 @@ fn the_gate_lets_few_patterns_through_and_misses_no_match() {
         );
     }
 }
+
+/// The gate checked against every pair of every word's prefix occurrences: the same patterns
+/// pass, on near-copies (where most pairs pass) and on rare words (where few do).
+#[test]
+fn the_gate_lets_through_what_every_pair_would() {
+    use super::gate::{Needed, PAIRED, gate, may_meet};
+    use super::posting::{narrow, signature};
+    let mut next = numbers(23);
+    for (vocabulary, copies) in [(300, 2), (30_000, 8), (30_000, 100)] {
+        let mut texts: Vec<Vec<u64>> = Vec::new();
+        for _ in 0..3_000 {
+            let text = if !texts.is_empty() && next(copies) != 0 {
+                let mut text =
+                    texts[usize::try_from(next(texts.len() as u64)).unwrap_or(0)].clone();
+                if next(2) == 0 {
+                    let at = usize::try_from(next(text.len() as u64)).unwrap_or(0);
+                    text[at] = next(vocabulary);
+                }
+                text
+            } else {
+                (0..2 + next(9)).map(|_| next(vocabulary)).collect()
+            };
+            texts.push(text);
+        }
+        let prepared = prepared(&texts);
+        for t in [0.3, 0.6, 0.9, 1.0] {
+            let mut lists: Vec<Vec<Posting>> = Vec::new();
+            let mut total = Vec::new();
+            for i in 0..prepared.ends.len() {
+                let words = prepared.words(i);
+                let n = words.len();
+                for (position, &w) in words[..prefix_len(t, n)].iter().enumerate() {
+                    let w = w as usize;
+                    if w >= lists.len() {
+                        lists.resize(w + 1, Vec::new());
+                        total.resize(w + 1, 0);
+                    }
+                    total[w] += 1;
+                    lists[w].push(Posting {
+                        group: u32::try_from(i).unwrap_or(NONE),
+                        size: narrow(n),
+                        after: narrow(n - position - 1),
+                        signature: signature(words),
+                    });
+                }
+            }
+            let (mut asks, mut answers) = (vec![false; texts.len()], vec![false; texts.len()]);
+            let needed = Needed::new(t);
+            for list in &lists {
+                for (b, later) in list.iter().enumerate() {
+                    for earlier in &list[..b] {
+                        if list.len() > PAIRED as usize || may_meet(earlier, later, &needed) {
+                            asks[later.group as usize] = true;
+                            answers[earlier.group as usize] = true;
+                        }
+                    }
+                }
+            }
+            let through = gate(&prepared, t, &total);
+            let what = format!("{vocabulary} words, 1 in {copies} new, t {t}");
+            assert_eq!(through.asks, asks, "{what}");
+            assert_eq!(through.answers, answers, "{what}");
+            assert!(asks.iter().any(|&a| a), "{what}: nothing passed");
+        }
+    }
+}
