@@ -17,7 +17,7 @@
 
 use super::posting::{HUGE, Posting, narrow, signature};
 use super::query::needed_overlap;
-use super::{NONE, Prepared, prefix_len};
+use super::{NONE, Prepared, prefix};
 
 /// The most occurrences of a word whose pairs are checked one by one.
 pub(super) const PAIRED: u32 = 64;
@@ -111,11 +111,9 @@ pub(super) fn gate(prepared: &Prepared, t: f64, total: &[u32]) -> Gate {
         .collect();
     let mut occurrences = vec![Posting::default(); next as usize];
     for i in 0..patterns {
-        let words = prepared.words(i);
-        let n = words.len();
-        let sig = signature(words);
-        for (position, &w) in words[..prefix_len(t, n)].iter().enumerate() {
-            let Some((so_far, count)) = at.get_mut(w as usize) else {
+        let sig = signature(prepared.words(i));
+        for (w, n, position) in prefix(prepared, t, i) {
+            let Some((so_far, count)) = at.get_mut(w) else {
                 continue;
             };
             if paired(*count) {

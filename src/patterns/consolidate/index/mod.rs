@@ -153,14 +153,14 @@ fn prefix_len(t: f64, n: usize) -> usize {
 }
 
 /// Pattern `i`'s prefix words at threshold `t`: each word, the pattern's number of words, and
-/// whether the word is late.
-fn prefix(prepared: &Prepared, t: f64, i: usize) -> impl Iterator<Item = (usize, usize, bool)> {
+/// the word's position among them.
+fn prefix(prepared: &Prepared, t: f64, i: usize) -> impl Iterator<Item = (usize, usize, usize)> {
     let words = prepared.words(i);
     let n = words.len();
     words[..prefix_len(t, n)]
         .iter()
         .enumerate()
-        .map(move |(position, &w)| (w as usize, n, is_late(n, position)))
+        .map(move |(position, &w)| (w as usize, n, position))
 }
 
 /// Whether word `position` of a group of `size` words posts to the word's late list.
@@ -219,10 +219,10 @@ impl<'a> Index<'a> {
         }
         for i in (0..patterns).filter(|&i| gate.through(i)) {
             let probes = &index.probes[index.probe_range(i)];
-            for ((w, n, late), probe) in prefix(i).zip(probes) {
+            for ((w, n, position), probe) in prefix(i).zip(probes) {
                 let sizes = sizes_of.get(w).copied().unwrap_or(NONE);
                 if probe.write
-                    && !late
+                    && !is_late(n, position)
                     && let Some(lists) = index.by_size.get_mut(sizes as usize)
                 {
                     lists[size_list(n)] += 1;
@@ -268,7 +268,8 @@ impl<'a> Index<'a> {
         for i in 0..patterns {
             if gate.through(i) {
                 let (asks, answers) = (gate.asks[i], gate.answers[i]);
-                for (w, _, late) in prefix(self.prepared, t, i) {
+                for (w, n, position) in prefix(self.prepared, t, i) {
+                    let late = is_late(n, position);
                     asking[w] -= u32::from(asks);
                     let read = asks && answered[w] > 0;
                     let write = answers && asking[w] > 0;
