@@ -45,8 +45,10 @@ pub(super) struct Job {
     pub(super) failures: u32,
     /// Calls made for it.
     pub(super) calls: u32,
-    /// Not before (back-off after a transient error).
+    /// Not before (back-off after a transient error, or a stray 429's hold).
     pub(super) ready_at: Option<Instant>,
+    /// `ready_at` is a 429's hold: waiting for it is waiting for the rate limit.
+    pub(super) held_by_429: bool,
     /// The last error's class and text, for the failure and reason if it ends failed.
     pub(super) last_error: Option<(ErrorKind, String)>,
     /// Its request, once rendered, with its journal key; looked up in the journal.
@@ -63,6 +65,7 @@ impl Job {
             failures: 0,
             calls: 0,
             ready_at: None,
+            held_by_429: false,
             last_error: None,
             rendered: None,
         }
@@ -251,9 +254,14 @@ impl<'r, 'p, 'a, Backend: LlmBackend, Clock: Timer> Run<'r, 'p, 'a, Backend, Clo
                 return Wake::default();
             }
             let Some(job) = self.next_job(now) else {
+                let next = self
+                    .delayed
+                    .iter()
+                    .filter_map(|j| j.ready_at.map(|at| (at, j.held_by_429)))
+                    .min_by_key(|(at, _)| *at);
                 return Wake {
-                    at: self.delayed.iter().filter_map(|j| j.ready_at).min(),
-                    by_limiter: false,
+                    at: next.map(|(at, _)| at),
+                    by_limiter: next.is_some_and(|(_, held)| held),
                 };
             };
             let Some(prepared) = self.prepare(job) else {

@@ -72,6 +72,15 @@ pub enum RunEvent {
         /// Where it comes from.
         source: LimitSource,
     },
+    /// The runner stopped pacing by a limit it had inferred from 429s: requests sent at
+    /// that pace kept drawing 429s, so they were not caused by this client's rate (a proxy,
+    /// an overloaded pool). Sending goes on unpaced until the evidence says otherwise.
+    LimitDropped {
+        /// Requests or tokens.
+        kind: LimitKind,
+        /// Why, in words.
+        reason: String,
+    },
     /// The bound on requests in flight changed (adaptive concurrency).
     ConcurrencyChanged {
         /// The bound before.

@@ -57,14 +57,15 @@ impl<Backend: LlmBackend, Clock: Timer> Run<'_, '_, '_, Backend, Clock> {
                 if charged {
                     self.budget.refund();
                 }
-                let (wait, changes) = self.limiter.on_rate_limited(
+                let refusal = self.limiter.on_rate_limited(
                     now,
                     &ticket,
                     retry_after,
                     limits.as_deref(),
                     &self.runner.config,
                 );
-                tracing::info!(batch = job.batch, ?wait, %message, "rate limited");
+                let wait = refusal.wait.max(refusal.hold);
+                tracing::info!(batch = job.batch, ?wait, rate_caused = refusal.rate_caused, %message, "rate limited");
                 let error = BackendError::RateLimited {
                     retry_after,
                     message,
@@ -75,16 +76,32 @@ impl<Backend: LlmBackend, Clock: Timer> Run<'_, '_, '_, Backend, Clock> {
                     wait,
                     error: CallError::from(&error),
                 });
-                self.limits_changed(changes);
-                if let Some((from, to)) = self
-                    .window
-                    .on_rate_limited(ticket.seq(), self.limiter.sent())
-                {
-                    self.emit(&RunEvent::ConcurrencyChanged { from, to });
+                self.limits_changed(refusal.changes);
+                if let Some(reason) = refusal.dropped {
+                    tracing::info!(%reason, "rate limit dropped");
+                    self.emit(&RunEvent::LimitDropped {
+                        kind: super::LimitKind::Requests,
+                        reason,
+                    });
+                }
+                if refusal.rate_caused {
+                    if let Some((from, to)) = self
+                        .window
+                        .on_rate_limited(ticket.seq(), self.limiter.sent())
+                    {
+                        self.emit(&RunEvent::ConcurrencyChanged { from, to });
+                    }
                 }
                 self.breaker.on_neutral();
                 job.last_error = Some((kind, format!("{kind}: {error}")));
-                self.queue.push_front(job);
+                if refusal.hold.is_zero() {
+                    self.queue.push_front(job);
+                } else {
+                    // A stray 429: this request alone waits.
+                    job.ready_at = Some(super::later(now, refusal.hold));
+                    job.held_by_429 = true;
+                    self.delayed.push(job);
+                }
             }
             BackendError::UnsupportedFormat(message)
                 if self.runner.config.request.output == OutputMode::Auto =>
@@ -252,6 +269,7 @@ impl<Backend: LlmBackend, Clock: Timer> Run<'_, '_, '_, Backend, Clock> {
                 error: CallError::from(error),
             });
             job.ready_at = Some(super::later(now, delay));
+            job.held_by_429 = false;
             self.delayed.push(job);
         } else if self.budget.left() > 0 {
             self.tally.counters.requeued += 1;

@@ -70,7 +70,8 @@ impl MockStep {
     /// Every fault the mock can inject, for random fault mixes.
     pub fn faults() -> Vec<MockStep> {
         vec![
-            Self::RateLimited(Some(Duration::from_secs(1))),
+            // Bare, as proxies send them: no retry-after, no limits.
+            Self::RateLimited(None),
             Self::ServerError,
             Self::Timeout,
             Self::Malformed,
@@ -116,7 +117,7 @@ pub struct MockBackend {
     after: AfterScript,
     latency: Duration,
     timer: Option<Arc<dyn Timer>>,
-    faults: Option<(f64, u64)>,
+    faults: Option<(f64, u64, Arc<[MockStep]>)>,
 }
 
 impl Default for MockBackend {
@@ -155,7 +156,8 @@ impl MockBackend {
         self
     }
 
-    /// Waits `latency` on `timer` before each answer.
+    /// Waits `latency` on `timer` before each answer (a 429 comes back at once, as a server
+    /// refuses a request over its limit before the model runs).
     #[must_use]
     pub fn with_latency(mut self, latency: Duration, timer: impl Timer + 'static) -> Self {
         self.latency = latency;
@@ -168,8 +170,23 @@ impl MockBackend {
     /// often that same request was sent before, so a run is reproducible whatever the order
     /// in which concurrent requests arrive.
     #[must_use]
-    pub fn with_faults(mut self, rate: f64, seed: u64) -> Self {
-        self.faults = Some((rate.clamp(0.0, 1.0), seed));
+    pub fn with_faults(self, rate: f64, seed: u64) -> Self {
+        self.with_fault_mix(rate, seed, MockStep::faults())
+    }
+
+    /// As [`MockBackend::with_faults`], drawing the faults from `mix` (an empty mix injects
+    /// nothing). `MockStep::RateLimited(None)` alone gives stray 429s: refusals that no limit
+    /// of the caller's causes, as overloaded pools and proxies send them.
+    ///
+    /// ```
+    /// use dynbatch::{MockBackend, MockStep};
+    /// // A third of all calls refused with a bare 429, reproducibly.
+    /// let mock = MockBackend::new().with_fault_mix(0.33, 7, vec![MockStep::RateLimited(None)]);
+    /// # let _ = mock;
+    /// ```
+    #[must_use]
+    pub fn with_fault_mix(mut self, rate: f64, seed: u64, mix: Vec<MockStep>) -> Self {
+        self.faults = (!mix.is_empty()).then(|| (rate.clamp(0.0, 1.0), seed, mix.into()));
         self
     }
 
@@ -258,12 +275,11 @@ impl MockBackend {
                 source: format!("MockBackend script exhausted: it had {played} steps").into(),
             });
         }
-        if let Some((rate, seed)) = self.faults {
+        if let Some((rate, seed, faults)) = &self.faults {
             let roll = mix(seed ^ prompt_hash ^ repeats.wrapping_mul(0x9E37_79B9));
             #[allow(clippy::cast_precision_loss)] // 53 bits of a hash: a uniform fraction
             let fraction = (roll >> 11) as f64 / (1u64 << 53) as f64;
-            if fraction < rate {
-                let faults = MockStep::faults();
+            if fraction < *rate {
                 let pick = usize::try_from(mix(roll) % faults.len() as u64).unwrap_or(0);
                 return Ok(faults[pick].clone());
             }
@@ -276,7 +292,9 @@ impl MockBackend {
 impl LlmBackend for MockBackend {
     async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, BackendError> {
         let (step, mut rate_limits) = self.next_step(request)?;
-        if let (Some(timer), false) = (&self.timer, self.latency.is_zero()) {
+        // A server refuses a request over its limit before the model runs: a 429 is quick.
+        let refused = matches!(step, MockStep::RateLimited(_) | MockStep::Limited { .. });
+        if let (Some(timer), false, false) = (&self.timer, self.latency.is_zero(), refused) {
             timer.sleep(self.latency).await;
         }
         let answer = |missing: &[i64], extra: Option<i64>| {

@@ -20,7 +20,13 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::{RunConfig, later};
+
+mod bucket;
+mod evidence;
+
 use crate::backend::{LimitStatus, RateLimitInfo};
+use bucket::{Bucket, per_minute};
+use evidence::{Evidence, Verdict};
 
 /// Which limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -83,98 +89,31 @@ impl Ticket {
     }
 }
 
-/// Tolerance of the band check in [`Bucket::sync`] (float rounding).
-const EPSILON: f64 = 1e-9;
 /// The shortest span between two 429s over which the answers in between measure the rate.
 const MEASURE_SPAN: Duration = Duration::from_secs(10);
-/// An inferred limit is raised by `PROBE_STEP` every `PROBE_EVERY` while it binds and no
-/// 429 came for `PROBE_QUIET`, to find a limit that is higher than inferred.
-const PROBE_STEP: f64 = 1.05;
+/// An inferred limit is raised every `PROBE_EVERY` while it binds and no 429 came for
+/// `PROBE_QUIET`, to find a limit that is higher than inferred: first by `PROBE_FIRST`, then
+/// by a step whose excess doubles with each probe that draws no 429, up to `PROBE_MAX` (so a
+/// limit cut far too low climbs back in a minute or two). A 429 soon after a probe undoes it
+/// and starts the steps again from the first.
+const PROBE_FIRST: f64 = 1.05;
+const PROBE_MAX: f64 = 2.0;
 const PROBE_EVERY: Duration = Duration::from_secs(10);
 const PROBE_QUIET: Duration = Duration::from_secs(30);
 
-#[derive(Debug)]
-struct Bucket {
-    kind: LimitKind,
-    /// Per minute.
-    limit: Option<f64>,
-    source: Option<LimitSource>,
-    level: f64,
-    at: Instant,
-}
-
-impl Bucket {
-    fn new(kind: LimitKind, limit: Option<u32>, now: Instant) -> Self {
-        // A limit of 0 would never refill: the least that lets anything through is 1.
-        let limit = limit.map(|l| f64::from(l.max(1)));
-        Self {
-            kind,
-            limit,
-            source: limit.map(|_| LimitSource::Configured),
-            level: limit.unwrap_or(0.0),
-            at: now,
-        }
-    }
-
-    /// Per second.
-    fn rate(&self) -> Option<f64> {
-        self.limit.map(|l| l / 60.0)
-    }
-
-    fn refill(&mut self, now: Instant) {
-        if let (Some(limit), Some(rate)) = (self.limit, self.rate()) {
-            let secs = now.saturating_duration_since(self.at).as_secs_f64();
-            self.level = (self.level + rate * secs).min(limit);
-        }
-        self.at = self.at.max(now);
-    }
-
-    /// How long until `cost` is available (capped at the limit, so a request larger than the
-    /// bucket waits for a full one); `None` when it is now or the limit is unknown. Rounded up
-    /// to the next microsecond, so that after the wait it is there (never a hair early).
-    fn wait(&self, cost: f64) -> Option<Duration> {
-        let (limit, rate) = (self.limit?, self.rate()?);
-        let need = cost.min(limit) - self.level;
-        (need > 0.0).then(|| {
-            let micros = (need / rate * 1e6).ceil() + 1.0;
-            Duration::try_from_secs_f64(micros / 1e6).unwrap_or(Duration::MAX)
-        })
-    }
-
-    /// Sets the limit; `Some` change when the whole number per minute differs.
-    fn set_limit(&mut self, limit: f64, source: LimitSource) -> Option<Change> {
-        let limit = limit.max(1.0);
-        let before = self.limit.map(per_minute);
-        match self.limit {
-            None => self.level = limit,
-            Some(_) => self.level = self.level.min(limit),
-        }
-        self.limit = Some(limit);
-        let changed = before != Some(per_minute(limit)) || self.source != Some(source);
-        self.source = Some(source);
-        changed.then(|| (self.kind, per_minute(limit), source))
-    }
-
-    /// Brings the level in line with what the server reports is left, `sent_since` (units
-    /// sent after the reporting request) taken off. The server's count is a whole number taken
-    /// somewhere between the send and now, so the level now lies within
-    /// `[remaining − since, remaining + 1 + refill since the send − since]`; a level outside
-    /// that band is set to its lower end.
-    fn sync(&mut self, remaining: u64, sent_since: u64, since_send: Duration) {
-        let Some(rate) = self.rate() else { return };
-        #[allow(clippy::cast_precision_loss)] // counts far below 2^52
-        let (remaining, since) = (remaining as f64, sent_since as f64);
-        let low = remaining - since;
-        let high = remaining + 1.0 + rate * since_send.as_secs_f64() - since;
-        if self.level < low - EPSILON || self.level > high + EPSILON {
-            self.level = low.min(self.limit.unwrap_or(low));
-        }
-    }
-}
-
-#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // positive, far below 2^64
-fn per_minute(limit: f64) -> u64 {
-    limit.round() as u64
+/// What the runner does about a 429.
+#[derive(Debug, Default)]
+pub(super) struct Refusal {
+    /// How long all sending waits.
+    pub(super) wait: Duration,
+    /// How long the refused request alone waits before it goes again (a stray 429).
+    pub(super) hold: Duration,
+    /// Whether the caller's own rate caused it (the concurrency window shrinks).
+    pub(super) rate_caused: bool,
+    /// Limits learnt or changed.
+    pub(super) changes: Vec<Change>,
+    /// An inferred limit was dropped, and why.
+    pub(super) dropped: Option<String>,
 }
 
 /// The rate limiter of one run.
@@ -196,11 +135,17 @@ pub(super) struct Limiter {
     /// Requests sent when an inferred limit last changed: 429s of those are old news.
     adjusted_at: Option<u64>,
     last_probe: Instant,
+    /// The factor of the next probe.
+    probe_step: f64,
+    /// The limit before the last probe, to go back to if the probe draws a 429.
+    before_probe: Option<f64>,
     last_429: Option<Instant>,
     /// When the requests bucket last held a request back.
     last_bound: Option<Instant>,
     /// 429s in a row with nothing to pace by.
     blind_429s: u32,
+    /// What the 429s so far say: the caller's rate, or stray.
+    evidence: Evidence,
     /// Send order of the requests answered with a 429.
     refused: BTreeMap<u64, u64>,
 }
@@ -219,9 +164,12 @@ impl Limiter {
             last_empty: None,
             adjusted_at: None,
             last_probe: now,
+            probe_step: PROBE_FIRST,
+            before_probe: None,
             last_429: None,
             last_bound: None,
             blind_429s: 0,
+            evidence: Evidence::default(),
             refused: BTreeMap::new(),
         }
     }
@@ -286,6 +234,7 @@ impl Limiter {
         self.resolve(ticket);
         self.answered.push(ticket.at);
         self.blind_429s = 0;
+        self.evidence.answered(ticket.requests_before);
         let mut changes = Vec::new();
         if let Some(info) = info {
             self.learn(now, ticket, info, LimitSource::Headers, &mut changes);
@@ -303,15 +252,18 @@ impl Limiter {
             && now.saturating_duration_since(self.last_probe) >= PROBE_EVERY
         {
             self.last_probe = now;
-            let raised = self.requests.limit.unwrap_or(1.0) * PROBE_STEP;
+            let limit = self.requests.limit.unwrap_or(1.0);
+            self.before_probe = Some(limit);
+            let raised = limit * self.probe_step;
+            self.probe_step = (1.0 + 2.0 * (self.probe_step - 1.0)).min(PROBE_MAX);
             changes.extend(self.requests.set_limit(raised, LimitSource::Inferred));
         }
         self.prune(now);
         changes
     }
 
-    /// A 429 to the request of `ticket`. Returns how long sending now waits, and the limits
-    /// that changed.
+    /// A 429 to the request of `ticket`: what sending does about it, and the limits that
+    /// changed.
     pub(super) fn on_rate_limited(
         &mut self,
         now: Instant,
@@ -319,53 +271,146 @@ impl Limiter {
         retry_after: Option<Duration>,
         info: Option<&RateLimitInfo>,
         config: &RunConfig,
-    ) -> (Duration, Vec<Change>) {
+    ) -> Refusal {
         self.resolve(ticket);
         self.last_429 = Some(now);
         self.refused.insert(ticket.requests_before, ticket.cost);
-        let mut changes = Vec::new();
+        let mut refusal = Refusal::default();
         let info = info.copied().unwrap_or_default();
-        self.learn(now, ticket, &info, LimitSource::Headers, &mut changes);
+        self.learn(
+            now,
+            ticket,
+            &info,
+            LimitSource::Headers,
+            &mut refusal.changes,
+        );
         self.requests.refill(now);
         self.tokens.refill(now);
-        // The server did not count a refused request.
-        #[allow(clippy::cast_precision_loss)]
-        for (bucket, cost) in [
-            (&mut self.requests, 1.0),
-            (&mut self.tokens, ticket.cost as f64),
-        ] {
-            bucket.level = (bucket.level + cost).min(bucket.limit.unwrap_or(f64::INFINITY));
-        }
+        self.undo_probe(now, &mut refusal.changes);
         let requests_out = info.requests.remaining == Some(0);
         let tokens_out = info.tokens.remaining.is_some_and(|r| r < ticket.cost);
         let unknown = !requests_out && !tokens_out;
+        let told = self.requests.source == Some(LimitSource::Headers)
+            || self.tokens.source == Some(LimitSource::Headers);
+        let mut run_end = ticket.requests_before;
+        let verdict = if unknown && !told {
+            let (run, last) = self.refused_run(ticket.requests_before);
+            run_end = last;
+            let alone = self.in_flight.is_empty();
+            self.evidence.refused(ticket.requests_before, run, alone)
+        } else {
+            Verdict::RateCaused
+        };
+        if verdict == Verdict::RateCaused {
+            // The server did not count a refused request. (A stray one keeps its cost: what
+            // refused it is unknown, and handing the allowance back would send the next
+            // request into the same refusal at once.)
+            #[allow(clippy::cast_precision_loss)]
+            for (bucket, cost) in [
+                (&mut self.requests, 1.0),
+                (&mut self.tokens, ticket.cost as f64),
+            ] {
+                bucket.level = (bucket.level + cost).min(bucket.limit.unwrap_or(f64::INFINITY));
+            }
+        }
+        refusal.rate_caused = verdict == Verdict::RateCaused;
+        if verdict == Verdict::Contradicted {
+            refusal.dropped = self.drop_inferred();
+        }
+        // A server that asks for a long wait means it for everything it serves.
+        let long_wait = retry_after.is_some_and(|after| after > config.max_delay);
+        if !refusal.rate_caused && !long_wait {
+            if self.requests.source == Some(LimitSource::Inferred) {
+                // Scattered 429s far apart while paced: the pace is a little too fast.
+                refusal.changes.extend(self.measure(ticket));
+            }
+            // Stray: this request alone waits, as long as the server asked (up to
+            // `max_delay`) or a quarter of
+            // the first back-off (a run of them is evidence, and holds everything); the
+            // others go on at the pace in force.
+            refusal.hold = retry_after
+                .unwrap_or_else(|| super::retry::backoff(config, ticket.requests_before, 1) / 4);
+            return self.finish(now, ticket, refusal);
+        }
         if requests_out || unknown {
             self.requests.level = self.requests.level.min(0.0);
         }
         if tokens_out || unknown {
             self.tokens.level = self.tokens.level.min(0.0);
         }
-        let told = self.requests.source == Some(LimitSource::Headers)
-            || self.tokens.source == Some(LimitSource::Headers);
-        if unknown && !told {
-            changes.extend(self.infer(now, ticket));
+        if unknown && !told && refusal.rate_caused {
+            refusal.changes.extend(self.infer(now, ticket, run_end + 1));
         }
         if let Some(after) = retry_after {
-            let until = later(now, after);
-            self.hold_until = Some(self.hold_until.map_or(until, |h| h.max(until)));
+            self.hold_all(later(now, after));
         } else if self.requests.limit.is_none() && self.tokens.limit.is_none() {
             // Nothing to pace by yet: back off, longer with each 429 in a row.
             self.blind_429s += 1;
-            let until = later(
+            self.hold_all(later(
                 now,
                 super::retry::backoff(config, u64::MAX - 1, self.blind_429s),
-            );
-            self.hold_until = Some(self.hold_until.map_or(until, |h| h.max(until)));
+            ));
         }
-        let wait = self
+        self.finish(now, ticket, refusal)
+    }
+
+    /// How many requests in a row, in the order sent, were refused (the one sent after `seq`
+    /// others and its neighbours), and the last of them.
+    fn refused_run(&self, seq: u64) -> (u64, u64) {
+        let before = self
+            .refused
+            .range(..seq)
+            .rev()
+            .zip((0..seq).rev())
+            .take_while(|((s, _), expected)| *s == expected)
+            .count();
+        let after = self
+            .refused
+            .range(seq + 1..)
+            .zip(seq + 1..)
+            .take_while(|((s, _), expected)| *s == expected)
+            .count();
+        ((before + after + 1) as u64, seq + after as u64)
+    }
+
+    fn finish(&mut self, now: Instant, ticket: &Ticket, mut refusal: Refusal) -> Refusal {
+        refusal.wait = self
             .ready_at(now, ticket.cost)
             .map_or(Duration::ZERO, |at| at.saturating_duration_since(now));
-        (wait, changes)
+        refusal
+    }
+
+    fn hold_all(&mut self, until: Instant) {
+        self.hold_until = Some(self.hold_until.map_or(until, |h| h.max(until)));
+    }
+
+    /// A 429 soon after a probe: back to the limit before it, and the probe's steps start
+    /// again from the first.
+    fn undo_probe(&mut self, now: Instant, changes: &mut Vec<Change>) {
+        self.probe_step = PROBE_FIRST;
+        let recent = now.saturating_duration_since(self.last_probe) < PROBE_EVERY;
+        if let Some(before) = self.before_probe.take().filter(|_| recent) {
+            if self.requests.source == Some(LimitSource::Inferred) {
+                changes.extend(self.requests.set_limit(before, LimitSource::Inferred));
+            }
+        }
+    }
+
+    /// Drops an inferred requests limit that pacing did not bear out; says why.
+    fn drop_inferred(&mut self) -> Option<String> {
+        if self.requests.source != Some(LimitSource::Inferred) {
+            return None;
+        }
+        let limit = self.requests.limit.map_or(0, per_minute);
+        self.requests.limit = None;
+        self.requests.source = None;
+        self.before_probe = None;
+        self.last_empty = None;
+        self.evidence.paced_from(None);
+        Some(format!(
+            "429s kept coming while paced at {limit} requests per minute: they are not this \
+             client's rate, so the inferred limit is dropped"
+        ))
     }
 
     /// Takes what a server reported: limits, and what is left of them.
@@ -407,12 +452,12 @@ impl Limiter {
         sync(&mut self.tokens, &info.tokens, tokens_since, changes);
     }
 
-    /// A 429 with nothing said about limits: infer the requests per minute. The first time,
-    /// from the requests sent before it that were not refused, answered or still in flight (a
-    /// full bucket plus its refill since the start); later,
+    /// A run of 429s with nothing said about limits: infer the requests per minute. With no
+    /// limit in force, from the requests answered (or still in flight) over the last minute
+    /// at most, as a full bucket plus its refill over that span; with one,
     /// from the answers between two 429s at least [`MEASURE_SPAN`] apart (the bucket was dry
     /// at both), never raising it and never cutting it by more than half at once.
-    fn infer(&mut self, now: Instant, ticket: &Ticket) -> Option<Change> {
+    fn infer(&mut self, now: Instant, ticket: &Ticket, paced_from: u64) -> Option<Change> {
         if self
             .adjusted_at
             .is_some_and(|sent| ticket.requests_before < sent)
@@ -423,17 +468,25 @@ impl Limiter {
         #[allow(clippy::cast_precision_loss)]
         let estimate = match (self.requests.source, last_empty) {
             (None, _) => {
-                let refused_before = self.refused.range(..ticket.requests_before).count() as u64;
-                let n = ticket.requests_before - refused_before;
+                // What got through in the last minute at most: a full bucket plus its
+                // refill over that span (the rate actually sent, not the count since the
+                // start of a long run).
+                let span = ticket
+                    .at
+                    .saturating_duration_since(self.start)
+                    .min(Duration::from_secs(60));
+                let from = ticket.at.checked_sub(span).unwrap_or(self.start);
+                let n = self
+                    .answered
+                    .iter()
+                    .filter(|a| **a >= from && **a < ticket.at)
+                    .count()
+                    // Sent before it and not answered yet: it got through too, most likely.
+                    + self.in_flight.range(..ticket.requests_before).count();
                 if n < 2 {
                     return None; // too little to go by: the back-off hold covers it
                 }
-                let minutes = ticket
-                    .at
-                    .saturating_duration_since(self.start)
-                    .as_secs_f64()
-                    / 60.0;
-                n as f64 / (1.0 + minutes)
+                n as f64 / (1.0 + span.as_secs_f64() / 60.0)
             }
             // A configured limit is only lowered by a measurement, an inferred one also by a
             // 429 too soon to measure.
@@ -459,10 +512,41 @@ impl Limiter {
             _ => return None,
         };
         self.adjusted_at = Some(self.sent_requests);
+        // Requests sent after the run of refusals put the limit to the test, even those
+        // already in flight: a dry bucket refuses them too, a stray refusal does not.
+        self.evidence.paced_from(Some(paced_from));
+        self.before_probe = None;
         self.last_probe = now;
         let change = self.requests.set_limit(estimate, LimitSource::Inferred);
         self.requests.level = self.requests.level.min(0.0);
         change
+    }
+
+    /// A scattered 429 while paced by an inferred limit: when the previous one came at least
+    /// [`MEASURE_SPAN`] before, the answers between the two measure the rate the server
+    /// allows, and a limit above it comes down to it (by half at most). 429s closer together
+    /// measure nothing: frequent scattered ones are stray, and left to [`Evidence`].
+    fn measure(&mut self, ticket: &Ticket) -> Option<Change> {
+        let prev = self.last_empty.replace(ticket.at)?;
+        let span = ticket.at.saturating_duration_since(prev);
+        if span < MEASURE_SPAN {
+            return None;
+        }
+        let limit = self.requests.limit?;
+        #[allow(clippy::cast_precision_loss)]
+        let measured = self
+            .answered
+            .iter()
+            .filter(|a| **a > prev && **a <= ticket.at)
+            .count() as f64
+            / span.as_secs_f64()
+            * 60.0;
+        (measured < limit)
+            .then(|| {
+                self.requests
+                    .set_limit(measured.max(limit * 0.5), LimitSource::Inferred)
+            })
+            .flatten()
     }
 
     /// Forgets answers older than two minutes once they can no longer matter.
@@ -604,18 +688,34 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_holds_everything() {
+    fn a_stray_429s_retry_after_holds_that_request_alone() {
         let t0 = Instant::now();
         let config = RunConfig::default();
         let mut l = Limiter::new(&config, t0);
         let ticket = l.take(t0, 1);
-        let (wait, _) = l.on_rate_limited(t0, &ticket, Some(Duration::from_secs(7)), None, &config);
-        assert_eq!(wait, Duration::from_secs(7));
+        let r = l.on_rate_limited(t0, &ticket, Some(Duration::from_secs(7)), None, &config);
+        assert_eq!((r.wait, r.hold), (Duration::ZERO, Duration::from_secs(7)));
+        assert!(!r.rate_caused);
+        assert_eq!(l.ready_at(t0, 1), None);
+    }
+
+    #[test]
+    fn retry_after_of_a_run_of_refusals_holds_everything() {
+        let t0 = Instant::now();
+        let config = RunConfig::default();
+        let mut l = Limiter::new(&config, t0);
+        let tickets: Vec<Ticket> = (0..8).map(|_| l.take(t0, 1)).collect();
+        let mut last = Refusal::default();
+        for t in &tickets {
+            last = l.on_rate_limited(t0, t, Some(Duration::from_secs(7)), None, &config);
+        }
+        assert!(last.rate_caused);
+        assert_eq!(last.wait, Duration::from_secs(7));
         assert_eq!(l.ready_at(t0, 1), Some(t0 + Duration::from_secs(7)));
     }
 
     #[test]
-    fn the_first_429_without_headers_infers_the_bucket_from_what_got_through() {
+    fn a_run_of_429s_without_headers_infers_the_bucket_from_what_got_through() {
         let t0 = Instant::now();
         let config = RunConfig::default();
         let mut l = Limiter::new(&config, t0);
@@ -625,11 +725,17 @@ mod tests {
             let ticket = l.take(t, 1);
             l.on_answer(t, &ticket, None);
         }
+        // Three sent one after the other, all refused: the bucket is dry.
         let t = t0 + Duration::from_secs(1);
-        let ticket = l.take(t, 1);
-        let (_, changes) = l.on_rate_limited(t, &ticket, None, None, &config);
+        let tickets: Vec<Ticket> = (0..3).map(|_| l.take(t, 1)).collect();
+        let verdicts: Vec<Refusal> = tickets
+            .iter()
+            .map(|ticket| l.on_rate_limited(t, ticket, None, None, &config))
+            .collect();
+        let caused: Vec<bool> = verdicts.iter().map(|v| v.rate_caused).collect();
+        assert_eq!(caused, [false, false, true]);
         assert_eq!(
-            changes,
+            verdicts[2].changes,
             vec![(LimitKind::Requests, 59, LimitSource::Inferred)]
         );
         // Paced from an empty bucket: about one a second.

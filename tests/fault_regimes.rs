@@ -1,0 +1,189 @@
+//! Fault regimes the rate limiter must tell apart, on Tokio's paused clock: 429s that no
+//! limit of ours causes (a proxy, an overloaded pool) must not throttle the run, and the
+//! mock's whole fault mix, at any rate, must end soon with every cluster accounted for.
+
+#![allow(clippy::unwrap_used, clippy::panic, clippy::cast_precision_loss)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dynbatch::backend::mock::{MockBackend, MockStep};
+use dynbatch::patterns::DiscoveryReport;
+use dynbatch::run::{LimitSource, RunConfig, RunEvent, Runner};
+use dynbatch::timer::TokioTimer;
+use dynbatch::{BatchPlan, Batcher, BatchingConfig, Cluster};
+use proptest::prelude::*;
+use tokio::time::Instant;
+
+/// `n` clusters with titles of their own, planned one per batch: `n` calls.
+fn one_per_batch(n: usize) -> (Vec<Cluster>, BatchPlan<'static>) {
+    let clusters = dynbatch::testing::distinct_clusters(n);
+    let config = BatchingConfig::builder()
+        .min_batch_size(1)
+        .max_batch_size(1)
+        .max_total_calls(n)
+        .build()
+        .unwrap();
+    let plan = Batcher::new(config).plan(&clusters).unwrap().into_owned();
+    (clusters, plan)
+}
+
+struct Outcome {
+    report: DiscoveryReport<'static>,
+    elapsed: Duration,
+    events: Vec<RunEvent>,
+}
+
+async fn run(
+    clusters: &[Cluster],
+    plan: BatchPlan<'static>,
+    mock: &MockBackend,
+    config: RunConfig,
+) -> Outcome {
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = events.clone();
+    let runner = Runner::new(mock.clone(), TokioTimer)
+        .with_config(config)
+        .on_event(move |e| {
+            if std::env::var_os("TRACE_EVENTS").is_some()
+                && !matches!(
+                    e,
+                    RunEvent::BatchStarted { .. } | RunEvent::Succeeded { .. }
+                )
+            {
+                eprintln!("{:?} {e:?}", Instant::now());
+            }
+            sink.lock().unwrap().push(e.clone());
+        });
+    let start = Instant::now();
+    let report = runner.run(plan, clusters, "x").await.unwrap().into_owned();
+    let elapsed = start.elapsed();
+    report.check_accounting().unwrap();
+    assert_eq!(report.usage.calls_made, mock.calls());
+    let events = events.lock().unwrap().clone();
+    Outcome {
+        report,
+        elapsed,
+        events,
+    }
+}
+
+fn paused() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap()
+}
+
+/// The same run with and without stray 429s at `rate`: (without, with).
+fn with_and_without(
+    rate: f64,
+    seed: u64,
+    n: usize,
+    concurrency: usize,
+    latency: Duration,
+) -> (Outcome, Outcome) {
+    let runtime = paused();
+    let (clusters, plan) = one_per_batch(n);
+    let config = RunConfig::builder()
+        .concurrency(concurrency)
+        .build()
+        .unwrap();
+    let clean = MockBackend::new().with_latency(latency, TokioTimer);
+    let stray = MockBackend::new()
+        .with_latency(latency, TokioTimer)
+        .with_fault_mix(rate, seed, vec![MockStep::RateLimited(None)]);
+    let without = runtime.block_on(run(&clusters, plan.clone(), &clean, config.clone()));
+    let with = runtime.block_on(run(&clusters, plan, &stray, config));
+    (without, with)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// With up to half of all answers a bare 429 and no real limit behind them, the run
+    /// takes at most half again as long as without them, and loses nothing.
+    #[test]
+    fn invariant_stray_429s_cost_at_most_half_again_the_time_and_lose_nothing(
+        rate in 0.0f64..=0.5,
+        seed in any::<u64>(),
+        n in 60usize..240,
+        concurrency in 2usize..17,
+        latency_ms in 800u64..4000,
+    ) {
+        let (without, with) =
+            with_and_without(rate, seed, n, concurrency, Duration::from_millis(latency_ms));
+        prop_assert_eq!(with.report.outcome_counts(), (n, 0), "nothing lost");
+        prop_assert_eq!(with.report.usage.extra_calls, 0, "429s spend no extra call");
+        let ratio = with.elapsed.as_secs_f64() / without.elapsed.as_secs_f64();
+        prop_assert!(
+            ratio <= 1.5,
+            "{ratio:.3}: {:?} against {:?}, {} 429s of {} calls, limits {:?}",
+            with.elapsed,
+            without.elapsed,
+            with.report.usage.rate_limited,
+            with.report.usage.calls_made,
+            with.report.usage.rate_limits,
+        );
+    }
+}
+
+#[test]
+fn a_third_of_answers_stray_429s_leave_the_pace_alone() {
+    let (without, with) = with_and_without(0.33, 2, 200, 16, Duration::from_secs(1));
+    assert_eq!(with.report.outcome_counts(), (200, 0));
+    let u = &with.report.usage;
+    assert!(u.rate_limited > 50, "{}", u.rate_limited);
+    let ratio = with.elapsed.as_secs_f64() / without.elapsed.as_secs_f64();
+    eprintln!(
+        "stray 429s at 33%: {:.1?} against {:.1?} ({ratio:.3}), {} 429s, limits {:?}",
+        with.elapsed, without.elapsed, u.rate_limited, u.rate_limits
+    );
+    assert!(ratio <= 1.3, "{ratio}");
+    // Scattered 429s are no limit: none is inferred, and the concurrency never halves.
+    assert_ne!(u.rate_limits.requests_source, Some(LimitSource::Inferred));
+    assert!(
+        !with
+            .events
+            .iter()
+            .any(|e| matches!(e, RunEvent::ConcurrencyChanged { .. })),
+        "the window never shrinks"
+    );
+}
+
+/// The bundled sample through the `discover` example's settings: the mock's whole fault mix
+/// at every rate from 0 to 1 ends within a minute, every cluster succeeded or failed.
+#[test]
+fn every_fault_rate_ends_within_a_minute_with_every_cluster_accounted() {
+    let clusters: Vec<Cluster> =
+        serde_json::from_str(include_str!("../examples/data/clusters.json")).unwrap();
+    let plan = Batcher::new(BatchingConfig::default())
+        .plan(&clusters)
+        .unwrap()
+        .into_owned();
+    let batched = plan.batches.iter().map(|b| b.clusters.len()).sum::<usize>();
+    for seed in [1, 2, 3] {
+        for tenth in 0..=10 {
+            let rate = f64::from(tenth) / 10.0;
+            let mock = MockBackend::new()
+                .with_latency(Duration::from_millis(400), TokioTimer)
+                .with_faults(rate, seed);
+            let config = RunConfig::builder().concurrency(4).build().unwrap();
+            let out = paused().block_on(run(&clusters, plan.clone(), &mock, config));
+            let (ok, failed) = out.report.outcome_counts();
+            assert_eq!(ok + failed, batched, "rate {rate} seed {seed}");
+            assert!(
+                out.elapsed <= Duration::from_secs(60),
+                "rate {rate} seed {seed}: {:?}, {ok} succeeded, {failed} failed, {} calls, {} 429s, limits {:?}",
+                out.elapsed,
+                out.report.usage.calls_made,
+                out.report.usage.rate_limited,
+                out.report.usage.rate_limits
+            );
+            if rate == 0.0 {
+                assert_eq!(failed, 0);
+            }
+        }
+    }
+}
