@@ -5,6 +5,9 @@ pub mod backend;
 mod config;
 mod discover;
 mod error;
+#[cfg(all(fuzzing, feature = "testing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod hash;
 mod model;
 pub mod patterns;

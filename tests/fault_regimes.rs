@@ -187,3 +187,56 @@ fn every_fault_rate_ends_within_a_minute_with_every_cluster_accounted() {
         }
     }
 }
+
+/// `n` clusters planned as one batch, the cluster at `tripping` titled with "forbidden".
+fn one_batch_with_a_tripping_title(
+    n: usize,
+    tripping: usize,
+) -> (Vec<Cluster>, BatchPlan<'static>) {
+    let mut clusters = dynbatch::testing::distinct_clusters(n);
+    clusters[tripping].videos[0].title = "A forbidden title".into();
+    let config = BatchingConfig::builder()
+        .min_batch_size(n)
+        .max_batch_size(n)
+        .max_total_calls(1)
+        .build()
+        .unwrap();
+    let plan = Batcher::new(config).plan(&clusters).unwrap().into_owned();
+    assert_eq!(plan.batches.len(), 1);
+    (clusters, plan)
+}
+
+#[test]
+fn a_content_filter_fails_only_the_cluster_that_trips_it() {
+    for (n, tripping) in [(2, 1), (2, 0), (5, 3), (8, 0)] {
+        let (clusters, plan) = one_batch_with_a_tripping_title(n, tripping);
+        let mock = MockBackend::new().with_content_filter("forbidden");
+        let out = paused().block_on(run(&clusters, plan, &mock, RunConfig::default()));
+        assert_eq!(out.report.outcome_counts(), (n - 1, 1), "{n} clusters");
+        let failed: Vec<_> = out
+            .report
+            .outcomes
+            .iter()
+            .filter(|o| o.status == dynbatch::patterns::OutcomeStatus::Failed)
+            .collect();
+        assert_eq!(failed[0].id, clusters[tripping].id);
+        let reason = failed[0].reason.as_deref().unwrap();
+        assert!(reason.starts_with("content_filter: "), "{reason}");
+        assert_eq!(
+            failed[0].failure,
+            Some(dynbatch::Failure::Unusable {
+                problem: dynbatch::run::AnswerProblem::Filtered
+            })
+        );
+    }
+}
+
+#[test]
+fn an_answer_cut_by_the_filter_is_split_too() {
+    // The first call's answer is filtered; of its halves, the second is filtered again.
+    let (clusters, plan) = one_batch_with_a_tripping_title(2, 1);
+    let mock = MockBackend::scripted([MockStep::Filtered, MockStep::Answer, MockStep::Filtered]);
+    let out = paused().block_on(run(&clusters, plan, &mock, RunConfig::default()));
+    assert_eq!(out.report.outcome_counts(), (1, 1));
+    assert_eq!(mock.remaining(), 0);
+}

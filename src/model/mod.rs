@@ -8,7 +8,7 @@ use std::fmt;
 use serde::{Deserialize, Deserializer, Serialize, de};
 
 mod extra;
-mod read;
+pub(crate) mod read;
 mod rejection;
 
 pub use extra::Extra;

@@ -108,6 +108,12 @@ impl<Backend: LlmBackend, Clock: Timer> Run<'_, '_, '_, Backend, Clock> {
             {
                 self.format_refused(job, refused_mode, &message, charged);
             }
+            error @ BackendError::ContentFilter(_) => {
+                // The server answered: it is up. One cluster's titles trip the filter, not
+                // the batch: halves until that cluster is alone, and only it fails.
+                self.breaker.on_neutral();
+                self.split_or_fail(&job, format!("{kind}: {error}"), AnswerProblem::Filtered);
+            }
             error if error.is_account_wide() => self.failed_for_good(&job, &error),
             error if error.is_retryable() => {
                 self.transient(job, &error, now);

@@ -62,6 +62,11 @@ pub enum MockStep {
     UnknownCluster(i64),
     /// A refusal: empty content, `refusal` set.
     Refusal,
+    /// An answer cut by the provider's content filter: empty content,
+    /// `finish_reason: content_filter`.
+    Filtered,
+    /// A 400 `content_filter` error: the prompt tripped the provider's filter (Azure `OpenAI`).
+    PromptFiltered,
     /// This exact content, `finish_reason: stop`.
     Content(String),
 }
@@ -118,6 +123,8 @@ pub struct MockBackend {
     latency: Duration,
     timer: Option<Arc<dyn Timer>>,
     faults: Option<(f64, u64, Arc<[MockStep]>)>,
+    /// Requests whose prompt contains this text get [`MockStep::PromptFiltered`].
+    filter: Option<Arc<str>>,
 }
 
 impl Default for MockBackend {
@@ -135,6 +142,7 @@ impl MockBackend {
             latency: Duration::ZERO,
             timer: None,
             faults: None,
+            filter: None,
         }
     }
 
@@ -187,6 +195,21 @@ impl MockBackend {
     #[must_use]
     pub fn with_fault_mix(mut self, rate: f64, seed: u64, mix: Vec<MockStep>) -> Self {
         self.faults = (!mix.is_empty()).then(|| (rate.clamp(0.0, 1.0), seed, mix.into()));
+        self
+    }
+
+    /// Answers every request whose user prompt contains `needle` with
+    /// [`MockStep::PromptFiltered`] (outside the script), as a provider whose content filter
+    /// one title trips: the request fails, whatever else it asks.
+    ///
+    /// ```
+    /// use dynbatch::MockBackend;
+    /// let mock = MockBackend::new().with_content_filter("forbidden");
+    /// # let _ = mock;
+    /// ```
+    #[must_use]
+    pub fn with_content_filter(mut self, needle: impl Into<String>) -> Self {
+        self.filter = Some(Arc::from(needle.into()));
         self
     }
 
@@ -274,6 +297,11 @@ impl MockBackend {
                 retryable: false,
                 source: format!("MockBackend script exhausted: it had {played} steps").into(),
             });
+        }
+        if let Some(needle) = &self.filter {
+            if request.user_text().contains(&**needle) {
+                return Ok(MockStep::PromptFiltered);
+            }
         }
         if let Some((rate, seed, faults)) = &self.faults {
             let roll = mix(seed ^ prompt_hash ^ repeats.wrapping_mul(0x9E37_79B9));
@@ -376,6 +404,12 @@ impl LlmBackend for MockBackend {
                 FinishReason::Stop,
                 Some("I'm sorry, I can't help with that.".to_owned()),
             ),
+            MockStep::Filtered => (String::new(), FinishReason::ContentFilter, None),
+            MockStep::PromptFiltered => {
+                return Err(BackendError::ContentFilter(
+                    "mock: the prompt tripped the content filter".into(),
+                ));
+            }
             MockStep::Content(text) => (text, FinishReason::Stop, None),
         };
         let prompt_chars: usize = request.messages.iter().map(|m| m.content.len()).sum();

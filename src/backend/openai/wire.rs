@@ -223,6 +223,12 @@ pub(crate) fn classify(
         code: Option<serde_json::Value>,
     }
     let parsed = serde_json::from_str::<Wrapper>(body).ok().map(|w| w.error);
+    // Azure OpenAI and some gateways refuse a prompt that trips their content filter with a
+    // 400 whose code says so.
+    let filtered = parsed.as_ref().is_some_and(|e| {
+        e.code.as_ref().and_then(serde_json::Value::as_str) == Some("content_filter")
+            || e.kind.as_deref() == Some("content_filter")
+    });
     let quota = parsed.as_ref().is_some_and(|e| {
         e.kind.as_deref() == Some("insufficient_quota")
             || e.code.as_ref().and_then(serde_json::Value::as_str) == Some("insufficient_quota")
@@ -259,6 +265,7 @@ pub(crate) fn classify(
             message,
         },
         (false, 429) if quota => BackendError::QuotaExhausted(message),
+        (false, 400..=499) if filtered => BackendError::ContentFilter(message),
         (false, 401 | 403) => BackendError::Authentication(message),
         (false, 404) => BackendError::NotFound(message),
         (false, 400..=499) => BackendError::BadRequest(message),
@@ -296,6 +303,13 @@ mod tests {
             BackendError::NotFound(_)
         ));
         assert!(classify(404, &none, "", None).is_account_wide());
+        // Azure's prompt filter: a 400 whose code says content_filter.
+        let filtered =
+            r#"{"error": {"code": "content_filter", "message": "The response was filtered"}}"#;
+        assert!(matches!(
+            classify(400, &none, filtered, None),
+            BackendError::ContentFilter(_)
+        ));
         // x-should-retry wins both ways.
         assert!(classify(400, &h(&[("x-should-retry", "true")]), "", None).is_retryable());
         assert!(!classify(503, &h(&[("x-should-retry", "false")]), "", None).is_retryable());

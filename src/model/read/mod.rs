@@ -92,6 +92,16 @@ pub fn read_clusters_parallel(
     read_windows(reader, threads, CHUNK)
 }
 
+/// [`read_windows`] for the fuzz targets (small windows, so clusters cross them anywhere).
+#[cfg(fuzzing)]
+pub(crate) fn read_windows_for_fuzzing(
+    data: &[u8],
+    threads: NonZeroUsize,
+    chunk: usize,
+) -> Result<Vec<Cluster>, ReadError> {
+    read_windows(data, threads, chunk)
+}
+
 /// [`read_clusters_parallel`] with windows of `chunk` bytes (tests use small ones, so elements
 /// cross windows anywhere).
 fn read_windows(
