@@ -14,6 +14,9 @@ pub(super) struct Bucket {
     pub(super) limit: Option<f64>,
     pub(super) source: Option<LimitSource>,
     pub(super) level: f64,
+    /// Per minute: this client's share of the limit when others spend from the same key
+    /// (see `share.rs`); `None` alone.
+    pub(super) pace: Option<f64>,
     pub(super) at: Instant,
 }
 
@@ -26,13 +29,25 @@ impl Bucket {
             limit,
             source: limit.map(|_| LimitSource::Configured),
             level: limit.unwrap_or(0.0),
+            pace: None,
             at: now,
         }
     }
 
     /// Per second.
     pub(super) fn rate(&self) -> Option<f64> {
-        self.limit.map(|l| l / 60.0)
+        let limit = self.limit?;
+        Some(self.pace.map_or(limit, |p| p.min(limit)) / 60.0)
+    }
+
+    /// Shares the key at `pace` per minute (`None`: alone). Sharing, the bucket holds at most
+    /// two seconds' worth of the pace, so requests are spread over the window instead of
+    /// spending what the server reports left all at once (the others see it too).
+    pub(super) fn share(&mut self, pace: Option<f64>) {
+        self.pace = pace;
+        if let Some(pace) = pace {
+            self.level = self.level.min((pace / 30.0).max(1.0));
+        }
     }
 
     pub(super) fn refill(&mut self, now: Instant) {

@@ -8,8 +8,9 @@
 //! overloaded pool or a shared gateway refuses a share of requests whatever the rate, so stray
 //! refusals come scattered at that share. A run of refusals counts as rate evidence only when
 //! the share of refusals seen before it makes such a run improbable: `share^run` below
-//! [`IMPROBABLE`]. After sixty answers and no refusal, three in a row are evidence; with half the answers
-//! refused all along, it takes a run of seventeen.
+//! [`IMPROBABLE`], the share counted with a prior of two refusals in four. After two hundred
+//! answers and no refusal, three in a row are evidence (four after sixty); with half the
+//! answers refused all along, it takes a run of twenty.
 //!
 //! A limit inferred from evidence is then put to the test: while the runner paces by it, the
 //! requests sent at that pace should stop drawing 429s. When they keep drawing scattered ones,
@@ -22,16 +23,16 @@ use std::collections::VecDeque;
 const WINDOW: usize = 256;
 /// How improbable a run of refusals must be, at the share seen before it, to count as
 /// evidence of a limit.
-const IMPROBABLE: f64 = 1e-5;
+const IMPROBABLE: f64 = 1e-6;
 /// The shortest run of refusals that counts as evidence.
 const MIN_RUN: u32 = 3;
 /// The shortest run that counts when nothing was ever answered (no share to go by; the
 /// first request of a run may go alone, so a few stray refusals in a row are common).
 const ALL_REFUSED_RUN: u64 = 8;
 /// Outcomes of paced requests before an inferred limit is judged.
-const VERIFY_OUTCOMES: u32 = 6;
+const VERIFY_OUTCOMES: u32 = 8;
 /// The share of paced requests refused (scattered) that contradicts an inferred limit.
-const CONTRADICTING_SHARE: f64 = 1.0 / 6.0;
+const CONTRADICTING_SHARE: f64 = 1.0 / 8.0;
 
 /// What a 429 says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,7 +84,9 @@ impl Evidence {
         let outcomes = self.history.len().saturating_sub(before);
         self.push(true);
         #[allow(clippy::cast_precision_loss)] // counts of at most WINDOW
-        let share = (refused as f64 + 1.0) / (outcomes as f64 + 2.0);
+        // A prior of two refusals in four: early on, with few outcomes seen, a short run
+        // proves little.
+        let share = (refused as f64 + 2.0) / (outcomes as f64 + 4.0);
         let long = run >= u64::from(MIN_RUN);
         // Nothing answered yet and every request sent refused: no share to go by.
         let all_refused = self.answers == 0 && alone && run >= ALL_REFUSED_RUN;
@@ -129,14 +132,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn after_clean_answers_three_refusals_in_a_row_are_evidence() {
+    fn after_many_clean_answers_three_refusals_in_a_row_are_evidence() {
         let mut e = Evidence::default();
-        for seq in 0..100 {
+        for seq in 0..200 {
             e.answered(seq);
         }
-        assert_eq!(e.refused(100, 1, false), Verdict::Stray);
-        assert_eq!(e.refused(101, 2, false), Verdict::Stray);
-        assert_eq!(e.refused(102, 3, false), Verdict::RateCaused);
+        // Two hundred answers, no refusal: (2/204)^3 is below 1e-6.
+        assert_eq!(e.refused(200, 1, false), Verdict::Stray);
+        assert_eq!(e.refused(201, 2, false), Verdict::Stray);
+        assert_eq!(e.refused(202, 3, false), Verdict::RateCaused);
     }
 
     #[test]
@@ -153,8 +157,8 @@ mod tests {
             .map(|seq| e.refused(seq, seq - 199, false))
             .collect();
         let first = verdicts.iter().position(|v| *v == Verdict::RateCaused);
-        // 0.5^17 < 1e-5: the seventeenth refusal in a row is the first that counts.
-        assert_eq!(first, Some(16), "{verdicts:?}");
+        // 0.5^20 < 1e-6: the twentieth refusal in a row is the first that counts.
+        assert_eq!(first, Some(19), "{verdicts:?}");
     }
 
     #[test]
@@ -166,13 +170,13 @@ mod tests {
             e.answered(seq);
         }
         assert_eq!(e.refused(5, 1, false), Verdict::Stray);
-        // Five answers and one refusal among paced requests: one in six.
-        for seq in 10..15 {
+        // Seven answers and one refusal among paced requests: one in eight.
+        for seq in 10..17 {
             e.answered(seq);
         }
-        assert_eq!(e.refused(15, 1, false), Verdict::Contradicted);
+        assert_eq!(e.refused(17, 1, false), Verdict::Contradicted);
         // Judged once: the next is stray again until a new limit is paced by.
-        assert_eq!(e.refused(16, 2, false), Verdict::Stray);
+        assert_eq!(e.refused(18, 2, false), Verdict::Stray);
     }
 
     #[test]

@@ -23,10 +23,12 @@ use super::{RunConfig, later};
 
 mod bucket;
 mod evidence;
+mod share;
 
 use crate::backend::{LimitStatus, RateLimitInfo};
 use bucket::{Bucket, per_minute};
 use evidence::{Evidence, Verdict};
+use share::Share;
 
 /// Which limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -146,6 +148,8 @@ pub(super) struct Limiter {
     blind_429s: u32,
     /// What the 429s so far say: the caller's rate, or stray.
     evidence: Evidence,
+    /// What other consumers of the key spend, from the server's `remaining`.
+    share: Share,
     /// Send order of the requests answered with a 429.
     refused: BTreeMap<u64, u64>,
 }
@@ -170,6 +174,7 @@ impl Limiter {
             last_bound: None,
             blind_429s: 0,
             evidence: Evidence::default(),
+            share: Share::default(),
             refused: BTreeMap::new(),
         }
     }
@@ -334,6 +339,14 @@ impl Limiter {
         }
         if requests_out || unknown {
             self.requests.level = self.requests.level.min(0.0);
+            if self.requests.pace.is_some() {
+                // Others on the key were refused at the same moment: do not all come back
+                // at the same instant. Up to two requests' worth of the pace later.
+                let x = crate::hash::mix(ticket.requests_before ^ 0x5eed_0f_5a1e);
+                #[allow(clippy::cast_precision_loss)] // 53 random bits as a fraction
+                let jitter = (x >> 11) as f64 / (1u64 << 53) as f64;
+                self.requests.level -= 2.0 * jitter;
+            }
         }
         if tokens_out || unknown {
             self.tokens.level = self.tokens.level.min(0.0);
@@ -450,6 +463,28 @@ impl Limiter {
         };
         sync(&mut self.requests, &info.requests, requests_since, changes);
         sync(&mut self.tokens, &info.tokens, tokens_since, changes);
+        if let (Some(remaining), Some(limit)) = (info.requests.remaining, self.requests.limit) {
+            // This client's requests the server had counted when it answered this one:
+            // those sent up to it, less the refused, less half of those sent before it and
+            // still in flight (the server may have counted them or not).
+            let refused_before = self.refused.range(..ticket.requests_before).count();
+            #[allow(clippy::cast_precision_loss)] // counts far below 2^52
+            let counted =
+                (ticket.requests_before + 1) as f64 - refused_before as f64 - earlier as f64 / 2.0;
+            #[allow(clippy::cast_precision_loss)]
+            self.share
+                .observe(ticket.at, counted, remaining as f64, limit);
+            let pace = self.share.pace(limit);
+            self.requests.share(pace);
+            if let Some(portion) = self.share.portion(limit) {
+                #[allow(clippy::cast_precision_loss)]
+                let mine = remaining as f64 * portion - requests_since as f64;
+                self.requests.level = self.requests.level.min(mine);
+            }
+            // Tokens are shared in the same proportion.
+            self.tokens
+                .share(pace.zip(self.tokens.limit).map(|(p, t)| t * p / limit));
+        }
     }
 
     /// A run of 429s with nothing said about limits: infer the requests per minute. With no
@@ -660,8 +695,8 @@ mod tests {
         for _ in 0..5 {
             l.take(t0, 1);
         }
-        // The first request saw 10 left; five went after it: 5 are left now.
-        l.on_answer(t0, &first, Some(&info(60, 10)));
+        // The first request saw 10 of 11 left; five went after it: 5 are left now.
+        l.on_answer(t0, &first, Some(&info(11, 10)));
         for _ in 0..5 {
             assert_eq!(l.ready_at(t0, 1), None);
             l.take(t0, 1);
@@ -725,17 +760,17 @@ mod tests {
             let ticket = l.take(t, 1);
             l.on_answer(t, &ticket, None);
         }
-        // Three sent one after the other, all refused: the bucket is dry.
+        // Four sent one after the other, all refused: the bucket is dry.
         let t = t0 + Duration::from_secs(1);
-        let tickets: Vec<Ticket> = (0..3).map(|_| l.take(t, 1)).collect();
+        let tickets: Vec<Ticket> = (0..4).map(|_| l.take(t, 1)).collect();
         let verdicts: Vec<Refusal> = tickets
             .iter()
             .map(|ticket| l.on_rate_limited(t, ticket, None, None, &config))
             .collect();
         let caused: Vec<bool> = verdicts.iter().map(|v| v.rate_caused).collect();
-        assert_eq!(caused, [false, false, true]);
+        assert_eq!(caused, [false, false, false, true]);
         assert_eq!(
-            verdicts[2].changes,
+            verdicts[3].changes,
             vec![(LimitKind::Requests, 59, LimitSource::Inferred)]
         );
         // Paced from an empty bucket: about one a second.
