@@ -62,16 +62,17 @@ async fn replicas(clients: usize, n: usize, rpm: u32) -> (f64, f64, u64) {
     let done = futures::future::join_all(runs).await;
     let last = done.iter().map(|(t, _)| *t).max().unwrap();
     let total = (clients * n) as f64;
-    let least = (total - f64::from(rpm)).max(0.0) * 60.0 / f64::from(rpm) + LATENCY.as_secs_f64();
+    let least_time =
+        (total - f64::from(rpm)).max(0.0) * 60.0 / f64::from(rpm) + LATENCY.as_secs_f64();
     let calls = server.calls() as f64;
     let refused = server.rate_limited() as f64;
     // The most calls one request took: each prompt's occurrences.
     let mut per_prompt = std::collections::HashMap::new();
     for r in server.requests() {
-        *per_prompt.entry(r.user_text().to_string()).or_insert(0u64) += 1;
+        *per_prompt.entry(r.user_text()).or_insert(0u64) += 1;
     }
     let most = per_prompt.values().copied().max().unwrap_or(0);
-    let ratio = last.as_secs_f64() / least;
+    let ratio = last.as_secs_f64() / least_time;
     eprintln!(
         "{clients} clients × {n} at {rpm}/min: last done in {last:.1?} = {ratio:.3} × the least time; \
          {refused} 429s of {calls} requests ({:.1}%); at most {most} calls for one request",

@@ -10,7 +10,9 @@ use super::event::RunEvent;
 use super::failure::{AnswerProblem, Failure, StopCause};
 use super::limiter::Ticket;
 use super::retry::{self, Change};
-use crate::backend::{BackendError, CallError, ChatRequest, ChatResponse, ErrorKind, LlmBackend};
+use crate::backend::{
+    BackendError, CallError, ChatRequest, ChatResponse, ErrorKind, LlmBackend, RateLimitInfo,
+};
 use crate::prompt::OutputMode;
 use crate::store::RequestKey;
 use crate::timer::Timer;
@@ -52,57 +54,7 @@ impl<Backend: LlmBackend, Clock: Timer> Run<'_, '_, '_, Backend, Clock> {
                 retry_after,
                 limits,
                 message,
-            } => {
-                self.tally.counters.rate_limited += 1;
-                if charged {
-                    self.budget.refund();
-                }
-                let refusal = self.limiter.on_rate_limited(
-                    now,
-                    &ticket,
-                    retry_after,
-                    limits.as_deref(),
-                    &self.runner.config,
-                );
-                let wait = refusal.wait.max(refusal.hold);
-                tracing::info!(batch = job.batch, ?wait, rate_caused = refusal.rate_caused, %message, "rate limited");
-                let error = BackendError::RateLimited {
-                    retry_after,
-                    message,
-                    limits,
-                };
-                self.emit(&RunEvent::RateLimited {
-                    batch: job.batch,
-                    wait,
-                    error: CallError::from(&error),
-                });
-                self.limits_changed(refusal.changes);
-                if let Some(reason) = refusal.dropped {
-                    tracing::info!(%reason, "rate limit dropped");
-                    self.emit(&RunEvent::LimitDropped {
-                        kind: super::LimitKind::Requests,
-                        reason,
-                    });
-                }
-                if refusal.rate_caused {
-                    if let Some((from, to)) = self
-                        .window
-                        .on_rate_limited(ticket.seq(), self.limiter.sent())
-                    {
-                        self.emit(&RunEvent::ConcurrencyChanged { from, to });
-                    }
-                }
-                self.breaker.on_neutral();
-                job.last_error = Some((kind, format!("{kind}: {error}")));
-                if refusal.hold.is_zero() {
-                    self.queue.push_front(job);
-                } else {
-                    // A stray 429: this request alone waits.
-                    job.ready_at = Some(super::later(now, refusal.hold));
-                    job.held_by_429 = true;
-                    self.delayed.push(job);
-                }
-            }
+            } => self.rate_limited(job, &ticket, charged, (retry_after, limits, message), now),
             BackendError::UnsupportedFormat(message)
                 if self.runner.config.request.output == OutputMode::Auto =>
             {
@@ -124,6 +76,68 @@ impl<Backend: LlmBackend, Clock: Timer> Run<'_, '_, '_, Backend, Clock> {
                 self.split_or_fail(&job, format!("{kind}: {error}"), AnswerProblem::TooLarge);
             }
             error => self.failed_for_good(&job, &error),
+        }
+    }
+
+    /// A 429: back to the queue (or held alone, when stray), the limiter told; no retry and
+    /// no extra call is spent.
+    fn rate_limited(
+        &mut self,
+        mut job: Job,
+        ticket: &Ticket,
+        charged: bool,
+        (retry_after, limits, message): (Option<Duration>, Option<Box<RateLimitInfo>>, String),
+        now: Instant,
+    ) {
+        let kind = ErrorKind::RateLimited;
+        self.tally.counters.rate_limited += 1;
+        if charged {
+            self.budget.refund();
+        }
+        let refusal = self.limiter.on_rate_limited(
+            now,
+            ticket,
+            retry_after,
+            limits.as_deref(),
+            &self.runner.config,
+        );
+        let wait = refusal.wait.max(refusal.hold);
+        tracing::info!(batch = job.batch, ?wait, rate_caused = refusal.rate_caused, %message, "rate limited");
+        let error = BackendError::RateLimited {
+            retry_after,
+            message,
+            limits,
+        };
+        self.emit(&RunEvent::RateLimited {
+            batch: job.batch,
+            wait,
+            error: CallError::from(&error),
+        });
+        self.limits_changed(refusal.changes);
+        if let Some(reason) = refusal.dropped {
+            tracing::info!(%reason, "rate limit dropped");
+            self.emit(&RunEvent::LimitDropped {
+                kind: super::LimitKind::Requests,
+                reason,
+            });
+        }
+        if refusal.rate_caused {
+            if let Some((from, to)) = self
+                .window
+                .on_rate_limited(ticket.seq(), self.limiter.sent())
+            {
+                self.emit(&RunEvent::ConcurrencyChanged { from, to });
+            }
+        }
+        self.breaker.on_neutral();
+        job.last_error = Some((kind, format!("{kind}: {error}")));
+        if refusal.hold.is_zero() {
+            self.queue.push_front(job);
+        } else {
+            // A stray 429: this request alone waits.
+            job.ready_at = Some(super::later(now, refusal.hold));
+            job.held_by_429 = true;
+            self.delayed.push(job);
         }
     }
 

@@ -316,15 +316,22 @@ impl MockBackend {
     }
 }
 
-#[async_trait]
-impl LlmBackend for MockBackend {
-    async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, BackendError> {
-        let (step, mut rate_limits) = self.next_step(request)?;
-        // A server refuses a request over its limit before the model runs: a 429 is quick.
+impl MockBackend {
+    /// The answer's latency: a server refuses a request over its limit before the model
+    /// runs, so a 429 comes back at once.
+    async fn wait(&self, step: &MockStep) {
         let refused = matches!(step, MockStep::RateLimited(_) | MockStep::Limited { .. });
         if let (Some(timer), false, false) = (&self.timer, self.latency.is_zero(), refused) {
             timer.sleep(self.latency).await;
         }
+    }
+}
+
+#[async_trait]
+impl LlmBackend for MockBackend {
+    async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, BackendError> {
+        let (step, mut rate_limits) = self.next_step(request)?;
+        self.wait(&step).await;
         let answer = |missing: &[i64], extra: Option<i64>| {
             answer_from_prompt(
                 &request.user_text(),
@@ -338,54 +345,9 @@ impl LlmBackend for MockBackend {
         };
         let (content, finish_reason, refusal) = match step {
             MockStep::Answer => (answer(&[], None), FinishReason::Stop, None),
-            MockStep::RateLimited(retry_after) => {
-                return Err(BackendError::RateLimited {
-                    retry_after,
-                    message: "mock: rate limited".into(),
-                    limits: None,
-                });
-            }
-            MockStep::Limited {
-                retry_after,
-                limits,
-            } => {
-                return Err(BackendError::RateLimited {
-                    retry_after,
-                    message: "mock: rate limited".into(),
-                    limits: Some(Box::new(limits)),
-                });
-            }
             MockStep::AnswerWithLimits(limits) => {
                 rate_limits = Some(limits);
                 (answer(&[], None), FinishReason::Stop, None)
-            }
-            MockStep::NotFound => {
-                return Err(BackendError::NotFound(
-                    "mock: the model does not exist".into(),
-                ));
-            }
-            MockStep::ServerError => {
-                return Err(BackendError::Overloaded {
-                    status: Some(500),
-                    retry_after: None,
-                    message: "mock: internal server error".into(),
-                });
-            }
-            MockStep::Unavailable(retry_after) => {
-                return Err(BackendError::Overloaded {
-                    status: Some(503),
-                    retry_after,
-                    message: "mock: service unavailable".into(),
-                });
-            }
-            MockStep::Timeout => return Err(BackendError::Timeout(Duration::from_secs(60))),
-            MockStep::Unauthorized => {
-                return Err(BackendError::Authentication("mock: invalid API key".into()));
-            }
-            MockStep::QuotaExhausted => {
-                return Err(BackendError::QuotaExhausted(
-                    "mock: insufficient_quota".into(),
-                ));
             }
             MockStep::Malformed => (
                 "Here are the patterns: {\"clusters\": [".into(),
@@ -405,12 +367,8 @@ impl LlmBackend for MockBackend {
                 Some("I'm sorry, I can't help with that.".to_owned()),
             ),
             MockStep::Filtered => (String::new(), FinishReason::ContentFilter, None),
-            MockStep::PromptFiltered => {
-                return Err(BackendError::ContentFilter(
-                    "mock: the prompt tripped the content filter".into(),
-                ));
-            }
             MockStep::Content(text) => (text, FinishReason::Stop, None),
+            error => return Err(error_of(error)),
         };
         let prompt_chars: usize = request.messages.iter().map(|m| m.content.len()).sum();
         Ok(ChatResponse {
@@ -425,6 +383,46 @@ impl LlmBackend for MockBackend {
             request_id: None,
             rate_limits,
         })
+    }
+}
+
+/// The error a step stands for.
+fn error_of(step: MockStep) -> BackendError {
+    match step {
+        MockStep::RateLimited(retry_after) => BackendError::RateLimited {
+            retry_after,
+            message: "mock: rate limited".into(),
+            limits: None,
+        },
+        MockStep::Limited {
+            retry_after,
+            limits,
+        } => BackendError::RateLimited {
+            retry_after,
+            message: "mock: rate limited".into(),
+            limits: Some(Box::new(limits)),
+        },
+        MockStep::NotFound => BackendError::NotFound("mock: the model does not exist".into()),
+        MockStep::ServerError => BackendError::Overloaded {
+            status: Some(500),
+            retry_after: None,
+            message: "mock: internal server error".into(),
+        },
+        MockStep::Unavailable(retry_after) => BackendError::Overloaded {
+            status: Some(503),
+            retry_after,
+            message: "mock: service unavailable".into(),
+        },
+        MockStep::Timeout => BackendError::Timeout(Duration::from_secs(60)),
+        MockStep::Unauthorized => BackendError::Authentication("mock: invalid API key".into()),
+        MockStep::QuotaExhausted => BackendError::QuotaExhausted("mock: insufficient_quota".into()),
+        MockStep::PromptFiltered => {
+            BackendError::ContentFilter("mock: the prompt tripped the content filter".into())
+        }
+        other => BackendError::Other {
+            retryable: false,
+            source: format!("mock: {other:?} is an answer, not an error").into(),
+        },
     }
 }
 

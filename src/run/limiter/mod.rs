@@ -342,7 +342,7 @@ impl Limiter {
             if self.requests.pace.is_some() {
                 // Others on the key were refused at the same moment: do not all come back
                 // at the same instant. Up to two requests' worth of the pace later.
-                let x = crate::hash::mix(ticket.requests_before ^ 0x5eed_0f_5a1e);
+                let x = crate::hash::mix(ticket.requests_before ^ 0x005e_ed0f_5a1e);
                 #[allow(clippy::cast_precision_loss)] // 53 random bits as a fraction
                 let jitter = (x >> 11) as f64 / (1u64 << 53) as f64;
                 self.requests.level -= 2.0 * jitter;
