@@ -20,7 +20,7 @@ use tracing::Instrument;
 use super::concurrency::Window;
 use super::event::RunEvent;
 use super::failure::{Failure, StopCause};
-use super::limiter::{Limiter, Ticket};
+use super::limiter::{Limiter, RateLimiter, Ticket};
 use super::report::Tally;
 use super::retry::{Breaker, Budget, Gate};
 use super::{Runner, prompt_clusters};
@@ -100,7 +100,7 @@ pub(super) struct Run<'r, 'p, 'a, Backend, Clock> {
     pub(super) tally: Tally,
     pub(super) queue: VecDeque<Job>,
     pub(super) delayed: Vec<Job>,
-    pub(super) limiter: Limiter,
+    pub(super) limiter: RateLimiter,
     pub(super) window: Window,
     pub(super) breaker: Breaker,
     pub(super) budget: Budget,
@@ -143,7 +143,10 @@ impl<'r, 'p, 'a, Backend: LlmBackend, Clock: Timer> Run<'r, 'p, 'a, Backend, Clo
                 .map(|(batch, m)| Job::new(batch, m.clone(), false, true))
                 .collect(),
             delayed: Vec::new(),
-            limiter: Limiter::new(config, now),
+            limiter: runner
+                .limiter
+                .clone()
+                .unwrap_or_else(|| RateLimiter::from_limiter(Limiter::new(config, now))),
             window: Window::new(config.concurrency, config.adaptive_concurrency),
             breaker: Breaker::new(config.breaker_threshold),
             budget: Budget::new(config.max_extra_calls),

@@ -41,7 +41,7 @@ mod settle;
 pub use config::{RunConfig, RunConfigBuilder};
 pub use event::{EventStream, RunEvent};
 pub use failure::{AnswerProblem, Failure, SplitCause, StopCause};
-pub use limiter::{LimitKind, LimitSource, RateLimitSummary};
+pub use limiter::{LimitKind, LimitSource, RateLimitSummary, RateLimiter};
 
 use event::EventSink;
 
@@ -52,6 +52,8 @@ pub struct Runner<Backend, Clock> {
     config: RunConfig,
     events: Option<EventSink>,
     store: Option<Arc<dyn RunStore>>,
+    /// A limiter shared with other runners ([`Runner::with_rate_limiter`]).
+    limiter: Option<RateLimiter>,
     /// Under [`OutputMode::Auto`](crate::prompt::OutputMode::Auto), the mode the server took
     /// in an earlier run of this runner: later runs start there.
     learnt_output: std::sync::Mutex<Option<crate::prompt::OutputMode>>,
@@ -65,6 +67,7 @@ impl<Backend: fmt::Debug, Clock: fmt::Debug> fmt::Debug for Runner<Backend, Cloc
             .field("config", &self.config)
             .field("events", &self.events.is_some())
             .field("store", &self.store)
+            .field("limiter", &self.limiter)
             .field("learnt_output", &*crate::sync::lock(&self.learnt_output))
             .finish()
     }
@@ -79,6 +82,7 @@ impl<Backend: LlmBackend, Clock: Timer> Runner<Backend, Clock> {
             config: RunConfig::default(),
             events: None,
             store: None,
+            limiter: None,
             learnt_output: std::sync::Mutex::new(None),
         }
     }
@@ -90,6 +94,17 @@ impl<Backend: LlmBackend, Clock: Timer> Runner<Backend, Clock> {
     #[must_use]
     pub fn with_store(mut self, store: impl RunStore + 'static) -> Self {
         self.store = Some(Arc::new(store));
+        self
+    }
+
+    /// Paces by `limiter`, shared with the other runners given a clone of it, instead of a
+    /// limiter of each run's own: several discoveries of one service on one API key then pace
+    /// as one client. The limiter's limits are those it was made with (see
+    /// [`RateLimiter::new`]); this runner's `requests_per_minute` and `tokens_per_minute` are
+    /// not used.
+    #[must_use]
+    pub fn with_rate_limiter(mut self, limiter: RateLimiter) -> Self {
+        self.limiter = Some(limiter);
         self
     }
 

@@ -23,7 +23,10 @@ use super::{RunConfig, later};
 
 mod bucket;
 mod evidence;
+mod handle;
 mod share;
+
+pub use handle::RateLimiter;
 
 use crate::backend::{LimitStatus, RateLimitInfo};
 use bucket::{Bucket, per_minute};
