@@ -120,8 +120,8 @@ fn two_processes_on_one_key_share_it_politely() {
     }
     let last = start.elapsed();
     let total = (2 * PER_PROCESS) as f64;
-    let least = (total - f64::from(RPM)) * 60.0 / f64::from(RPM) + 0.3;
-    let ratio = last.as_secs_f64() / least;
+    let least_time = (total - f64::from(RPM)) * 60.0 / f64::from(RPM) + 0.3;
+    let ratio = last.as_secs_f64() / least_time;
     let share = refused as f64 / calls as f64;
     eprintln!(
         "2 processes × {PER_PROCESS} at {RPM}/min: last done in {last:.1?} = {ratio:.3} × the least \

@@ -5,7 +5,9 @@
 //! - `driver.rs`: the request loop, which starts a request whenever a slot, the circuit breaker
 //!   and the rate limiter allow;
 //! - `settle.rs`: what happens to a call that came back (answer, 429, error, stop);
-//! - `limiter.rs`: pacing by requests and tokens per minute, learnt from the server;
+//! - `limiter/`: pacing by requests and tokens per minute, learnt from the server (the bucket
+//!   arithmetic, telling a stray 429 from a limit, sharing a key with other clients, and the
+//!   [`RateLimiter`] handle runners share);
 //! - `concurrency.rs`: adaptive concurrency (AIMD) up to [`RunConfig::concurrency`];
 //! - `retry.rs`: back-off, the circuit breaker, the extra-call budget;
 //! - `recover.rs`: splitting unusable answers, re-asking missing clusters;
