@@ -42,8 +42,15 @@ wait
 : >last-run.txt
 for target in "${targets[@]}"; do
   log="logs/$target.log"
-  execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)
+  # "Done N runs in S second(s)" when the time ran out; a finding stops the run earlier.
+  done_line=$(grep -oE 'Done [0-9]+ runs in [0-9]+ second' "$log" | tail -1)
   crashes=$(find "artifacts/$target" -type f | wc -l)
-  verdict=$(grep -m1 -oE 'ERROR: libFuzzer: [a-z-]+|==[0-9]+== ERROR: [A-Za-z]+|panicked at' "$log" || echo "no finding")
-  echo "$target: ${execs:-?} executions in ${seconds} s, ${crashes} artifacts ($verdict)" | tee -a last-run.txt
+  if [ -n "$done_line" ]; then
+    runs=$(echo "$done_line" | awk '{print $2}')
+    secs=$(echo "$done_line" | awk '{print $5}')
+    echo "$target: $runs executions in $secs s, $crashes artifacts" | tee -a last-run.txt
+  else
+    verdict=$(grep -m1 -oE 'ERROR: libFuzzer: [a-z-]+|panicked at [^ ]+|out-of-memory' "$log" || echo "stopped")
+    echo "$target: stopped early ($verdict), $crashes artifacts; see fuzz/$log" | tee -a last-run.txt
+  fi
 done
