@@ -15,18 +15,8 @@ use dynbatch::{BatchPlan, Batcher, BatchingConfig, Cluster};
 use proptest::prelude::*;
 use tokio::time::Instant;
 
-/// `n` clusters with titles of their own, planned one per batch: `n` calls.
-fn one_per_batch(n: usize) -> (Vec<Cluster>, BatchPlan<'static>) {
-    let clusters = dynbatch::testing::distinct_clusters(n);
-    let config = BatchingConfig::builder()
-        .min_batch_size(1)
-        .max_batch_size(1)
-        .max_total_calls(n)
-        .build()
-        .unwrap();
-    let plan = Batcher::new(config).plan(&clusters).unwrap().into_owned();
-    (clusters, plan)
-}
+#[path = "support/one_per_batch.rs"]
+mod one_per_batch;
 
 struct Outcome {
     report: DiscoveryReport<'static>,
@@ -85,7 +75,7 @@ fn with_and_without(
     latency: Duration,
 ) -> (Outcome, Outcome) {
     let runtime = paused();
-    let (clusters, plan) = one_per_batch(n);
+    let (clusters, plan) = one_per_batch::distinct(n);
     let config = RunConfig::builder()
         .concurrency(concurrency)
         .build()

@@ -16,18 +16,17 @@ use dynbatch::timer::TokioTimer;
 use dynbatch::{BatchPlan, Batcher, BatchingConfig, Cluster};
 use tokio::time::Instant;
 
+#[path = "support/one_per_batch.rs"]
+mod one_per_batch;
+
 const LATENCY: Duration = Duration::from_millis(300);
 
 /// `n` clusters with titles of their own, planned one per batch: `n` calls.
 fn one_per_batch(n: usize) -> (Vec<Cluster>, BatchingConfig) {
-    let clusters = dynbatch::testing::distinct_clusters(n);
-    let config = BatchingConfig::builder()
-        .min_batch_size(1)
-        .max_batch_size(1)
-        .max_total_calls(n)
-        .build()
-        .unwrap();
-    (clusters, config)
+    (
+        dynbatch::testing::distinct_clusters(n),
+        one_per_batch::config(n),
+    )
 }
 
 fn plan(clusters: &[Cluster], config: &BatchingConfig) -> BatchPlan<'static> {

@@ -9,8 +9,10 @@ use std::time::Duration;
 use dynbatch::backend::mock::{MockBackend, MockRateLimit};
 use dynbatch::run::{RateLimiter, RunConfig, Runner};
 use dynbatch::timer::TokioTimer;
-use dynbatch::{Batcher, BatchingConfig};
 use tokio::time::Instant;
+
+#[path = "support/one_per_batch.rs"]
+mod one_per_batch;
 
 const LATENCY: Duration = Duration::from_millis(300);
 
@@ -38,13 +40,7 @@ async fn clients_on_one_key(clients: usize, n: usize, rpm: u32, shared: bool) ->
                     cl
                 })
                 .collect::<Vec<_>>();
-            let config = BatchingConfig::builder()
-                .min_batch_size(1)
-                .max_batch_size(1)
-                .max_total_calls(n)
-                .build()
-                .unwrap();
-            let plan = Batcher::new(config).plan(&clusters).unwrap().into_owned();
+            let plan = one_per_batch::plan(&clusters);
             let mut runner = Runner::new(server, TokioTimer)
                 .with_config(RunConfig::builder().concurrency(16).build().unwrap());
             if shared {
