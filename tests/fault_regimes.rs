@@ -4,59 +4,18 @@
 
 #![allow(clippy::unwrap_used, clippy::panic, clippy::cast_precision_loss)]
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dynbatch::backend::mock::{MockBackend, MockStep};
-use dynbatch::patterns::DiscoveryReport;
-use dynbatch::run::{LimitSource, RunConfig, RunEvent, Runner};
+use dynbatch::run::{LimitSource, RunConfig, RunEvent};
 use dynbatch::timer::TokioTimer;
 use dynbatch::{BatchPlan, Batcher, BatchingConfig, Cluster};
 use proptest::prelude::*;
-use tokio::time::Instant;
 
-#[path = "support/one_per_batch.rs"]
-mod one_per_batch;
+#[path = "support/runs.rs"]
+mod runs;
 
-struct Outcome {
-    report: DiscoveryReport<'static>,
-    elapsed: Duration,
-    events: Vec<RunEvent>,
-}
-
-async fn run(
-    clusters: &[Cluster],
-    plan: BatchPlan<'static>,
-    mock: &MockBackend,
-    config: RunConfig,
-) -> Outcome {
-    let events = Arc::new(Mutex::new(Vec::new()));
-    let sink = events.clone();
-    let runner = Runner::new(mock.clone(), TokioTimer)
-        .with_config(config)
-        .on_event(move |e| {
-            if std::env::var_os("TRACE_EVENTS").is_some()
-                && !matches!(
-                    e,
-                    RunEvent::BatchStarted { .. } | RunEvent::Succeeded { .. }
-                )
-            {
-                eprintln!("{:?} {e:?}", Instant::now());
-            }
-            sink.lock().unwrap().push(e.clone());
-        });
-    let start = Instant::now();
-    let report = runner.run(plan, clusters, "x").await.unwrap().into_owned();
-    let elapsed = start.elapsed();
-    report.check_accounting().unwrap();
-    assert_eq!(report.usage.calls_made, mock.calls());
-    let events = events.lock().unwrap().clone();
-    Outcome {
-        report,
-        elapsed,
-        events,
-    }
-}
+use runs::{Outcome, one_per_batch, run};
 
 fn paused() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()

@@ -10,14 +10,16 @@ use std::time::Duration;
 
 use dynbatch::backend::mock::{MockBackend, MockRateLimit, MockStep};
 use dynbatch::backend::{LimitStatus, RateLimitInfo};
-use dynbatch::patterns::{DiscoveryReport, OutcomeStatus};
+use dynbatch::patterns::OutcomeStatus;
 use dynbatch::run::{LimitKind, LimitSource, RunConfig, RunEvent, Runner};
 use dynbatch::timer::TokioTimer;
 use dynbatch::{BatchPlan, Batcher, BatchingConfig, Cluster};
 use tokio::time::Instant;
 
-#[path = "support/one_per_batch.rs"]
-mod one_per_batch;
+#[path = "support/runs.rs"]
+mod runs;
+
+use runs::{Outcome, one_per_batch, run};
 
 const LATENCY: Duration = Duration::from_millis(300);
 
@@ -33,47 +35,6 @@ fn plan(clusters: &[Cluster], config: &BatchingConfig) -> BatchPlan<'static> {
     let plan = Batcher::new(config.clone()).plan(clusters).unwrap();
     assert_eq!(plan.batches.len(), clusters.len());
     plan.into_owned()
-}
-
-struct Outcome {
-    report: DiscoveryReport<'static>,
-    elapsed: Duration,
-    events: Vec<RunEvent>,
-}
-
-async fn run(
-    clusters: &[Cluster],
-    plan: BatchPlan<'static>,
-    mock: &MockBackend,
-    config: RunConfig,
-) -> Outcome {
-    let events = Arc::new(Mutex::new(Vec::new()));
-    let sink = events.clone();
-    let runner = Runner::new(mock.clone(), TokioTimer)
-        .with_config(config)
-        .on_event(move |e| {
-            if std::env::var_os("TRACE_EVENTS").is_some()
-                && !matches!(
-                    e,
-                    RunEvent::BatchStarted { .. } | RunEvent::Succeeded { .. }
-                )
-            {
-                eprintln!("{:?} {e:?}", Instant::now());
-            }
-            sink.lock().unwrap().push(e.clone());
-        });
-    let start = Instant::now();
-    let report = runner.run(plan, clusters, "x").await.unwrap().into_owned();
-    let elapsed = start.elapsed();
-    report.check_accounting().unwrap();
-    assert_eq!(report.usage.calls_made, mock.calls());
-    assert_eq!(report.usage.rate_limited, mock.rate_limited());
-    let events = events.lock().unwrap().clone();
-    Outcome {
-        report,
-        elapsed,
-        events,
-    }
 }
 
 /// The least time `n` calls take under a refilled bucket of `rpm`: a full bucket at once,

@@ -11,8 +11,10 @@ use dynbatch::run::{RateLimiter, RunConfig, Runner};
 use dynbatch::timer::TokioTimer;
 use tokio::time::Instant;
 
-#[path = "support/one_per_batch.rs"]
-mod one_per_batch;
+#[path = "support/runs.rs"]
+mod runs;
+
+use runs::one_per_batch;
 
 const LATENCY: Duration = Duration::from_millis(300);
 
