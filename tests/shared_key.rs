@@ -93,7 +93,7 @@ async fn clients_on_one_key(clients: usize, n: usize, rpm: u32, shared: bool) ->
 
 #[tokio::test(start_paused = true)]
 async fn two_replicas_on_one_key_share_it_politely() {
-    let (ratio, refused, most) = replicas(2, 500, 120).await;
+    let (ratio, refused, most) = replicas(2, 1000, 120).await;
     assert!(ratio <= 1.15, "{ratio}");
     assert!(refused <= 0.05, "{refused}");
     assert!(most <= 10, "{most}");
@@ -101,7 +101,7 @@ async fn two_replicas_on_one_key_share_it_politely() {
 
 #[tokio::test(start_paused = true)]
 async fn four_replicas_on_one_key_share_it_politely() {
-    let (ratio, refused, most) = replicas(4, 250, 120).await;
+    let (ratio, refused, most) = replicas(4, 500, 120).await;
     assert!(ratio <= 1.15, "{ratio}");
     assert!(refused <= 0.05, "{refused}");
     assert!(most <= 10, "{most}");
