@@ -96,6 +96,11 @@ pub fn openai_wire(data: &[u8]) {
     let _ = crate::backend::RateLimitInfo::from_headers(|name| {
         headers.get(name).and_then(|v| v.to_str().ok())
     });
+    // Anthropic's headers carry RFC 3339 times: every header value read as one.
+    let _ = crate::backend::RateLimitInfo::from_anthropic_headers(
+        |_| Some(head),
+        std::time::UNIX_EPOCH,
+    );
     let _ = crate::backend::openai::parse_response(
         status,
         &headers,

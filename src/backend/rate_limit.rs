@@ -89,6 +89,118 @@ impl RateLimitInfo {
     pub fn is_empty(&self) -> bool {
         self.requests.is_empty() && self.tokens.is_empty()
     }
+
+    /// Reads Anthropic's `anthropic-ratelimit-{requests,tokens}-{limit,remaining,reset}`
+    /// headers through `header` (a case-insensitive lookup by name). Their `reset` is an
+    /// RFC 3339 time, not a duration: it is read as the time left from `now` (zero when it
+    /// has passed). `None` when none of them is there; values that do not parse are ignored.
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime, UNIX_EPOCH};
+    /// use dynbatch::RateLimitInfo;
+    ///
+    /// let headers = [
+    ///     ("anthropic-ratelimit-requests-limit", "50"),
+    ///     ("anthropic-ratelimit-requests-remaining", "49"),
+    ///     ("anthropic-ratelimit-requests-reset", "2026-12-06T05:30:01Z"),
+    /// ];
+    /// let now = UNIX_EPOCH + Duration::from_secs(1_796_535_000); // 2026-12-06T05:30:00Z
+    /// let info = RateLimitInfo::from_anthropic_headers(
+    ///     |name| headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| *v),
+    ///     now,
+    /// )
+    /// .unwrap();
+    /// assert_eq!(info.requests.limit, Some(50));
+    /// assert_eq!(info.requests.reset, Some(Duration::from_secs(1)));
+    /// ```
+    pub fn from_anthropic_headers<'h>(
+        header: impl Fn(&str) -> Option<&'h str>,
+        now: std::time::SystemTime,
+    ) -> Option<Self> {
+        let number = |name: &str| header(name).and_then(|v| v.trim().parse::<u64>().ok());
+        let status = |kind: &str| LimitStatus {
+            limit: number(&format!("anthropic-ratelimit-{kind}-limit")),
+            remaining: number(&format!("anthropic-ratelimit-{kind}-remaining")),
+            reset: header(&format!("anthropic-ratelimit-{kind}-reset"))
+                .and_then(parse_rfc3339)
+                .map(|at| at.duration_since(now).unwrap_or(Duration::ZERO)),
+        };
+        let info = Self {
+            requests: status("requests"),
+            tokens: status("tokens"),
+        };
+        (!info.is_empty()).then_some(info)
+    }
+}
+
+/// Parses an RFC 3339 time (`2026-12-06T05:30:00Z`, `…00.5+01:00`). `None` for anything
+/// else, or a time before 1970.
+pub(crate) fn parse_rfc3339(text: &str) -> Option<std::time::SystemTime> {
+    let text = text.trim();
+    let b = text.as_bytes();
+    let digits = |range: std::ops::Range<usize>| -> Option<i64> {
+        let part = text.get(range)?;
+        part.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| part.parse().ok())
+            .flatten()
+    };
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (year, month, day) = (digits(0..4)?, digits(5..7)?, digits(8..10)?);
+    let (hour, minute, second) = (digits(11..13)?, digits(14..16)?, digits(17..19)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
+        return None;
+    }
+    if second > 60 {
+        return None;
+    }
+    let mut rest = &text[19..];
+    let mut nanos = 0u32;
+    if let Some(fraction) = rest.strip_prefix('.') {
+        let len = fraction.bytes().take_while(u8::is_ascii_digit).count();
+        if len == 0 {
+            return None;
+        }
+        let padded: String = fraction[..len]
+            .chars()
+            .chain("000000000".chars())
+            .take(9)
+            .collect();
+        nanos = padded.parse().ok()?;
+        rest = &fraction[len..];
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        _ => {
+            let sign = match rest.as_bytes().first()? {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            if rest.len() != 6 || rest.as_bytes()[3] != b':' {
+                return None;
+            }
+            let hours: i64 = rest.get(1..3)?.parse().ok()?;
+            let minutes: i64 = rest.get(4..6)?.parse().ok()?;
+            sign * (hours * 3600 + minutes * 60)
+        }
+    };
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset;
+    let secs = u64::try_from(secs).ok()?;
+    std::time::UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
 }
 
 #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // checked non-negative
@@ -170,6 +282,59 @@ mod tests {
         for bad in ["", "s", "1x", "m5", "-1s", "1..2s", "-3"] {
             assert_eq!(parse_duration(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn rfc3339_times() {
+        use std::time::UNIX_EPOCH;
+        let at = |s| parse_rfc3339(s).map(|t| t.duration_since(UNIX_EPOCH).unwrap());
+        assert_eq!(at("1970-01-01T00:00:00Z"), Some(Duration::ZERO));
+        assert_eq!(
+            at("2000-03-01T00:00:00Z"),
+            Some(Duration::from_secs(951_868_800))
+        );
+        assert_eq!(
+            at("2026-12-06T05:30:00Z"),
+            Some(Duration::from_secs(1_796_535_000))
+        );
+        assert_eq!(
+            at("2026-12-06T06:30:00.25+01:00"),
+            Some(Duration::new(1_796_535_000, 250_000_000))
+        );
+        assert_eq!(at("2024-02-29T23:59:59-00:30"), at("2024-03-01T00:29:59Z"));
+        for bad in [
+            "",
+            "2026-12-06",
+            "2026-13-01T00:00:00Z",
+            "2026-12-06T05:30:00",
+            "1969-12-31T23:59:59Z",
+            "2026-12-06T05:30:00.Z",
+            "२०२६-12-06T05:30:00Z",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn anthropic_headers() {
+        use std::time::UNIX_EPOCH;
+        let now = UNIX_EPOCH + Duration::from_secs(1_796_535_000);
+        let info = RateLimitInfo::from_anthropic_headers(
+            |name| match name {
+                "anthropic-ratelimit-tokens-limit" => Some("80000"),
+                "anthropic-ratelimit-tokens-remaining" => Some("79000"),
+                "anthropic-ratelimit-tokens-reset" => Some("2026-12-06T05:29:00Z"),
+                "anthropic-ratelimit-requests-remaining" => Some("lots"),
+                _ => None,
+            },
+            now,
+        )
+        .unwrap();
+        assert_eq!(info.tokens.limit, Some(80_000));
+        // A reset in the past is now.
+        assert_eq!(info.tokens.reset, Some(Duration::ZERO));
+        assert_eq!(info.requests, LimitStatus::default());
+        assert_eq!(RateLimitInfo::from_anthropic_headers(|_| None, now), None);
     }
 
     #[test]
