@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 #[cfg(feature = "openai")]
 pub mod batch_api;
 mod error;
+#[cfg(feature = "openai")]
+mod http;
 #[cfg(feature = "mock")]
 pub mod mock;
 #[cfg(feature = "openai")]

@@ -17,7 +17,7 @@ use crate::error::{Error, SetupError};
 
 mod wire;
 
-use wire::header;
+use super::http::{header, read_capped, transport_error};
 pub(crate) use wire::{classify, parse_response, request_body};
 
 /// The default base URL.
@@ -348,7 +348,7 @@ impl LlmBackend for OpenAiBackend {
             .body(self.body(request).to_string())
             .send()
             .await
-            .map_err(|e| self.transport_error(&e))?;
+            .map_err(|e| transport_error(&e, self.timeout()))?;
         let status = response.status();
         let headers = response.headers().clone();
         let request_id = header(&headers, "x-request-id");
@@ -356,8 +356,17 @@ impl LlmBackend for OpenAiBackend {
             .config
             .max_response_bytes
             .unwrap_or_else(|| default_response_limit(request.max_tokens));
-        let text = self.read_body(response, limit).await?;
+        let text = read_capped(response, limit, self.timeout()).await?;
         parse_response(status.as_u16(), &headers, &text, request_id, &request.model)
+    }
+}
+
+impl OpenAiBackend {
+    /// The timeout a timed-out call is reported with.
+    fn timeout(&self) -> Duration {
+        self.config
+            .request_timeout
+            .unwrap_or(self.config.connect_timeout)
     }
 }
 
@@ -368,48 +377,4 @@ pub fn default_response_limit(max_tokens: u32) -> usize {
         .unwrap_or(usize::MAX)
         .saturating_mul(8)
         .saturating_add(64 * 1024)
-}
-
-impl OpenAiBackend {
-    /// The body, read no further than `limit` bytes: a server that ignores `max_tokens` (or a
-    /// model that loops) cannot make one answer take the memory of the process.
-    async fn read_body(
-        &self,
-        mut response: reqwest::Response,
-        limit: usize,
-    ) -> Result<String, BackendError> {
-        let too_large = || BackendError::ResponseTooLarge { limit };
-        if response
-            .content_length()
-            .is_some_and(|n| n > u64::try_from(limit).unwrap_or(u64::MAX))
-        {
-            return Err(too_large());
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| self.transport_error(&e))?
-        {
-            if body.len() + chunk.len() > limit {
-                return Err(too_large());
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(String::from_utf8_lossy(&body).into_owned())
-    }
-
-    fn transport_error(&self, e: &reqwest::Error) -> BackendError {
-        if e.is_timeout() {
-            BackendError::Timeout(
-                self.config
-                    .request_timeout
-                    .unwrap_or(self.config.connect_timeout),
-            )
-        } else {
-            // Connection refused or reset, DNS, TLS, a body cut short: all worth a retry. The
-            // error text names the URL, never the headers.
-            BackendError::Connection(e.to_string())
-        }
-    }
 }

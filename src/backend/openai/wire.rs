@@ -1,12 +1,13 @@
 //! The chat-completions wire format: the body sent, the body read back, and how a failed
 //! response is classified (status, `x-should-retry`, `retry-after`, rate limits, messages).
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use reqwest::header::HeaderMap;
 use serde::Deserialize;
 
 use super::MaxTokensField;
+use crate::backend::http::{header, id_note, retry_after, snippet};
 use crate::backend::{
     BackendError, ChatRequest, ChatResponse, FinishReason, RateLimitInfo, ResponseFormat,
     TokenUsage, parse_duration,
@@ -126,25 +127,6 @@ pub(crate) fn parse_response(
     })
 }
 
-pub(super) fn header(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers.get(name)?.to_str().ok().map(str::to_owned)
-}
-
-fn id_note(request_id: Option<&str>) -> String {
-    request_id
-        .map(|id| format!(" (request {id})"))
-        .unwrap_or_default()
-}
-
-fn snippet(text: &str) -> String {
-    let cut: String = text.chars().take(300).collect();
-    if cut.len() < text.len() {
-        format!("{cut}…")
-    } else {
-        cut
-    }
-}
-
 /// What `OpenAI`'s 429 message says when the headers do not: "... on requests per min (RPM):
 /// Limit 120, Used 120, Requested 1. Please try again in 500ms. ..." gives the per-minute
 /// limit and the wait. Daily limits (RPD, TPD) are not per-minute limits and are left out.
@@ -181,22 +163,6 @@ fn names_the_format(message: &str) -> bool {
     ]
     .iter()
     .any(|needle| lower.contains(needle))
-}
-
-/// The server's delay: `retry-after-ms`, else `retry-after` as seconds or an HTTP date.
-pub(super) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    if let Some(ms) = header(headers, "retry-after-ms").and_then(|v| v.trim().parse::<f64>().ok()) {
-        return Duration::try_from_secs_f64(ms / 1000.0).ok();
-    }
-    let value = header(headers, "retry-after")?;
-    if let Ok(secs) = value.trim().parse::<f64>() {
-        return Duration::try_from_secs_f64(secs).ok();
-    }
-    let at = httpdate::parse_http_date(value.trim()).ok()?;
-    Some(
-        at.duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO),
-    )
 }
 
 /// Maps a non-2xx response as the official SDKs do: `x-should-retry` first; then 408, 409,

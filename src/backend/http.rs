@@ -1,0 +1,83 @@
+//! What the HTTP backends share: reading a header, the server's `retry-after`, a body read no
+//! further than a cap, and one mapping of transport errors.
+
+use std::time::{Duration, SystemTime};
+
+use reqwest::header::HeaderMap;
+
+use super::BackendError;
+
+pub(crate) fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers.get(name)?.to_str().ok().map(str::to_owned)
+}
+
+pub(crate) fn id_note(request_id: Option<&str>) -> String {
+    request_id
+        .map(|id| format!(" (request {id})"))
+        .unwrap_or_default()
+}
+
+pub(crate) fn snippet(text: &str) -> String {
+    let cut: String = text.chars().take(300).collect();
+    if cut.len() < text.len() {
+        format!("{cut}…")
+    } else {
+        cut
+    }
+}
+
+/// The server's delay: `retry-after-ms`, else `retry-after` as seconds or an HTTP date.
+pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    if let Some(ms) = header(headers, "retry-after-ms").and_then(|v| v.trim().parse::<f64>().ok()) {
+        return Duration::try_from_secs_f64(ms / 1000.0).ok();
+    }
+    let value = header(headers, "retry-after")?;
+    if let Ok(secs) = value.trim().parse::<f64>() {
+        return Duration::try_from_secs_f64(secs).ok();
+    }
+    let at = httpdate::parse_http_date(value.trim()).ok()?;
+    Some(
+        at.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+/// The body, read no further than `limit` bytes: a server that ignores `max_tokens` (or a
+/// model that loops) cannot make one answer take the memory of the process. `timeout` is what
+/// a timed-out read reports.
+pub(crate) async fn read_capped(
+    mut response: reqwest::Response,
+    limit: usize,
+    timeout: Duration,
+) -> Result<String, BackendError> {
+    let too_large = || BackendError::ResponseTooLarge { limit };
+    if response
+        .content_length()
+        .is_some_and(|n| n > u64::try_from(limit).unwrap_or(u64::MAX))
+    {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| transport_error(&e, timeout))?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+/// A transport failure: a timeout (reported as `timeout`), else a connection error (refused
+/// or reset, DNS, TLS, a body cut short), all worth a retry. The error text names the URL,
+/// never the headers.
+pub(crate) fn transport_error(e: &reqwest::Error, timeout: Duration) -> BackendError {
+    if e.is_timeout() {
+        BackendError::Timeout(timeout)
+    } else {
+        BackendError::Connection(e.to_string())
+    }
+}
