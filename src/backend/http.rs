@@ -1,6 +1,7 @@
 //! What the HTTP backends share: reading a header, the server's `retry-after`, a body read no
 //! further than a cap, and one mapping of transport errors.
 
+use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
 use reqwest::header::HeaderMap;
@@ -80,4 +81,25 @@ pub(crate) fn transport_error(e: &reqwest::Error, timeout: Duration) -> BackendE
     } else {
         BackendError::Connection(e.to_string())
     }
+}
+
+/// Whether `url` points at this machine (local servers need no API key).
+pub(crate) fn is_loopback(url: &reqwest::Url) -> bool {
+    match url.host_str() {
+        Some("localhost") => true,
+        Some(host) => host
+            .trim_matches(|c| c == '[' || c == ']')
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback()),
+        None => false,
+    }
+}
+
+/// The default cap on an answer's body: 8 bytes per `max_tokens` (a token is about 4
+/// characters, escaped JSON can double them) plus 64 KiB for the envelope.
+pub(crate) fn default_response_limit(max_tokens: u32) -> usize {
+    usize::try_from(max_tokens)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(8)
+        .saturating_add(64 * 1024)
 }

@@ -12,10 +12,12 @@ use std::sync::Arc;
 pub use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "anthropic")]
+pub mod anthropic;
 #[cfg(feature = "openai")]
 pub mod batch_api;
 mod error;
-#[cfg(feature = "openai")]
+#[cfg(any(feature = "openai", feature = "anthropic"))]
 mod http;
 #[cfg(feature = "mock")]
 pub mod mock;

@@ -5,7 +5,6 @@
 //! the way the official SDKs do; the API key never appears in `Debug`, logs, errors or reports.
 
 use std::fmt;
-use std::net::IpAddr;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -17,7 +16,7 @@ use crate::error::{Error, SetupError};
 
 mod wire;
 
-use super::http::{header, read_capped, transport_error};
+use super::http::{header, is_loopback, read_capped, transport_error};
 pub(crate) use wire::{classify, parse_response, request_body};
 
 /// The default base URL.
@@ -266,17 +265,6 @@ impl OpenAiBuilder {
     }
 }
 
-fn is_loopback(url: &reqwest::Url) -> bool {
-    match url.host_str() {
-        Some("localhost") => true,
-        Some(host) => host
-            .trim_matches(|c| c == '[' || c == ']')
-            .parse::<IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback()),
-        None => false,
-    }
-}
-
 /// Chat completions over HTTP. See the module docs.
 ///
 /// ```no_run
@@ -373,8 +361,5 @@ impl OpenAiBackend {
 /// The default cap on an answer's body: 8 bytes per `max_tokens` (a token is about 4
 /// characters, escaped JSON can double them) plus 64 KiB for the envelope.
 pub fn default_response_limit(max_tokens: u32) -> usize {
-    usize::try_from(max_tokens)
-        .unwrap_or(usize::MAX)
-        .saturating_mul(8)
-        .saturating_add(64 * 1024)
+    super::http::default_response_limit(max_tokens)
 }
