@@ -172,3 +172,47 @@ async fn through_the_runner_overload_is_waited_out_and_a_bad_key_stops_the_run()
     // Auto sends one request alone first: the bad key stops everything after it.
     assert_eq!(bodies.lock().unwrap().len(), 1);
 }
+
+/// The `discover` example, built by `cargo test` next to the test binaries.
+fn discover() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join("discover")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discover_picks_claude_from_the_environment() {
+    let (server, bodies) = fake(Vec::new()).await;
+    let uri = server.uri();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(discover())
+            .arg("--json")
+            .env_remove("OPENAI_API_KEY")
+            .env_remove("OPENAI_BASE_URL")
+            .env_remove("ANTHROPIC_MODEL")
+            .env("ANTHROPIC_API_KEY", "sk-ant-test")
+            .env("ANTHROPIC_BASE_URL", uri)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let outcomes = report["outcomes"].as_array().unwrap();
+    assert!(!outcomes.is_empty());
+    assert!(outcomes.iter().all(|o| o["status"] == "succeeded"));
+    let bodies = bodies.lock().unwrap();
+    assert!(!bodies.is_empty());
+    assert!(bodies.iter().all(|b| b["model"] == "claude-haiku-4-5"));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("/v1/messages"));
+}

@@ -5,6 +5,7 @@
 //!                                  [--rpm N] [--tpm N] [--mock-rpm N] [--journal FILE]
 //!                                  [--dry-run] [--json] [--fail-rate P --seed S]
 //!                                  [--batch-api [--attach ID,ID] [--cancel] [--remainder batch|live|leave]]
+//!                                  [--provider openai|anthropic]
 //! ```
 //!
 //! FILE defaults to the bundled `examples/data/clusters.json`. Human output (plan summary,
@@ -52,9 +53,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 const BUNDLED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/clusters.json");
 const USAGE: &str = "usage: discover [FILE|-] [--concept TEXT] [--concurrency N] [--config CONFIG.json] [--output auto|object|strict|object-schema|text] \
                      [--rpm N] [--tpm N] [--mock-rpm N] [--journal FILE] [--dry-run] [--json] [--fail-rate P --seed S] \
-                     [--batch-api [--attach ID,ID] [--cancel] [--remainder batch|live|leave] [--poll-secs S]]";
+                     [--batch-api [--attach ID,ID] [--cancel] [--remainder batch|live|leave] [--poll-secs S]] [--provider openai|anthropic]";
 /// Simulated latency of the mock, so the progress is visible.
 const MOCK_LATENCY: Duration = Duration::from_millis(400);
+/// The Claude model used when `ANTHROPIC_MODEL` is not set.
+#[cfg(feature = "anthropic")]
+const DEFAULT_CLAUDE: &str = "claude-haiku-4-5";
 
 #[derive(Debug, Default)]
 #[allow(clippy::struct_excessive_bools)] // command-line switches
@@ -77,6 +81,33 @@ struct Args {
     cancel: bool,
     remainder: Rest,
     poll_secs: Option<f64>,
+    /// `--provider`: `None` picks by the environment.
+    provider: Option<Provider>,
+}
+
+/// Which real API to call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Provider {
+    OpenAi,
+    Anthropic,
+}
+
+impl Provider {
+    /// `--provider`, else Anthropic when only `ANTHROPIC_API_KEY` or `ANTHROPIC_BASE_URL` is
+    /// set, else `OpenAI`.
+    fn chosen(args: &Args) -> Self {
+        let set = |name| std::env::var_os(name).is_some_and(|v| !v.is_empty());
+        args.provider.unwrap_or(
+            if (set("ANTHROPIC_API_KEY") || set("ANTHROPIC_BASE_URL"))
+                && !set("OPENAI_API_KEY")
+                && !set("OPENAI_BASE_URL")
+            {
+                Self::Anthropic
+            } else {
+                Self::OpenAi
+            },
+        )
+    }
 }
 
 /// What to do with requests the batches left unanswered.
@@ -165,6 +196,13 @@ fn parse_args() -> Result<Option<Args>, String> {
                 });
             }
             "--batch-api" => args.batch_api = true,
+            "--provider" => {
+                args.provider = Some(match value("--provider")?.as_str() {
+                    "openai" => Provider::OpenAi,
+                    "anthropic" => Provider::Anthropic,
+                    other => return Err(format!("--provider {other:?}: openai or anthropic")),
+                });
+            }
             "--attach" => {
                 args.attach = value("--attach")?
                     .split(',')
@@ -211,6 +249,11 @@ fn check(args: &Args) -> Result<(), String> {
     }
     if args.batch_api && (args.fail_rate.is_some() || args.mock_rpm.is_some() || args.dry_run) {
         return Err("--batch-api goes with neither --fail-rate, --mock-rpm nor --dry-run".into());
+    }
+    if args.batch_api && Provider::chosen(args) == Provider::Anthropic {
+        return Err(
+            "--batch-api with --provider anthropic: Message Batches are not supported yet".into(),
+        );
     }
     if args.seed.is_some() && args.fail_rate.is_none() {
         return Err("--seed goes with --fail-rate".into());
@@ -389,6 +432,24 @@ fn finish_json(args: &Args, report: &DiscoveryReport<'_>) -> Result<ExitCode, St
 /// The real backend when built with `--features openai` and `OPENAI_API_KEY` or
 /// `OPENAI_BASE_URL` is set; otherwise the offline mock.
 fn backend(args: &Args, run_config: &RunConfig) -> Result<Box<dyn LlmBackend>, String> {
+    #[cfg(feature = "anthropic")]
+    if Provider::chosen(args) == Provider::Anthropic {
+        if args.fail_rate.is_some() || args.mock_rpm.is_some() {
+            return Err("--fail-rate and --mock-rpm shape the mock backend; unset ANTHROPIC_API_KEY and ANTHROPIC_BASE_URL".into());
+        }
+        let mut builder = dynbatch::backend::anthropic::AnthropicBuilder::from_env();
+        // The plan's requests name an OpenAI model by default: Claude needs one of its own.
+        if std::env::var_os("ANTHROPIC_MODEL").is_none() {
+            builder = builder.model(DEFAULT_CLAUDE);
+        }
+        let backend = builder.build().map_err(|e| e.to_string())?;
+        eprintln!(
+            "backend: {} (model {}), from the ANTHROPIC_* environment variables",
+            backend.endpoint(),
+            std::env::var("ANTHROPIC_MODEL").unwrap_or_else(|_| DEFAULT_CLAUDE.into())
+        );
+        return Ok(Box::new(backend));
+    }
     #[cfg(feature = "openai")]
     if std::env::var_os("OPENAI_API_KEY").is_some() || std::env::var_os("OPENAI_BASE_URL").is_some()
     {
