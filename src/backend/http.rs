@@ -103,3 +103,22 @@ pub(crate) fn default_response_limit(max_tokens: u32) -> usize {
         .saturating_mul(8)
         .saturating_add(64 * 1024)
 }
+
+/// A successful response's body read as `T` (`what` it should be, for the error): a body that
+/// is not one is a permanent error that names the status, the request and the body's start.
+pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(
+    status: u16,
+    text: &str,
+    what: &str,
+    request_id: Option<&str>,
+) -> Result<T, BackendError> {
+    serde_json::from_str(text).map_err(|e| BackendError::Other {
+        retryable: false,
+        source: format!(
+            "the server's {status} response is not {what} ({e}){}: {}",
+            id_note(request_id),
+            snippet(text)
+        )
+        .into(),
+    })
+}

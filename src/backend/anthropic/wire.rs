@@ -5,7 +5,7 @@
 use reqwest::header::HeaderMap;
 use serde::Deserialize;
 
-use crate::backend::http::{header, id_note, retry_after, snippet};
+use crate::backend::http::{header, id_note, parse_body, retry_after, snippet};
 use crate::backend::{
     BackendError, ChatRequest, ChatResponse, FinishReason, RateLimitInfo, ResponseFormat, Role,
     TokenUsage,
@@ -113,15 +113,7 @@ pub(super) fn parse_response(
     if !(200..300).contains(&status) {
         return Err(classify(status, headers, text, request_id.as_deref()));
     }
-    let wire: WireMessage = serde_json::from_str(text).map_err(|e| BackendError::Other {
-        retryable: false,
-        source: format!(
-            "the server's {status} response is not a message ({e}){}: {}",
-            id_note(request_id.as_deref()),
-            snippet(text)
-        )
-        .into(),
-    })?;
+    let wire: WireMessage = parse_body(status, text, "a message", request_id.as_deref())?;
     let tool = wire.content.iter().find_map(|b| match b {
         Block::ToolUse { input } => Some(input.to_string()),
         _ => None,

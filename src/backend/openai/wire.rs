@@ -7,7 +7,7 @@ use reqwest::header::HeaderMap;
 use serde::Deserialize;
 
 use super::MaxTokensField;
-use crate::backend::http::{header, id_note, retry_after, snippet};
+use crate::backend::http::{header, id_note, parse_body, retry_after, snippet};
 use crate::backend::{
     BackendError, ChatRequest, ChatResponse, FinishReason, RateLimitInfo, ResponseFormat,
     TokenUsage, parse_duration,
@@ -95,15 +95,7 @@ pub(crate) fn parse_response(
     if !(200..300).contains(&status) {
         return Err(classify(status, headers, text, request_id.as_deref()));
     }
-    let wire: WireResponse = serde_json::from_str(text).map_err(|e| BackendError::Other {
-        retryable: false,
-        source: format!(
-            "the server's {status} response is not a chat completion ({e}){}: {}",
-            id_note(request_id.as_deref()),
-            snippet(text)
-        )
-        .into(),
-    })?;
+    let wire: WireResponse = parse_body(status, text, "a chat completion", request_id.as_deref())?;
     let Some(choice) = wire.choices.into_iter().next() else {
         return Err(BackendError::Other {
             retryable: true,

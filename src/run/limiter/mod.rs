@@ -2,12 +2,14 @@
 //! bucket that refills continuously (as providers count), so a full bucket's worth may go at
 //! once and the rest at the refill rate.
 //!
-//! Limits come from [`RunConfig`] and are learnt while running, best source
-//! first: what the server reports (the `x-ratelimit-*` headers, which also re-synchronise the
-//! bucket with what is left, corrected for the requests sent since; or the numbers in a 429's
-//! message), and, with neither, the 429s themselves: the answers that got through before the bucket ran dry
-//! give its size, later 429s correct it, and a slow probe upwards finds a limit that grew. A
-//! server's `retry-after` holds all sending until then.
+//! Limits come from [`RunConfig`] and are learnt while running, best source first: what the
+//! server reports (the `x-ratelimit-*` headers, which also re-synchronise the bucket with what
+//! is left, corrected for the requests sent since; or the numbers in a 429's message), and,
+//! with neither, the 429s themselves, when they say the caller's rate causes them. One file
+//! per concern: `bucket.rs` (the arithmetic), `evidence.rs` (a stray 429 or the caller's
+//! rate), `infer.rs` (the limit a run of 429s gives, and undoing it), `share.rs` (other
+//! clients of the key), `handle.rs` ([`RateLimiter`], shared by runners), this file (the
+//! limiter: reservations, answers, 429s, headers).
 //!
 //! Hand-written rather than `governor`: the limits change while running, the bucket must be
 //! set to what the server reports, requests and tokens are reserved together (a GCRA cell
@@ -24,6 +26,7 @@ use super::{RunConfig, later};
 mod bucket;
 mod evidence;
 mod handle;
+mod infer;
 mod share;
 
 pub use handle::RateLimiter;
@@ -370,25 +373,6 @@ impl Limiter {
         self.finish(now, ticket, refusal)
     }
 
-    /// How many requests in a row, in the order sent, were refused (the one sent after `seq`
-    /// others and its neighbours), and the last of them.
-    fn refused_run(&self, seq: u64) -> (u64, u64) {
-        let before = self
-            .refused
-            .range(..seq)
-            .rev()
-            .zip((0..seq).rev())
-            .take_while(|((s, _), expected)| *s == expected)
-            .count();
-        let after = self
-            .refused
-            .range(seq + 1..)
-            .zip(seq + 1..)
-            .take_while(|((s, _), expected)| *s == expected)
-            .count();
-        ((before + after + 1) as u64, seq + after as u64)
-    }
-
     fn finish(&mut self, now: Instant, ticket: &Ticket, mut refusal: Refusal) -> Refusal {
         refusal.wait = self
             .ready_at(now, ticket.cost)
@@ -398,35 +382,6 @@ impl Limiter {
 
     fn hold_all(&mut self, until: Instant) {
         self.hold_until = Some(self.hold_until.map_or(until, |h| h.max(until)));
-    }
-
-    /// A 429 soon after a probe: back to the limit before it, and the probe's steps start
-    /// again from the first.
-    fn undo_probe(&mut self, now: Instant, changes: &mut Vec<Change>) {
-        self.probe_step = PROBE_FIRST;
-        let recent = now.saturating_duration_since(self.last_probe) < PROBE_EVERY;
-        if let Some(before) = self.before_probe.take().filter(|_| recent) {
-            if self.requests.source == Some(LimitSource::Inferred) {
-                changes.extend(self.requests.set_limit(before, LimitSource::Inferred));
-            }
-        }
-    }
-
-    /// Drops an inferred requests limit that pacing did not bear out; says why.
-    fn drop_inferred(&mut self) -> Option<String> {
-        if self.requests.source != Some(LimitSource::Inferred) {
-            return None;
-        }
-        let limit = self.requests.limit.map_or(0, per_minute);
-        self.requests.limit = None;
-        self.requests.source = None;
-        self.before_probe = None;
-        self.last_empty = None;
-        self.evidence.paced_from(None);
-        Some(format!(
-            "429s kept coming while paced at {limit} requests per minute: they are not this \
-             client's rate, so the inferred limit is dropped"
-        ))
     }
 
     /// Takes what a server reported: limits, and what is left of them.
@@ -490,103 +445,6 @@ impl Limiter {
         }
     }
 
-    /// A run of 429s with nothing said about limits: infer the requests per minute. With no
-    /// limit in force, from the requests answered (or still in flight) over the last minute
-    /// at most, as a full bucket plus its refill over that span; with one,
-    /// from the answers between two 429s at least [`MEASURE_SPAN`] apart (the bucket was dry
-    /// at both), never raising it and never cutting it by more than half at once.
-    fn infer(&mut self, now: Instant, ticket: &Ticket, paced_from: u64) -> Option<Change> {
-        if self
-            .adjusted_at
-            .is_some_and(|sent| ticket.requests_before < sent)
-        {
-            return None; // sent before the last adjustment: already accounted for
-        }
-        let last_empty = self.last_empty.replace(ticket.at);
-        #[allow(clippy::cast_precision_loss)]
-        let estimate = match (self.requests.source, last_empty) {
-            (None, _) => {
-                // What got through in the last minute at most: a full bucket plus its
-                // refill over that span (the rate actually sent, not the count since the
-                // start of a long run).
-                let span = ticket
-                    .at
-                    .saturating_duration_since(self.start)
-                    .min(Duration::from_secs(60));
-                let from = ticket.at.checked_sub(span).unwrap_or(self.start);
-                let n = self
-                    .answered
-                    .iter()
-                    .filter(|a| **a >= from && **a < ticket.at)
-                    .count()
-                    // Sent before it and not answered yet: it got through too, most likely.
-                    + self.in_flight.range(..ticket.requests_before).count();
-                if n < 2 {
-                    return None; // too little to go by: the back-off hold covers it
-                }
-                n as f64 / (1.0 + span.as_secs_f64() / 60.0)
-            }
-            // A configured limit is only lowered by a measurement, an inferred one also by a
-            // 429 too soon to measure.
-            (Some(source @ (LimitSource::Inferred | LimitSource::Configured)), last) => {
-                let limit = self.requests.limit.unwrap_or(1.0);
-                let measured = last.and_then(|prev| {
-                    let span = ticket.at.saturating_duration_since(prev);
-                    (span >= MEASURE_SPAN).then(|| {
-                        let n = self
-                            .answered
-                            .iter()
-                            .filter(|a| **a > prev && **a <= ticket.at)
-                            .count();
-                        n as f64 / span.as_secs_f64() * 60.0
-                    })
-                });
-                match (measured, source) {
-                    (Some(m), _) => m.clamp(limit * 0.5, limit),
-                    (None, LimitSource::Inferred) => limit * 0.9,
-                    (None, _) => return None,
-                }
-            }
-            _ => return None,
-        };
-        self.adjusted_at = Some(self.sent_requests);
-        // Requests sent after the run of refusals put the limit to the test, even those
-        // already in flight: a dry bucket refuses them too, a stray refusal does not.
-        self.evidence.paced_from(Some(paced_from));
-        self.before_probe = None;
-        self.last_probe = now;
-        let change = self.requests.set_limit(estimate, LimitSource::Inferred);
-        self.requests.level = self.requests.level.min(0.0);
-        change
-    }
-
-    /// A scattered 429 while paced by an inferred limit: when the previous one came at least
-    /// [`MEASURE_SPAN`] before, the answers between the two measure the rate the server
-    /// allows, and a limit above it comes down to it (by half at most). 429s closer together
-    /// measure nothing: frequent scattered ones are stray, and left to [`Evidence`].
-    fn measure(&mut self, ticket: &Ticket) -> Option<Change> {
-        let prev = self.last_empty.replace(ticket.at)?;
-        let span = ticket.at.saturating_duration_since(prev);
-        if span < MEASURE_SPAN {
-            return None;
-        }
-        let limit = self.requests.limit?;
-        #[allow(clippy::cast_precision_loss)]
-        let measured = self
-            .answered
-            .iter()
-            .filter(|a| **a > prev && **a <= ticket.at)
-            .count() as f64
-            / span.as_secs_f64()
-            * 60.0;
-        (measured < limit)
-            .then(|| {
-                self.requests
-                    .set_limit(measured.max(limit * 0.5), LimitSource::Inferred)
-            })
-            .flatten()
-    }
-
     /// Forgets answers older than two minutes once they can no longer matter.
     fn prune(&mut self, now: Instant) {
         if self.answered.len() > 4096 && self.requests.source.is_some() {
@@ -609,175 +467,4 @@ impl Limiter {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn info(limit: u64, remaining: u64) -> RateLimitInfo {
-        RateLimitInfo {
-            requests: LimitStatus {
-                limit: Some(limit),
-                remaining: Some(remaining),
-                reset: None,
-            },
-            tokens: LimitStatus::default(),
-        }
-    }
-
-    #[test]
-    fn a_configured_limit_allows_a_full_bucket_then_the_refill_rate() {
-        let t0 = Instant::now();
-        let config = RunConfig {
-            requests_per_minute: Some(120),
-            ..RunConfig::default()
-        };
-        let mut l = Limiter::new(&config, t0);
-        for _ in 0..120 {
-            assert_eq!(l.ready_at(t0, 10), None);
-            l.take(t0, 10);
-        }
-        let next = l.ready_at(t0, 10).unwrap();
-        assert_about(next - t0, Duration::from_millis(500));
-        l.take(next, 10);
-        assert_about(
-            l.ready_at(next, 10).unwrap() - next,
-            Duration::from_millis(500),
-        );
-    }
-
-    /// Waits are rounded up to the next microsecond, never down.
-    fn assert_about(wait: Duration, expected: Duration) {
-        assert!(
-            wait >= expected && wait <= expected + Duration::from_micros(2),
-            "{wait:?} for {expected:?}"
-        );
-    }
-
-    #[test]
-    fn tokens_and_requests_are_both_respected() {
-        let t0 = Instant::now();
-        let config = RunConfig {
-            requests_per_minute: Some(600),
-            tokens_per_minute: Some(6000),
-            ..RunConfig::default()
-        };
-        let mut l = Limiter::new(&config, t0);
-        l.take(t0, 6000);
-        // 1000 tokens take 10 s to come back at 100 tokens per second.
-        assert_about(l.ready_at(t0, 1000).unwrap() - t0, Duration::from_secs(10));
-        assert_eq!(l.too_large(6001), Some(6000));
-        assert_eq!(l.too_large(6000), None);
-    }
-
-    #[test]
-    fn headers_teach_the_limit_and_the_level() {
-        let t0 = Instant::now();
-        let mut l = Limiter::new(&RunConfig::default(), t0);
-        assert_eq!(l.ready_at(t0, 1), None); // unknown: no pacing
-        let ticket = l.take(t0, 1);
-        let t1 = t0 + Duration::from_millis(300);
-        let changes = l.on_answer(t1, &ticket, Some(&info(120, 0)));
-        assert_eq!(
-            changes,
-            vec![(LimitKind::Requests, 120, LimitSource::Headers)]
-        );
-        // Remaining 0 when it was counted, some refill since: the next goes once one is back.
-        let at = l.ready_at(t1, 1).unwrap();
-        assert!(
-            at > t1 && at <= t1 + Duration::from_micros(500_002),
-            "{:?}",
-            at - t1
-        );
-        assert_eq!(l.summary().requests_per_minute, Some(120));
-    }
-
-    #[test]
-    fn headers_count_requests_sent_since() {
-        let t0 = Instant::now();
-        let mut l = Limiter::new(&RunConfig::default(), t0);
-        let first = l.take(t0, 1);
-        for _ in 0..5 {
-            l.take(t0, 1);
-        }
-        // The first request saw 10 of 11 left; five went after it: 5 are left now.
-        l.on_answer(t0, &first, Some(&info(11, 10)));
-        for _ in 0..5 {
-            assert_eq!(l.ready_at(t0, 1), None);
-            l.take(t0, 1);
-        }
-        assert!(l.ready_at(t0, 1).is_some());
-    }
-
-    #[test]
-    fn refused_requests_are_not_counted_against_the_server() {
-        let t0 = Instant::now();
-        let config = RunConfig {
-            requests_per_minute: Some(2),
-            ..RunConfig::default()
-        };
-        let mut l = Limiter::new(&config, t0);
-        let tickets: Vec<Ticket> = (0..4).map(|_| l.take(t0, 1)).collect();
-        for t in &tickets[2..] {
-            l.on_rate_limited(t0, t, None, Some(&info(2, 0)), &config);
-        }
-        // The first saw 1 left after itself; of the three sent after it, two were refused.
-        l.on_answer(t0, &tickets[0], Some(&info(2, 1)));
-        l.on_answer(t0, &tickets[1], Some(&info(2, 0)));
-        assert_about(l.ready_at(t0, 1).unwrap() - t0, Duration::from_secs(30));
-    }
-
-    #[test]
-    fn a_stray_429s_retry_after_holds_that_request_alone() {
-        let t0 = Instant::now();
-        let config = RunConfig::default();
-        let mut l = Limiter::new(&config, t0);
-        let ticket = l.take(t0, 1);
-        let r = l.on_rate_limited(t0, &ticket, Some(Duration::from_secs(7)), None, &config);
-        assert_eq!((r.wait, r.hold), (Duration::ZERO, Duration::from_secs(7)));
-        assert!(!r.rate_caused);
-        assert_eq!(l.ready_at(t0, 1), None);
-    }
-
-    #[test]
-    fn retry_after_of_a_run_of_refusals_holds_everything() {
-        let t0 = Instant::now();
-        let config = RunConfig::default();
-        let mut l = Limiter::new(&config, t0);
-        let tickets: Vec<Ticket> = (0..8).map(|_| l.take(t0, 1)).collect();
-        let mut last = Refusal::default();
-        for t in &tickets {
-            last = l.on_rate_limited(t0, t, Some(Duration::from_secs(7)), None, &config);
-        }
-        assert!(last.rate_caused);
-        assert_eq!(last.wait, Duration::from_secs(7));
-        assert_eq!(l.ready_at(t0, 1), Some(t0 + Duration::from_secs(7)));
-    }
-
-    #[test]
-    fn a_run_of_429s_without_headers_infers_the_bucket_from_what_got_through() {
-        let t0 = Instant::now();
-        let config = RunConfig::default();
-        let mut l = Limiter::new(&config, t0);
-        // 60 answered within the first second, the 61st refused.
-        for i in 0..60 {
-            let t = t0 + Duration::from_millis(i * 16);
-            let ticket = l.take(t, 1);
-            l.on_answer(t, &ticket, None);
-        }
-        // Four sent one after the other, all refused: the bucket is dry.
-        let t = t0 + Duration::from_secs(1);
-        let tickets: Vec<Ticket> = (0..4).map(|_| l.take(t, 1)).collect();
-        let verdicts: Vec<Refusal> = tickets
-            .iter()
-            .map(|ticket| l.on_rate_limited(t, ticket, None, None, &config))
-            .collect();
-        let caused: Vec<bool> = verdicts.iter().map(|v| v.rate_caused).collect();
-        assert_eq!(caused, [false, false, false, true]);
-        assert_eq!(
-            verdicts[3].changes,
-            vec![(LimitKind::Requests, 59, LimitSource::Inferred)]
-        );
-        // Paced from an empty bucket: about one a second.
-        let at = l.ready_at(t, 1).unwrap();
-        assert!((at - t).as_secs_f64() > 0.9 && (at - t).as_secs_f64() < 1.1);
-    }
-}
+mod tests;
