@@ -55,6 +55,7 @@ fn answer() -> ChatResponse {
         usage: Some(TokenUsage {
             prompt_tokens: 1800,
             completion_tokens: 600,
+            ..TokenUsage::default()
         }),
         model: "gpt-4o-mini".into(),
         ..ChatResponse::default()

@@ -13,8 +13,8 @@
 
 use std::process::ExitCode;
 
-use dynbatch::backend::batch_api::{export, import};
-use dynbatch::backend::openai::MaxTokensField;
+use dynbatch::backend::openai::{OpenAiBuilder, read_batch_file};
+use dynbatch::batch::{export, import};
 use dynbatch::run::RunConfig;
 use dynbatch::{Batcher, Cluster};
 
@@ -63,14 +63,13 @@ async fn run() -> Result<(), String> {
             let plan = Batcher::default()
                 .plan(&clusters)
                 .map_err(|e| e.to_string())?;
-            let jsonl = export(
-                &plan,
-                &clusters,
-                &concept,
-                &config,
-                MaxTokensField::MaxTokens,
-            )
-            .map_err(|e| e.to_string())?;
+            // Encoding sends nothing: the client needs a key to be built, never to encode.
+            let encoder = OpenAiBuilder::default()
+                .api_key("unused: export only")
+                .build_batches()
+                .map_err(|e| e.to_string())?;
+            let jsonl =
+                export(&plan, &clusters, &concept, &config, &encoder).map_err(|e| e.to_string())?;
             print!("{jsonl}");
             eprintln!(
                 "{} requests for {} clusters ({} not batched: see the plan)",
@@ -88,18 +87,13 @@ async fn run() -> Result<(), String> {
             let plan = Batcher::default()
                 .plan(&clusters)
                 .map_err(|e| e.to_string())?;
-            let output = read(&output_path)?;
-            let errors = errors.map(|p| read(&p)).transpose()?;
-            let report = import(
-                plan,
-                &clusters,
-                &concept,
-                &config,
-                &output,
-                errors.as_deref(),
-            )
-            .await
-            .map_err(|e| e.to_string())?;
+            let mut results = read_batch_file(&output_path, &read(&output_path)?);
+            if let Some(path) = errors {
+                results.extend(read_batch_file(&path, &read(&path)?));
+            }
+            let report = import(plan, &clusters, &concept, &config, results)
+                .await
+                .map_err(|e| e.to_string())?;
             let (ok, failed) = report.outcome_counts();
             eprintln!(
                 "{ok} clusters succeeded, {failed} failed, {} patterns",

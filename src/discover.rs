@@ -4,9 +4,9 @@
 use crate::backend::LlmBackend;
 use crate::error::Error;
 use crate::model::Cluster;
-use crate::patterns::DiscoveryReport;
 use crate::plan::Batcher;
 use crate::quality::QualityScorer;
+use crate::report::DiscoveryReport;
 use crate::run::Runner;
 use crate::strategy::StrategySelector;
 use crate::timer::Timer;

@@ -25,15 +25,27 @@ pub enum Error {
     /// A journal ([`RunStore`](crate::store::RunStore)) could not be read or written.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
-    /// A Batch API call failed for good (feature `openai`).
-    #[cfg(feature = "openai")]
-    #[error("Batch API {operation}: {source}")]
+    /// A batch API call failed for good.
+    #[error("batch API {operation}: {source}")]
     BatchApi {
         /// What was being done.
         operation: String,
         /// The error.
         #[source]
         source: crate::backend::BackendError,
+    },
+    /// A batch whose creation was sent when a run stopped, but whose answer was lost, matches
+    /// several of the account's batches: which one is it is for a person to say.
+    #[error(
+        "a batch of {requests} requests was being created when the last run stopped, and {} of the account's batches could be it: {}; attach to the right one by id (the others cost money too: cancel them)",
+        candidates.len(),
+        candidates.join(", ")
+    )]
+    UnsureBatch {
+        /// Requests in the batch.
+        requests: usize,
+        /// The ids of the batches that match.
+        candidates: Vec<String>,
     },
     /// A plan broke one of its invariants (see
     /// [`BatchPlan::check`](crate::plan::BatchPlan::check)).
@@ -138,7 +150,7 @@ pub enum FormatError {
     },
     /// One request larger than a whole Batch API file may be.
     #[error(
-        "request {index} ({custom_id}) is {bytes} bytes, more than a whole Batch API file may hold ({limit})"
+        "request {index} ({custom_id}) is {bytes} bytes, more than a whole batch may hold ({limit})"
     )]
     RequestTooLarge {
         /// The request's index.
@@ -149,16 +161,6 @@ pub enum FormatError {
         bytes: usize,
         /// The file limit.
         limit: usize,
-    },
-    /// A line of a batch's input file that is not a Batch API request.
-    #[error("batch {batch_id}: input file line {line}: not a Batch API request: {source}")]
-    NotARequest {
-        /// The batch.
-        batch_id: String,
-        /// The line (1-based).
-        line: usize,
-        /// The parser's error.
-        source: serde_json::Error,
     },
     /// A batch that holds a request of other clusters, concept or settings.
     #[error(

@@ -111,11 +111,12 @@ pub fn openai_wire(data: &[u8]) {
     let _ = crate::backend::openai::classify(status, &headers, body, None);
 }
 
-/// Batch API output and error files, read against the input of a three-cluster plan.
+/// Batch results (`OpenAI`'s output and error files; Anthropic's results with feature
+/// `anthropic`), read against the input of a three-cluster plan.
 #[cfg(feature = "openai")]
 pub fn batch_lines(data: &[u8]) {
     use std::sync::OnceLock;
-    static INPUT: OnceLock<(crate::backend::batch_api::BatchInput, Vec<String>)> = OnceLock::new();
+    static INPUT: OnceLock<(crate::batch::BatchInput, Vec<String>)> = OnceLock::new();
     let (input, ids) = INPUT.get_or_init(|| {
         let clusters = crate::testing::distinct_clusters(3);
         let config = crate::BatchingConfig::builder()
@@ -128,13 +129,11 @@ pub fn batch_lines(data: &[u8]) {
             .plan(&clusters)
             .expect("a plan")
             .into_owned();
-        let input = crate::backend::batch_api::BatchInput::new(
+        let input = crate::batch::BatchInput::unencoded(
             &plan,
             &clusters,
             "x",
             &crate::RunConfig::default(),
-            None,
-            crate::MaxTokensField::default(),
         )
         .expect("an input");
         let ids = input.custom_ids().to_vec();
@@ -148,9 +147,20 @@ pub fn batch_lines(data: &[u8]) {
         .fold(text.into_owned(), |t, (i, id)| {
             t.replace(&format!("@{i}"), id)
         });
-    let mut results = crate::backend::batch_api::BatchResults::new(input);
-    results.add_file("output", &text);
-    results.add_file("errors", &text);
+    let mut results = crate::batch::BatchResults::new(input);
+    results.add(
+        "output",
+        crate::backend::openai::read_batch_file("output", &text),
+    );
+    results.add(
+        "errors",
+        crate::backend::openai::read_batch_file("errors", &text),
+    );
+    #[cfg(feature = "anthropic")]
+    results.add(
+        "results",
+        crate::backend::anthropic::read_batch_results("results", &text),
+    );
     // Every request has at most one outcome. (An answer line with a 5xx status is both
     // answered and worth another batch: the counts overlap by design.)
     assert!(results.answered() <= results.with_line());

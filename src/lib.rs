@@ -2,6 +2,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod backend;
+pub mod batch;
 mod config;
 mod discover;
 mod error;
@@ -14,6 +15,7 @@ pub mod patterns;
 pub mod plan;
 pub mod prompt;
 mod quality;
+pub mod report;
 mod response;
 pub mod run;
 pub mod store;
@@ -24,12 +26,10 @@ pub mod testing;
 pub mod timer;
 mod tokens;
 
-#[cfg(feature = "openai")]
-pub use backend::batch_api::{BatchApiClient, Remainder};
 #[cfg(feature = "mock")]
 pub use backend::mock::{MockBackend, MockRateLimit, MockStep};
 #[cfg(feature = "openai")]
-pub use backend::openai::{MaxTokensField, OpenAiBackend};
+pub use backend::openai::{MaxTokensField, OpenAiBackend, OpenAiBatches};
 pub use backend::{
     BackendError, CallError, ChatMessage, ChatRequest, ChatResponse, ErrorKind, LlmBackend,
     RateLimitInfo, ResponseFormat, Role, async_trait,
@@ -39,13 +39,14 @@ pub use error::{Error, FormatError, PlanMismatch, SetupError};
 pub use model::{
     Cluster, Extra, ReadError, Rejection, ScoreKind, Video, read_clusters, read_clusters_parallel,
 };
-pub use patterns::DiscoveryReport;
 pub use plan::{
     Batch, BatchPlan, Batcher, ClusterEntry, ClusterState, InvariantViolation, StateCounts,
 };
 pub use prompt::{OutputMode, RequestSettings};
 pub use quality::{QualityFactors, QualityScorer, Scored, SpecQualityScorer};
-pub use run::{Failure, RunConfig, RunConfigBuilder, RunEvent, Runner};
+pub use report::DiscoveryReport;
+pub use report::Failure;
+pub use run::{RunConfig, RunConfigBuilder, RunEvent, Runner};
 #[cfg(feature = "store")]
 pub use store::SqliteStore;
 pub use store::{MemoryStore, RequestKey, RunStore, StoreError};

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use dynbatch::backend::anthropic::AnthropicBackend;
 use dynbatch::backend::mock::MockBackend;
 use dynbatch::backend::{ChatMessage, ChatRequest, LlmBackend, ResponseFormat, Role};
-use dynbatch::patterns::OutcomeStatus;
+use dynbatch::report::OutcomeStatus;
 use dynbatch::run::{RunConfig, Runner};
 use dynbatch::testing::run_backend_conformance;
 use dynbatch::timer::TokioTimer;

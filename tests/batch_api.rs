@@ -9,9 +9,9 @@
 )]
 
 use dynbatch::Batcher;
-use dynbatch::backend::batch_api::{BatchInput, custom_id, export, import};
-use dynbatch::backend::openai::{MaxTokensField, OpenAiBackend};
-use dynbatch::patterns::OutcomeStatus;
+use dynbatch::backend::openai::{OpenAiBackend, OpenAiBatches, read_batch_file};
+use dynbatch::batch::{BatchInput, custom_id, export, import};
+use dynbatch::report::OutcomeStatus;
 use dynbatch::run::RunConfig;
 use serde_json::{Value, json};
 
@@ -38,6 +38,14 @@ fn ok_line(id: &str, content: &str, finish: &str) -> String {
     .to_string()
 }
 
+/// The Batch API client, used only to encode: it sends nothing.
+fn encoder() -> OpenAiBatches {
+    OpenAiBackend::builder()
+        .api_key("unused")
+        .build_batches()
+        .unwrap()
+}
+
 #[tokio::test]
 async fn export_then_import_gives_the_runners_report() {
     let input = bundled();
@@ -47,28 +55,14 @@ async fn export_then_import_gives_the_runners_report() {
     let config = RunConfig::default();
 
     // Export: one line per batch, stable unique ids, the runner's exact body.
-    let jsonl = export(
-        &plan,
-        &input,
-        "home espresso",
-        &config,
-        MaxTokensField::MaxTokens,
-    )
-    .unwrap();
+    let encoder = encoder();
+    let jsonl = export(&plan, &input, "home espresso", &config, &encoder).unwrap();
     let lines: Vec<Value> = jsonl
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(lines.len(), n);
-    let batch_input = BatchInput::new(
-        &plan,
-        &input,
-        "home espresso",
-        &config,
-        None,
-        MaxTokensField::MaxTokens,
-    )
-    .unwrap();
+    let batch_input = BatchInput::new(&plan, &input, "home espresso", &config, &encoder).unwrap();
     let requests = batch_input.requests();
     // What the live backend would send for the same request.
     let live = OpenAiBackend::builder()
@@ -88,14 +82,7 @@ async fn export_then_import_gives_the_runners_report() {
     assert_eq!(ids.len(), n);
     let again = Batcher::default().plan(&input).unwrap();
     assert_eq!(
-        export(
-            &again,
-            &input,
-            "home espresso",
-            &config,
-            MaxTokensField::MaxTokens
-        )
-        .unwrap(),
+        export(&again, &input, "home espresso", &config, &encoder).unwrap(),
         jsonl
     );
 
@@ -118,16 +105,11 @@ async fn export_then_import_gives_the_runners_report() {
                         "error": {"code": "batch_expired", "message": "This request could not be executed before the completion window expired."}})
         .to_string();
 
-    let report = import(
-        plan.clone(),
-        &input,
-        "home espresso",
-        &config,
-        &output.join("\n"),
-        Some(&errors),
-    )
-    .await
-    .unwrap();
+    let mut results = read_batch_file("output", &output.join("\n"));
+    results.extend(read_batch_file("errors", &errors));
+    let report = import(plan.clone(), &input, "home espresso", &config, results)
+        .await
+        .unwrap();
     report.check_accounting().unwrap();
     let of = |b: usize| {
         report
@@ -146,7 +128,7 @@ async fn export_then_import_gives_the_runners_report() {
         o.reason
             .as_deref()
             .unwrap()
-            .contains("no line for dynbatch-0002-")
+            .contains("no result line for dynbatch-0002-")
     }));
     assert!(of(3).iter().all(|o| {
         o.reason
@@ -231,8 +213,7 @@ async fn import_never_waits_or_stops_on_a_lines_status() {
         &input,
         "home espresso",
         &config,
-        &output,
-        None,
+        read_batch_file("output", &output),
     );
     let report = tokio::time::timeout(std::time::Duration::from_secs(20), import)
         .await
@@ -248,12 +229,13 @@ async fn import_never_waits_or_stops_on_a_lines_status() {
             .unwrap_or_default()
     };
     assert!(
-        reason(0).starts_with("other: rate_limited: "),
+        reason(0).starts_with("other: the batch failed dynbatch-0000-")
+            && reason(0).contains(": http_429: rate_limited: "),
         "{}",
         reason(0)
     );
     assert!(
-        reason(1).starts_with("other: authentication: "),
+        reason(1).contains(": http_401: authentication: "),
         "{}",
         reason(1)
     );

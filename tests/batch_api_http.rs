@@ -11,12 +11,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use batch_server::{FakeBatchApi, Fate};
-use dynbatch::backend::batch_api::{
-    BatchApiClient, BatchEvent, BatchLimits, BatchResults, BatchStatus, PollConfig, Remainder,
-};
 use dynbatch::backend::mock::MockBackend;
-use dynbatch::backend::openai::OpenAiBackend;
-use dynbatch::patterns::{OutcomeStatus, PriceTier};
+use dynbatch::backend::openai::{OpenAiBackend, OpenAiBatches, read_batch_file};
+use dynbatch::backend::{BatchBackend, BatchLimits, BatchStatus};
+use dynbatch::batch::{BatchEvent, BatchJob, BatchResults, BatchRunner, PollConfig, Remainder};
+use dynbatch::report::{OutcomeStatus, PriceTier};
 use dynbatch::run::{RunConfig, Runner};
 use dynbatch::store::{BatchRecord, MemoryStore, RunStore, SqliteStore};
 use dynbatch::timer::{Sleep, Timer, TokioTimer};
@@ -40,15 +39,25 @@ impl Timer for Clock {
     }
 }
 
-fn client(server: &wiremock::MockServer, events: &Arc<Mutex<Vec<BatchEvent>>>) -> BatchApiClient {
+fn client(
+    server: &wiremock::MockServer,
+    events: &Arc<Mutex<Vec<BatchEvent>>>,
+) -> BatchRunner<OpenAiBatches> {
+    client_on(server, events, Clock::default())
+}
+
+fn client_on(
+    server: &wiremock::MockServer,
+    events: &Arc<Mutex<Vec<BatchEvent>>>,
+    clock: Clock,
+) -> BatchRunner<OpenAiBatches> {
     let events = Arc::clone(events);
-    OpenAiBackend::builder()
+    let batches = OpenAiBackend::builder()
         .base_url(format!("{}/v1", server.uri()))
         .api_key("sk-test")
-        .build_batch_api()
-        .unwrap()
-        .with_timer(Clock::default())
-        .on_event(move |e| events.lock().unwrap().push(e.clone()))
+        .build_batches()
+        .unwrap();
+    BatchRunner::new(batches, clock).on_event(move |e| events.lock().unwrap().push(e.clone()))
 }
 
 fn statuses(events: &Arc<Mutex<Vec<BatchEvent>>>) -> Vec<BatchStatus> {
@@ -77,8 +86,7 @@ async fn the_whole_flow_uploads_creates_polls_downloads_and_reports() {
     let clusters = bundled();
     let plan = Batcher::default().plan(&clusters).unwrap();
     let n = plan.batches.len();
-    let run = client(&server, &events)
-        .with_timer(clock.clone())
+    let run = client_on(&server, &events, clock.clone())
         .run(plan, &clusters, CONCEPT, &RunConfig::default())
         .await
         .unwrap();
@@ -121,8 +129,11 @@ async fn the_whole_flow_uploads_creates_polls_downloads_and_reports() {
         .prices()
         .cost(
             "gpt-4o-mini",
-            run.report.usage.prompt_tokens,
-            run.report.usage.completion_tokens,
+            &dynbatch::backend::TokenUsage {
+                prompt_tokens: run.report.usage.prompt_tokens,
+                completion_tokens: run.report.usage.completion_tokens,
+                ..Default::default()
+            },
         )
         .unwrap();
     let cost = run.report.usage.estimated_cost_usd.unwrap();
@@ -281,10 +292,7 @@ async fn a_plan_over_the_limits_is_split_into_batches_and_merged() {
     let err = input
         .shards(&all, BatchLimits::new(50_000, 100))
         .unwrap_err();
-    assert!(
-        err.to_string().contains("more than a whole Batch API file"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("more than a whole batch"), "{err}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -384,7 +392,7 @@ async fn a_second_run_with_the_journal_attaches_instead_of_submitting_again() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_batch_created_but_not_recorded_is_found_by_its_file_not_paid_twice() {
+async fn a_batch_created_but_not_recorded_is_found_by_its_key_not_paid_twice() {
     let clusters = bundled();
     let plan = Batcher::default().plan(&clusters).unwrap();
     let (server, fake) = FakeBatchApi::start(1).await;
@@ -399,21 +407,21 @@ async fn a_batch_created_but_not_recorded_is_found_by_its_file_not_paid_twice() 
         )
         .unwrap()
         .remove(0);
-    // A process that uploaded, recorded the file, created the batch and died before
-    // recording the batch.
-    let file = client.upload("x.jsonl", shard.jsonl.clone()).await.unwrap();
+    // A process that recorded the batch as pending, created it and died before recording it.
     let journal = MemoryStore::default();
     journal
         .put_batch(
             &shard.key,
             &BatchRecord {
-                input_file_id: file.clone(),
                 batch_id: None,
+                sent_at: Some(0),
+                requests: shard.requests.len(),
             },
         )
         .unwrap();
     client
-        .create(&file, &std::collections::BTreeMap::new())
+        .backend()
+        .create(&shard.jsonl, &shard.key.to_string())
         .await
         .unwrap();
     let run = client
@@ -460,7 +468,7 @@ async fn transient_errors_are_retried_and_cancel_ends_a_batch() {
         .filter(|e| matches!(e, BatchEvent::CallFailed { .. }))
         .count();
     assert_eq!(failed, 1, "the 503 upload was tried again");
-    let job = dynbatch::backend::batch_api::BatchJob { batches };
+    let job = BatchJob { batches };
     assert_eq!(client.cancel_job(&job).await.unwrap(), 1);
     let run = client
         .finish(
@@ -522,7 +530,10 @@ async fn malformed_result_files_never_panic_or_lose_a_cluster() {
             .filter(|o| o.batch == last)
             .all(|o| {
                 o.status == OutcomeStatus::Failed
-                    && o.reason.as_deref().unwrap().contains("no line for it")
+                    && o.reason
+                        .as_deref()
+                        .unwrap()
+                        .contains("no result line for it")
             })
     );
 
@@ -533,14 +544,20 @@ async fn malformed_result_files_never_panic_or_lose_a_cluster() {
         .unwrap();
     let id = |i: usize| input.custom_ids()[i].clone();
     let mut results = BatchResults::new(&input);
-    results.add_file("output", "{not json\n\n[1,2]\n\u{0}\u{ffff}");
-    results.add_file(
+    results.add(
         "output",
-        &format!(
+        read_batch_file("output", "{not json\n\n[1,2]\n\u{0}\u{ffff}"),
+    );
+    results.add(
+        "output",
+        read_batch_file(
+            "output",
+            &format!(
             "{{\"custom_id\":\"nope\",\"response\":null}}\n{{\"custom_id\":\"{}\"}}\n{{\"custom_id\":\"{}\",\"error\":{{\"code\":\"first_error\"}}}}\n{{\"custom_id\":\"{}\",\"error\":{{\"code\":\"second_error\"}}}}",
-            id(0),
-            id(1),
-            id(1)
+                id(0),
+                id(1),
+                id(1)
+            ),
         ),
     );
     let warnings = results.warnings().join("\n");
@@ -550,7 +567,7 @@ async fn malformed_result_files_never_panic_or_lose_a_cluster() {
     );
     assert!(warnings.contains("appears again"), "{warnings}");
     assert!(warnings.contains("not a Batch API result"), "{warnings}");
-    let report = dynbatch::backend::batch_api::import_results(
+    let report = dynbatch::batch::import_results(
         plan.clone(),
         &clusters,
         CONCEPT,
@@ -578,5 +595,9 @@ async fn malformed_result_files_never_panic_or_lose_a_cluster() {
         reason(0)
     );
     assert!(reason(1).contains("second_error"), "{}", reason(1));
-    assert!(reason(n - 1).contains("no line for"), "{}", reason(n - 1));
+    assert!(
+        reason(n - 1).contains("no result line for"),
+        "{}",
+        reason(n - 1)
+    );
 }

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use dynbatch::backend::ErrorKind;
 use dynbatch::backend::mock::{MockBackend, MockStep};
-use dynbatch::run::{AnswerProblem, Failure, RunConfig, RunEvent, Runner, SplitCause, StopCause};
+use dynbatch::report::{AnswerProblem, Failure, SplitCause, StopCause};
+use dynbatch::run::{RunConfig, RunEvent, Runner};
 use dynbatch::timer::TokioTimer;
 use dynbatch::{Batcher, Cluster, Video};
 

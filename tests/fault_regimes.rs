@@ -7,7 +7,8 @@
 use std::time::Duration;
 
 use dynbatch::backend::mock::{MockBackend, MockStep};
-use dynbatch::run::{LimitSource, RunConfig, RunEvent};
+use dynbatch::report::LimitSource;
+use dynbatch::run::{RunConfig, RunEvent};
 use dynbatch::timer::TokioTimer;
 use dynbatch::{BatchPlan, Batcher, BatchingConfig, Cluster};
 use proptest::prelude::*;
@@ -166,7 +167,7 @@ fn a_content_filter_fails_only_the_cluster_that_trips_it() {
             .report
             .outcomes
             .iter()
-            .filter(|o| o.status == dynbatch::patterns::OutcomeStatus::Failed)
+            .filter(|o| o.status == dynbatch::report::OutcomeStatus::Failed)
             .collect();
         assert_eq!(failed[0].id, clusters[tripping].id);
         let reason = failed[0].reason.as_deref().unwrap();
@@ -174,7 +175,7 @@ fn a_content_filter_fails_only_the_cluster_that_trips_it() {
         assert_eq!(
             failed[0].failure,
             Some(dynbatch::Failure::Unusable {
-                problem: dynbatch::run::AnswerProblem::Filtered
+                problem: dynbatch::report::AnswerProblem::Filtered
             })
         );
     }

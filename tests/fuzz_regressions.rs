@@ -7,11 +7,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use dynbatch::backend::batch_api::{BatchInput, BatchResults};
 use dynbatch::backend::mock::{MockBackend, MockStep};
+use dynbatch::backend::openai::{OpenAiBuilder, read_batch_file};
+use dynbatch::batch::{BatchInput, BatchResults};
 use dynbatch::run::{RunConfig, Runner};
 use dynbatch::timer::TokioTimer;
-use dynbatch::{Batcher, BatchingConfig, Cluster, MaxTokensField};
+use dynbatch::{Batcher, BatchingConfig, Cluster};
 
 fn findings(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz_regressions");
@@ -47,15 +48,11 @@ fn three() -> (Vec<Cluster>, dynbatch::BatchPlan<'static>) {
 #[test]
 fn batch_result_files_that_once_broke_an_invariant() {
     let (clusters, plan) = three();
-    let input = BatchInput::new(
-        &plan,
-        &clusters,
-        "x",
-        &RunConfig::default(),
-        None,
-        MaxTokensField::default(),
-    )
-    .unwrap();
+    let encoder = OpenAiBuilder::default()
+        .api_key("unused")
+        .build_batches()
+        .unwrap();
+    let input = BatchInput::new(&plan, &clusters, "x", &RunConfig::default(), &encoder).unwrap();
     let found = findings("batch_lines");
     assert!(!found.is_empty());
     for (path, bytes) in found {
@@ -64,8 +61,8 @@ fn batch_result_files_that_once_broke_an_invariant() {
             |t, (i, id)| t.replace(&format!("@{i}"), id),
         );
         let mut results = BatchResults::new(&input);
-        results.add_file("output", &text);
-        results.add_file("errors", &text);
+        results.add("output", read_batch_file("output", &text));
+        results.add("errors", read_batch_file("errors", &text));
         assert!(results.answered() <= results.with_line(), "{path:?}");
         assert!(results.with_line() <= input.len(), "{path:?}");
         let unanswered = results.unanswered();

@@ -13,7 +13,7 @@ use std::hash::{Hash, Hasher};
 
 use dynbatch::backend::mock::{MockBackend, MockStep};
 use dynbatch::backend::{BackendError, ChatRequest, ChatResponse, LlmBackend};
-use dynbatch::patterns::{DiscoveryReport, OutcomeStatus};
+use dynbatch::report::{DiscoveryReport, OutcomeStatus};
 use dynbatch::run::{RunConfig, RunEvent, Runner};
 use dynbatch::store::{MemoryStore, RequestKey, RunStore, SqliteStore, StoreError};
 use dynbatch::timer::TokioTimer;

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use dynbatch::backend::openai::{MaxTokensField, OpenAiBackend};
 use dynbatch::backend::{BackendError, ChatMessage, ChatRequest, LlmBackend, ResponseFormat, Role};
-use dynbatch::patterns::OutcomeStatus;
 use dynbatch::prompt::{OutputMode, RequestSettings};
+use dynbatch::report::OutcomeStatus;
 use dynbatch::run::{RunConfig, Runner};
 use dynbatch::timer::{Sleep, Timer};
 use dynbatch::{Batcher, Cluster, Video};

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use dynbatch::backend::openai::OpenAiBackend;
 use dynbatch::backend::{BackendError, ChatMessage, ChatRequest, LlmBackend, ResponseFormat, Role};
-use dynbatch::run::{LimitSource, RunConfig, Runner};
+use dynbatch::report::LimitSource;
+use dynbatch::run::{RunConfig, Runner};
 use dynbatch::timer::TokioTimer;
 use dynbatch::{Batcher, BatchingConfig, Cluster, Video};
 use serde_json::json;

@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use dynbatch::backend::mock::{MockBackend, MockRateLimit, MockStep};
 use dynbatch::backend::{LimitStatus, RateLimitInfo};
-use dynbatch::patterns::OutcomeStatus;
-use dynbatch::run::{LimitKind, LimitSource, RunConfig, RunEvent, Runner};
+use dynbatch::report::OutcomeStatus;
+use dynbatch::report::{LimitKind, LimitSource};
+use dynbatch::run::{RunConfig, RunEvent, Runner};
 use dynbatch::timer::TokioTimer;
 use dynbatch::{BatchPlan, Batcher, BatchingConfig, Cluster};
 use tokio::time::Instant;

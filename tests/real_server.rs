@@ -18,8 +18,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use dynbatch::backend::openai::OpenAiBackend;
-use dynbatch::patterns::OutcomeStatus;
 use dynbatch::prompt::{ModelLimits, OutputMode, RequestSettings};
+use dynbatch::report::OutcomeStatus;
 use dynbatch::run::{RunConfig, Runner};
 use dynbatch::timer::TokioTimer;
 use dynbatch::{Batcher, Cluster};

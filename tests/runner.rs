@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dynbatch::backend::mock::{MockBackend, MockStep};
-use dynbatch::patterns::{DiscoveryReport, OutcomeStatus};
+use dynbatch::report::{DiscoveryReport, OutcomeStatus};
 use dynbatch::run::{RunConfig, RunEvent, Runner};
 use dynbatch::timer::TokioTimer;
 use dynbatch::{Batcher, BatchingConfig, Cluster, ClusterState, Video};

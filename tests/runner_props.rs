@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use dynbatch::backend::mock::{MockBackend, MockStep};
-use dynbatch::patterns::OutcomeStatus;
+use dynbatch::report::OutcomeStatus;
 use dynbatch::run::{RunConfig, Runner};
 use dynbatch::testing::{arb_clusters, arb_config};
 use dynbatch::timer::TokioTimer;

@@ -1,19 +1,19 @@
-//! `discover --batch-api`: the plan through the provider's Batch API (feature `openai`).
+//! `discover --batch-api`: the plan through the provider's batch API (`OpenAI`'s Batch API with
+//! feature `openai`, Anthropic's Message Batches with feature `anthropic`).
 
 use std::process::ExitCode;
 use std::time::Duration;
 
-use dynbatch::backend::batch_api::{
-    BatchApiClient, BatchInput, BatchJob, BatchLimits, BatchRun, PollConfig, Remainder,
-    SubmittedBatch,
+use dynbatch::backend::BatchBackend;
+use dynbatch::batch::{
+    BatchInput, BatchJob, BatchRun, BatchRunner, PollConfig, Remainder, SubmittedBatch,
 };
-use dynbatch::backend::openai::OpenAiBackend;
 use dynbatch::run::{RunConfig, Runner};
 use dynbatch::store::{MemoryStore, RunStore, SqliteStore};
 use dynbatch::timer::TokioTimer;
 use dynbatch::{BatchPlan, Cluster};
 
-use super::{Args, Rest, summary};
+use super::{Args, Provider, Rest, summary};
 
 pub(crate) async fn run(
     args: &Args,
@@ -22,24 +22,57 @@ pub(crate) async fn run(
     concept: &str,
     run_config: RunConfig,
 ) -> Result<ExitCode, String> {
-    if std::env::var_os("OPENAI_API_KEY").is_none() && std::env::var_os("OPENAI_BASE_URL").is_none()
-    {
-        return Err("--batch-api needs a server: set OPENAI_API_KEY (and OPENAI_BASE_URL for another server than OpenAI's); try `cargo run --example batch_server`".into());
+    let set = |name| std::env::var_os(name).is_some_and(|v| !v.is_empty());
+    #[cfg(feature = "anthropic")]
+    if Provider::chosen(args) == Provider::Anthropic {
+        if !set("ANTHROPIC_API_KEY") && !set("ANTHROPIC_BASE_URL") {
+            return Err("--batch-api needs a server: set ANTHROPIC_API_KEY (and ANTHROPIC_BASE_URL for another server than Anthropic's); try `cargo run --example batch_server -- --anthropic`".into());
+        }
+        let batches = super::claude_builder()
+            .build_batches()
+            .map_err(|e| e.to_string())?;
+        let base = batches.base_url().to_owned();
+        return run_with(batches, &base, args, plan, clusters, concept, run_config).await;
     }
+    #[cfg(feature = "openai")]
+    if Provider::chosen(args) == Provider::OpenAi {
+        if !set("OPENAI_API_KEY") && !set("OPENAI_BASE_URL") {
+            return Err("--batch-api needs a server: set OPENAI_API_KEY (and OPENAI_BASE_URL for another server than OpenAI's); try `cargo run --example batch_server`".into());
+        }
+        let batches =
+            dynbatch::backend::openai::OpenAiBatches::from_env().map_err(|e| e.to_string())?;
+        let base = batches.base_url().to_owned();
+        return run_with(batches, &base, args, plan, clusters, concept, run_config).await;
+    }
+    let _ = set;
+    Err(format!(
+        "--batch-api with {:?} needs the feature of that provider",
+        Provider::chosen(args)
+    ))
+}
+
+async fn run_with<B: BatchBackend + 'static>(
+    batches: B,
+    base: &str,
+    args: &Args,
+    plan: BatchPlan<'_>,
+    clusters: &[Cluster],
+    concept: &str,
+    run_config: RunConfig,
+) -> Result<ExitCode, String> {
     let mut poll = PollConfig::default();
     if let Some(secs) = args.poll_secs {
         poll.first = Duration::from_secs_f64(secs);
         poll.max = poll.max.max(poll.first);
     }
-    let mut client = BatchApiClient::from_env()
-        .map_err(|e| e.to_string())?
+    let mut client = BatchRunner::new(batches, TokioTimer)
         .with_poll(poll)
         .with_remainder(match args.remainder {
             Rest::Batch => Remainder::default(),
             Rest::Live | Rest::Leave => Remainder::Leave,
         })
         .on_event(|event| eprintln!("batch api: {event}"));
-    eprintln!("batch api: {} (costs at batch prices)", client.base_url());
+    eprintln!("batch api: {base} (costs at batch prices)");
     if let Some(path) = &args.journal {
         client = client.with_store(SqliteStore::open(path).map_err(|e| e.to_string())?);
         eprintln!(
@@ -105,7 +138,7 @@ async fn live_rest(
         .results
         .record(&outcome.input, &*live_store)
         .map_err(|e| e.to_string())?;
-    let backend = OpenAiBackend::from_env().map_err(|e| e.to_string())?;
+    let backend = super::backend(args, &run_config)?;
     let report = Runner::new(backend, TokioTimer)
         .with_config(run_config)
         .with_store(live_store)
@@ -124,15 +157,15 @@ async fn live_rest(
 
 /// The batches of `input`: attached to by id when `--attach` names them, else submitted (or
 /// found in the journal).
-async fn submit_or_attach(
-    client: &BatchApiClient,
+async fn submit_or_attach<B: BatchBackend>(
+    client: &BatchRunner<B>,
     args: &Args,
     input: &BatchInput,
 ) -> Result<Vec<SubmittedBatch>, String> {
     if args.attach.is_empty() {
         let all: Vec<usize> = (0..input.len()).collect();
         let shards = input
-            .shards(&all, BatchLimits::default())
+            .shards(&all, client.backend().limits())
             .map_err(|e| e.to_string())?;
         client.submit(&shards).await
     } else {

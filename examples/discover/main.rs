@@ -33,7 +33,7 @@
 //! answered is sent again. Ctrl-C stops sending, waits for the requests in flight, and exits
 //! with code 130 saying how to resume.
 
-#[cfg(feature = "openai")]
+#[cfg(any(feature = "openai", feature = "anthropic"))]
 mod batch;
 
 use std::io::Read;
@@ -42,9 +42,10 @@ use std::time::Duration;
 
 use dynbatch::backend::LlmBackend;
 use dynbatch::backend::mock::{MockBackend, MockRateLimit};
-use dynbatch::patterns::DiscoveryReport;
 use dynbatch::prompt::OutputMode;
-use dynbatch::run::{LimitKind, LimitSource, RunConfig, RunEvent, Runner};
+use dynbatch::report::DiscoveryReport;
+use dynbatch::report::{LimitKind, LimitSource};
+use dynbatch::run::{RunConfig, RunEvent, Runner};
 use dynbatch::store::SqliteStore;
 use dynbatch::timer::TokioTimer;
 use dynbatch::{Batcher, BatchingConfig, Cluster};
@@ -250,11 +251,6 @@ fn check(args: &Args) -> Result<(), String> {
     if args.batch_api && (args.fail_rate.is_some() || args.mock_rpm.is_some() || args.dry_run) {
         return Err("--batch-api goes with neither --fail-rate, --mock-rpm nor --dry-run".into());
     }
-    if args.batch_api && Provider::chosen(args) == Provider::Anthropic {
-        return Err(
-            "--batch-api with --provider anthropic: Message Batches are not supported yet".into(),
-        );
-    }
     if args.seed.is_some() && args.fail_rate.is_none() {
         return Err("--seed goes with --fail-rate".into());
     }
@@ -394,8 +390,8 @@ async fn run() -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `--batch-api`: the plan through the provider's Batch API.
-#[cfg(feature = "openai")]
+/// `--batch-api`: the plan through the provider's batch API.
+#[cfg(any(feature = "openai", feature = "anthropic"))]
 async fn batch_api(
     args: &Args,
     plan: dynbatch::BatchPlan<'_>,
@@ -406,7 +402,7 @@ async fn batch_api(
     batch::run(args, plan, clusters, concept, run_config).await
 }
 
-#[cfg(not(feature = "openai"))]
+#[cfg(not(any(feature = "openai", feature = "anthropic")))]
 #[allow(clippy::unused_async)]
 async fn batch_api(
     _: &Args,
@@ -415,7 +411,7 @@ async fn batch_api(
     _: &str,
     _: RunConfig,
 ) -> Result<ExitCode, String> {
-    Err("--batch-api needs the openai feature: cargo run --features openai --example discover -- --batch-api ...".into())
+    Err("--batch-api needs the openai or anthropic feature: cargo run --features openai --example discover -- --batch-api ...".into())
 }
 
 /// Prints the report as JSON on stdout when `--json` asks for it.
@@ -429,6 +425,18 @@ fn finish_json(args: &Args, report: &DiscoveryReport<'_>) -> Result<ExitCode, St
     Ok(ExitCode::SUCCESS)
 }
 
+/// Anthropic's configuration from the `ANTHROPIC_*` variables, with a Claude model when
+/// `ANTHROPIC_MODEL` names none (the plan's requests name an `OpenAI` model by default).
+#[cfg(feature = "anthropic")]
+fn claude_builder() -> dynbatch::backend::anthropic::AnthropicBuilder {
+    let builder = dynbatch::backend::anthropic::AnthropicBuilder::from_env();
+    if std::env::var_os("ANTHROPIC_MODEL").is_none() {
+        builder.model(DEFAULT_CLAUDE)
+    } else {
+        builder
+    }
+}
+
 /// The real backend when built with `--features openai` and `OPENAI_API_KEY` or
 /// `OPENAI_BASE_URL` is set; otherwise the offline mock.
 fn backend(args: &Args, run_config: &RunConfig) -> Result<Box<dyn LlmBackend>, String> {
@@ -437,12 +445,7 @@ fn backend(args: &Args, run_config: &RunConfig) -> Result<Box<dyn LlmBackend>, S
         if args.fail_rate.is_some() || args.mock_rpm.is_some() {
             return Err("--fail-rate and --mock-rpm shape the mock backend; unset ANTHROPIC_API_KEY and ANTHROPIC_BASE_URL".into());
         }
-        let mut builder = dynbatch::backend::anthropic::AnthropicBuilder::from_env();
-        // The plan's requests name an OpenAI model by default: Claude needs one of its own.
-        if std::env::var_os("ANTHROPIC_MODEL").is_none() {
-            builder = builder.model(DEFAULT_CLAUDE);
-        }
-        let backend = builder.build().map_err(|e| e.to_string())?;
+        let backend = claude_builder().build().map_err(|e| e.to_string())?;
         eprintln!(
             "backend: {} (model {}), from the ANTHROPIC_* environment variables",
             backend.endpoint(),
@@ -610,10 +613,12 @@ fn dry_run(
         max_completion += u64::from(request.max_tokens);
     }
     let prompt: u64 = plan.batches.iter().map(|b| b.estimated_tokens).sum();
-    match config
-        .prices()
-        .cost(&config.request().model, prompt, max_completion)
-    {
+    let usage = dynbatch::backend::TokenUsage {
+        prompt_tokens: prompt,
+        completion_tokens: max_completion,
+        ..Default::default()
+    };
+    match config.prices().cost(&config.request().model, &usage) {
         Some(cost) => eprintln!(
             "dry run: {} requests, ~{prompt} prompt tokens, at most {max_completion} completion tokens: at most ${cost:.4} on {}",
             requests.len(),

@@ -14,8 +14,7 @@ use serde::{Deserialize, Serialize};
 
 #[cfg(feature = "anthropic")]
 pub mod anthropic;
-#[cfg(feature = "openai")]
-pub mod batch_api;
+mod batch;
 mod error;
 #[cfg(any(feature = "openai", feature = "anthropic"))]
 mod http;
@@ -25,6 +24,10 @@ pub mod mock;
 pub mod openai;
 mod rate_limit;
 
+pub use batch::{
+    BatchBackend, BatchErrorInfo, BatchInfo, BatchLimits, BatchOutput, BatchPage, BatchStatus,
+    LineOutcome, RequestCounts, ResultLine,
+};
 pub use error::{BackendError, CallError, ErrorKind};
 #[cfg(feature = "openai")]
 pub(crate) use rate_limit::parse_duration;
@@ -157,10 +160,36 @@ impl From<FinishReason> for String {
 /// Tokens a call used, as the server reports them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenUsage {
-    /// Prompt tokens.
+    /// Prompt tokens, cache writes and reads included.
     pub prompt_tokens: u64,
     /// Completion tokens.
     pub completion_tokens: u64,
+    /// Of the prompt tokens, those written to the provider's prompt cache (Anthropic's
+    /// `cache_creation_input_tokens`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cache_write_tokens: u64,
+    /// Of the prompt tokens, those read from the cache (Anthropic's
+    /// `cache_read_input_tokens`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cache_read_tokens: u64,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl TokenUsage {
+    /// The sum of two usages.
+    #[must_use]
+    pub fn plus(self, other: Self) -> Self {
+        Self {
+            prompt_tokens: self.prompt_tokens + other.prompt_tokens,
+            completion_tokens: self.completion_tokens + other.completion_tokens,
+            cache_write_tokens: self.cache_write_tokens + other.cache_write_tokens,
+            cache_read_tokens: self.cache_read_tokens + other.cache_read_tokens,
+        }
+    }
 }
 
 /// A chat-completion response. `Default` is an empty answer that stopped normally, for

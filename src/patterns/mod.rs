@@ -1,19 +1,13 @@
 //! Consolidation of the patterns found across clusters and batches (the design's undefined
-//! `consolidatePatterns`, in `consolidate`), the [`DiscoveryReport`] a run produces with its
-//! usage (`report`), and the prices its cost is computed with (`price`). The validated
-//! [`Pattern`]s and the [`Warning`]s about answers are here too, as the report holds them.
+//! `consolidatePatterns`): each cluster's validated [`Pattern`]s in, [`ConsolidatedPattern`]s
+//! with provenance out. The [`Warning`]s about answers are here too, as validation makes them.
 
 pub(crate) mod consolidate;
-mod price;
-mod report;
+mod types;
 
 pub use crate::response::{Example, Pattern, Warning};
 pub use consolidate::consolidate;
-pub use price::{ModelPrice, PriceTable, PriceTier};
-pub use report::{
-    ClusterOutcome, ClusterPatterns, ConsolidatedPattern, DiscoveryReport, OutcomeStatus,
-    RequestRecord, RunUsage, Support,
-};
+pub use types::{ClusterPatterns, ConsolidatedPattern, Support};
 
 #[cfg(test)]
 mod tests {
@@ -101,13 +95,5 @@ mod tests {
         let mut reversed = support.clone();
         reversed.reverse();
         assert_eq!(consolidate(&reversed, 0.6), out);
-    }
-
-    #[test]
-    fn prices() {
-        let t = PriceTable::default();
-        let c = t.cost("gpt-4o-mini", 1_000_000, 1_000_000).unwrap();
-        assert!((c - 0.75).abs() < 1e-9);
-        assert_eq!(t.cost("unknown", 1, 1), None);
     }
 }

@@ -9,9 +9,11 @@
 mod batcher;
 pub(crate) mod check;
 mod display;
+mod members;
 mod order;
 mod pack;
 mod types;
 
 pub use batcher::{BELOW_THRESHOLD, Batcher, OVER_BUDGET};
+pub(crate) use members::batch_members;
 pub use types::{Batch, BatchPlan, ClusterEntry, ClusterState, InvariantViolation, StateCounts};

@@ -12,8 +12,11 @@ use crate::model::Cluster;
 use crate::strategy::{Strategy, StrategyKind};
 
 mod output;
+mod render;
 
 pub use output::{OutputMode, batch_schema, response_schema};
+pub(crate) use render::prompt_clusters;
+pub use render::render_requests;
 
 /// The shape of an answer, as the prompt asks for it and [`response_schema`] describes it.
 pub use crate::response::{ClusterAnswer, PatternResponse, RawPattern};

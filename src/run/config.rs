@@ -6,8 +6,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::config::ConfigError;
-use crate::patterns::PriceTable;
 use crate::prompt::RequestSettings;
+use crate::report::PriceTable;
 
 /// Declares the settings once: the struct's fields, their getters, the builder's setters and
 /// the serde form.

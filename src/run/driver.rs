@@ -17,17 +17,18 @@ use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use tracing::Instrument;
 
+use super::Runner;
 use super::concurrency::Window;
 use super::event::RunEvent;
-use super::failure::{Failure, StopCause};
 use super::limiter::{Limiter, RateLimiter, Ticket};
-use super::report::Tally;
 use super::retry::{Breaker, Budget, Gate};
-use super::{Runner, prompt_clusters};
+use super::tally::Tally;
 use crate::backend::{BackendError, ChatRequest, ChatResponse, ErrorKind, LlmBackend};
 use crate::model::Cluster;
 use crate::plan::BatchPlan;
 use crate::prompt::OutputMode;
+use crate::prompt::prompt_clusters;
+use crate::report::{Failure, StopCause};
 use crate::store::RequestKey;
 use crate::timer::Timer;
 

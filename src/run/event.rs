@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::limiter::{LimitKind, LimitSource};
-use super::{Failure, SplitCause, StopCause};
 use crate::backend::CallError;
 use crate::patterns::ClusterPatterns;
+use crate::report::{Failure, SplitCause, StopCause};
+use crate::report::{LimitKind, LimitSource};
 
 /// Progress, as the runner reports it to [`Runner::on_event`](super::Runner::on_event).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -16,16 +16,15 @@
 //!
 //! Dropping the future returned by [`Runner::run`] cancels cleanly: no request starts after.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
 use crate::backend::LlmBackend;
-use crate::error::{Error, PlanMismatch};
+use crate::error::Error;
 use crate::model::Cluster;
-use crate::patterns::DiscoveryReport;
-use crate::plan::{BatchPlan, ClusterState};
-use crate::prompt::{PromptCluster, RequestSettings};
+use crate::plan::{BatchPlan, batch_members};
+use crate::prompt::render_requests;
+use crate::report::DiscoveryReport;
 use crate::store::RunStore;
 use crate::timer::Timer;
 
@@ -33,17 +32,15 @@ mod concurrency;
 mod config;
 mod driver;
 mod event;
-mod failure;
 mod limiter;
 mod recover;
-mod report;
 mod retry;
 mod settle;
+mod tally;
 
 pub use config::{RunConfig, RunConfigBuilder};
 pub use event::{EventStream, RunEvent};
-pub use failure::{AnswerProblem, Failure, SplitCause, StopCause};
-pub use limiter::{LimitKind, LimitSource, RateLimitSummary, RateLimiter};
+pub use limiter::RateLimiter;
 
 use event::EventSink;
 
@@ -245,14 +242,14 @@ impl<Backend: LlmBackend, Clock: Timer> Runner<Backend, Clock> {
         let members = batch_members(&plan, clusters)?;
         let mut run = driver::Run::new(self, &plan, clusters, concept, &members);
         run.drive(interrupt).await;
-        let extras = report::Extras {
+        let extras = tally::Extras {
             extra_calls: run.budget.used(),
             circuit_opened: run.breaker.opened(),
             rate_limits: run.limiter.summary(),
             elapsed: self.timer.now().saturating_duration_since(run.started),
             output_mode: run.output,
         };
-        let tally = std::mem::replace(&mut run.tally, report::Tally::new(0));
+        let tally = std::mem::replace(&mut run.tally, tally::Tally::new(0));
         drop(run);
         let report = tally.finish(plan, clusters, &members, concept, &self.config, &extras);
         if let Some(sink) = &self.events {
@@ -263,80 +260,10 @@ impl<Backend: LlmBackend, Clock: Timer> Runner<Backend, Clock> {
     }
 }
 
-/// Every request the plan's batches would send, in plan order, rendered with `settings`.
-///
-/// # Errors
-/// [`Error::PlanMismatch`] when `plan` was not made from `clusters`.
-pub fn render_requests(
-    plan: &BatchPlan<'_>,
-    clusters: &[Cluster],
-    concept: &str,
-    settings: &RequestSettings,
-) -> Result<Vec<crate::backend::ChatRequest>, Error> {
-    let members = batch_members(plan, clusters)?;
-    Ok(members
-        .iter()
-        .map(|m| settings.request(concept, &plan.strategy, &prompt_clusters(plan, clusters, m)))
-        .collect())
-}
-
-/// Input indices of each batch's clusters, checking that the plan belongs to the input.
-fn batch_members(plan: &BatchPlan<'_>, clusters: &[Cluster]) -> Result<Vec<Vec<usize>>, Error> {
-    if plan.clusters.len() != clusters.len() {
-        return Err(PlanMismatch::ClusterCount {
-            plan: plan.clusters.len(),
-            input: clusters.len(),
-        }
-        .into());
-    }
-    let mut index: HashMap<&str, usize> = HashMap::with_capacity(clusters.len());
-    for (i, (entry, cluster)) in plan.clusters.iter().zip(clusters).enumerate() {
-        if entry.id != cluster.id.as_str() {
-            return Err(PlanMismatch::IdAt {
-                index: i,
-                plan: entry.id.to_string(),
-                input: cluster.id.clone(),
-            }
-            .into());
-        }
-        if matches!(entry.state, ClusterState::Batched { .. }) {
-            index.insert(cluster.id.as_str(), i);
-        }
-    }
-    plan.batches
-        .iter()
-        .map(|b| {
-            b.clusters
-                .iter()
-                .map(|id| {
-                    index
-                        .get(id.as_ref())
-                        .copied()
-                        .ok_or_else(|| PlanMismatch::NotBatched { id: id.to_string() }.into())
-                })
-                .collect()
-        })
-        .collect()
-}
-
 /// `now + wait`, for any wait a server or a config may give: a wait too long for the clock is
 /// a day (longer than any patience worth having), never a panic.
 fn later(now: std::time::Instant, wait: std::time::Duration) -> std::time::Instant {
     now.checked_add(wait)
         .or_else(|| now.checked_add(std::time::Duration::from_secs(86_400)))
         .unwrap_or(now)
-}
-
-fn prompt_clusters<'a>(
-    plan: &BatchPlan<'_>,
-    clusters: &'a [Cluster],
-    members: &[usize],
-) -> Vec<PromptCluster<'a>> {
-    members
-        .iter()
-        .map(|&i| PromptCluster {
-            cluster: &clusters[i],
-            quality: plan.clusters[i].quality.unwrap_or(0.0),
-        })
-        .collect()
 }

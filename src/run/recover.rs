@@ -5,13 +5,14 @@
 
 use crate::backend::{ChatRequest, ChatResponse, FinishReason, LlmBackend};
 use crate::model::Cluster;
-use crate::patterns::{ClusterPatterns, RequestRecord};
+use crate::patterns::ClusterPatterns;
+use crate::report::RequestRecord;
 use crate::response::{self, PatternResponse};
 use crate::timer::Timer;
 
 use super::driver::{Job, Run};
 use super::event::RunEvent;
-use super::failure::{AnswerProblem, Failure, SplitCause};
+use crate::report::{AnswerProblem, Failure, SplitCause};
 
 impl<Backend: LlmBackend, Clock: Timer> Run<'_, '_, '_, Backend, Clock> {
     /// The plan's estimate of a request with these clusters.
@@ -69,9 +70,10 @@ impl<Backend: LlmBackend, Clock: Timer> Run<'_, '_, '_, Backend, Clock> {
             cached,
         });
         if cached {
-            self.tally.served(&job.members, response.usage);
+            self.tally
+                .served(&job.members, response.usage, &response.model);
         } else {
-            self.tally.usage(response.usage);
+            self.tally.usage(response.usage, &response.model);
         }
         let (problem, reason) = match unusable(response) {
             Some(unusable) => unusable,

@@ -7,13 +7,13 @@ use std::time::{Duration, Instant};
 
 use super::driver::{Job, Landed, Run};
 use super::event::RunEvent;
-use super::failure::{AnswerProblem, Failure, StopCause};
 use super::limiter::Ticket;
 use super::retry::{self, Change};
 use crate::backend::{
     BackendError, CallError, ChatRequest, ChatResponse, ErrorKind, LlmBackend, RateLimitInfo,
 };
 use crate::prompt::OutputMode;
+use crate::report::{AnswerProblem, Failure, StopCause};
 use crate::store::RequestKey;
 use crate::timer::Timer;
 
@@ -117,7 +117,7 @@ impl<Backend: LlmBackend, Clock: Timer> Run<'_, '_, '_, Backend, Clock> {
         if let Some(reason) = refusal.dropped {
             tracing::info!(%reason, "rate limit dropped");
             self.emit(&RunEvent::LimitDropped {
-                kind: super::LimitKind::Requests,
+                kind: crate::report::LimitKind::Requests,
                 reason,
             });
         }

@@ -171,7 +171,7 @@ pub trait RunStore: Send + Sync + fmt::Debug {
     /// A [`StoreError`] when the store cannot be written.
     fn put(&self, key: &RequestKey, answer: &ChatResponse) -> Result<(), StoreError>;
 
-    /// The Batch API submission recorded for the input file `key`
+    /// The batch submission recorded for the batch input `key`
     /// ([`RequestKey::of_batch_input`]), if any. The default keeps none.
     ///
     /// # Errors
@@ -181,9 +181,9 @@ pub trait RunStore: Send + Sync + fmt::Debug {
         Ok(None)
     }
 
-    /// Records a Batch API submission of the input file `key`, durably before it returns.
-    /// Called once the file is uploaded (`batch_id` still `None`) and again once the batch is
-    /// created, so a process killed in between finds the file and never submits it twice.
+    /// Records a batch submission of the batch input `key`, durably before it returns. Called
+    /// just before the batch is created (`batch_id` still `None`: pending) and again once it
+    /// exists, so a process killed in between looks for the batch before it creates another.
     ///
     /// # Errors
     /// The default: [`StoreError::Unsupported`], before anything is submitted, so a store
@@ -191,19 +191,25 @@ pub trait RunStore: Send + Sync + fmt::Debug {
     fn put_batch(&self, key: &RequestKey, record: &BatchRecord) -> Result<(), StoreError> {
         let _ = (key, record);
         Err(StoreError::Unsupported(
-            "this store keeps no Batch API submissions".into(),
+            "this store keeps no batch submissions".into(),
         ))
     }
 }
 
-/// A Batch API submission, as a [`RunStore`] keeps it: the uploaded input file and, once
-/// created, the batch.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// A batch submission, as a [`RunStore`] keeps it: pending (the create was sent, its answer
+/// not yet recorded) or created.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BatchRecord {
-    /// The uploaded input file.
-    pub input_file_id: String,
-    /// The batch made from it; `None` between the upload and the batch's creation.
+    /// The batch; `None` while its creation is pending.
+    #[serde(default)]
     pub batch_id: Option<String>,
+    /// When the create was sent (Unix seconds): where to look for the batch if its answer was
+    /// lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_at: Option<u64>,
+    /// Requests in the batch.
+    #[serde(default)]
+    pub requests: usize,
 }
 
 impl<T: RunStore + ?Sized> RunStore for &T {

@@ -337,7 +337,9 @@ impl State {
             status: "validating",
             output_file_id: None,
             error_file_id: None,
-            created_at: 1_700_000_000 + n as u64,
+            created_at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
             total,
             completed: 0,
             failed: 0,

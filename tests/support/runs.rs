@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dynbatch::backend::mock::MockBackend;
-use dynbatch::patterns::DiscoveryReport;
+use dynbatch::report::DiscoveryReport;
 use dynbatch::run::{RunConfig, RunEvent, Runner};
 use dynbatch::timer::TokioTimer;
 use dynbatch::{BatchPlan, Batcher, BatchingConfig, Cluster};

@@ -4,6 +4,9 @@
 //! the model must call, and the tool's input is the answer. It shares its transport with
 //! [`OpenAiBackend`](super::openai::OpenAiBackend): one error mapping, one size-capped body
 //! reader; the API key never appears in `Debug`, logs, errors or reports.
+//!
+//! [`AnthropicBatches`] is its Message Batches API for [`batch`](crate::batch), at half the
+//! price.
 
 use std::fmt;
 use std::time::Duration;
@@ -15,8 +18,10 @@ use super::http::{default_response_limit, header, is_loopback, read_capped, tran
 use super::{BackendError, ChatRequest, ChatResponse, LlmBackend};
 use crate::error::{Error, SetupError};
 
+mod batches;
 mod wire;
 
+pub use batches::{AnthropicBatches, read_batch_results};
 use wire::{parse_response, request_body};
 
 /// The default base URL.
@@ -143,6 +148,16 @@ impl AnthropicBuilder {
     /// loopback), a version or beta that is not a valid header value, or an HTTP client that
     /// cannot be built.
     pub fn build(self) -> Result<AnthropicBackend, Error> {
+        Ok(AnthropicBackend {
+            client: self.http_client()?,
+            endpoint: format!("{}/v1/messages", self.base()),
+            config: self,
+        })
+    }
+
+    /// The HTTP client every request of this configuration goes through: the key, version
+    /// and beta headers, the timeouts. Checked as [`AnthropicBuilder::build`] says.
+    pub(crate) fn http_client(&self) -> Result<reqwest::Client, Error> {
         let url = reqwest::Url::parse(&self.base_url).map_err(|e| SetupError::BaseUrl {
             url: self.base_url.clone(),
             source: Box::new(e),
@@ -175,16 +190,20 @@ impl AnthropicBuilder {
         if let Some(timeout) = self.request_timeout {
             client = client.timeout(timeout);
         }
-        let client = client
+        Ok(client
             .build()
-            .map_err(|e| SetupError::HttpClient(Box::new(e)))?;
+            .map_err(|e| SetupError::HttpClient(Box::new(e)))?)
+    }
+
+    /// The base URL without a trailing `/` or `/v1`.
+    pub(crate) fn base(&self) -> &str {
         let base = self.base_url.trim_end_matches('/');
-        let base = base.strip_suffix("/v1").unwrap_or(base);
-        Ok(AnthropicBackend {
-            client,
-            endpoint: format!("{base}/v1/messages"),
-            config: self,
-        })
+        base.strip_suffix("/v1").unwrap_or(base)
+    }
+
+    /// The timeout a timed-out call is reported with.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.request_timeout.unwrap_or(self.connect_timeout)
     }
 }
 
@@ -237,9 +256,7 @@ impl AnthropicBackend {
     }
 
     fn timeout(&self) -> Duration {
-        self.config
-            .request_timeout
-            .unwrap_or(self.config.connect_timeout)
+        self.config.timeout()
     }
 }
 

@@ -145,6 +145,8 @@ pub(super) fn parse_response(
                 + u.cache_creation_input_tokens.unwrap_or(0)
                 + u.cache_read_input_tokens.unwrap_or(0),
             completion_tokens: u.output_tokens,
+            cache_write_tokens: u.cache_creation_input_tokens.unwrap_or(0),
+            cache_read_tokens: u.cache_read_input_tokens.unwrap_or(0),
         }),
         model: wire.model.unwrap_or_else(|| requested_model.to_owned()),
         refusal,
@@ -306,7 +308,9 @@ mod tests {
             r.usage,
             Some(TokenUsage {
                 prompt_tokens: 13,
-                completion_tokens: 5
+                completion_tokens: 5,
+                cache_write_tokens: 0,
+                cache_read_tokens: 3,
             })
         );
         for (stop, finish, refused) in [

@@ -375,6 +375,7 @@ impl LlmBackend for MockBackend {
             usage: Some(TokenUsage {
                 prompt_tokens: (prompt_chars / 4) as u64,
                 completion_tokens: (content.len() / 4) as u64,
+                ..TokenUsage::default()
             }),
             content,
             finish_reason,

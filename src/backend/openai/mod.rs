@@ -1,6 +1,8 @@
 //! [`OpenAiBackend`] (feature `openai`): chat completions over HTTP, for `OpenAI` itself and every
 //! server that speaks its protocol (Azure `OpenAI`, vLLM, Ollama, llama.cpp's server, LM Studio).
 //!
+//! [`OpenAiBatches`] is its Batch API (Files + Batches) for [`batch`](crate::batch).
+//!
 //! Only what this crate sends and reads is modelled: no general client. Errors are classified
 //! the way the official SDKs do; the API key never appears in `Debug`, logs, errors or reports.
 
@@ -14,9 +16,11 @@ use serde::{Deserialize, Serialize};
 use super::{BackendError, ChatRequest, ChatResponse, LlmBackend};
 use crate::error::{Error, SetupError};
 
+mod batches;
 mod wire;
 
 use super::http::{header, is_loopback, read_capped, transport_error};
+pub use batches::{OpenAiBatches, read_batch_file};
 pub(crate) use wire::{classify, parse_response, request_body};
 
 /// The default base URL.
@@ -226,15 +230,6 @@ impl OpenAiBuilder {
     /// The field that carries `max_tokens`.
     pub(crate) fn tokens_field(&self) -> MaxTokensField {
         self.max_tokens_field
-    }
-
-    /// Builds the [`BatchApiClient`](super::batch_api::BatchApiClient) of this configuration:
-    /// the same base URL, auth, headers and model.
-    ///
-    /// # Errors
-    /// As [`OpenAiBuilder::build`].
-    pub fn build_batch_api(self) -> Result<super::batch_api::BatchApiClient, Error> {
-        super::batch_api::BatchApiClient::new(self)
     }
 
     /// A builder from `OPENAI_API_KEY`, `OPENAI_BASE_URL` and `OPENAI_MODEL`; with

@@ -1,14 +1,24 @@
-//! The [`DiscoveryReport`] of a run: every cluster's outcome, the consolidated patterns, the
-//! requests, usage and cost, and the check that every cluster is accounted for.
+//! What a run leaves: the [`DiscoveryReport`] with every cluster's outcome (and, when it
+//! failed, the typed [`Failure`]), the consolidated patterns, the requests, usage and cost at
+//! the [`PriceTable`]'s prices, the rate limits the run paced by, and the check that every
+//! cluster is accounted for. Live runs ([`Runner`](crate::run::Runner)) and batch runs
+//! ([`batch`](crate::batch)) make the same report.
 
 use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
 use crate::plan::{BatchPlan, InvariantViolation};
-use crate::response::Pattern;
 
-use super::price::PriceTier;
+mod failure;
+mod limits;
+mod price;
+
+pub use failure::{AnswerProblem, Failure, SplitCause, StopCause};
+pub use limits::{LimitKind, LimitSource, RateLimitSummary};
+pub use price::{ModelPrice, PriceTable, PriceTier};
+
+use crate::patterns::{ClusterPatterns, ConsolidatedPattern};
 
 /// Calls, tokens and cost of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -62,7 +72,7 @@ pub struct RunUsage {
     pub elapsed_secs: f64,
     /// The rate limits the run paced by at its end, and where they came from.
     #[serde(default)]
-    pub rate_limits: crate::run::RateLimitSummary,
+    pub rate_limits: RateLimitSummary,
     /// Requests answered from the journal ([`RunStore`](crate::store::RunStore)) instead of a
     /// call: paid for by an earlier run. Not in `calls_made`.
     #[serde(default)]
@@ -132,53 +142,9 @@ pub struct ClusterOutcome {
     pub reason: Option<String>,
     /// Why it failed, for code to match on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failure: Option<crate::run::Failure>,
+    pub failure: Option<Failure>,
     /// Calls that included it.
     pub attempts: u32,
-}
-
-/// The validated patterns of one cluster.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ClusterPatterns {
-    /// The cluster's id.
-    pub id: String,
-    /// Its patterns, as the model gave them.
-    pub patterns: Vec<Pattern>,
-}
-
-/// A cluster's patterns with what consolidation weighs them by.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Support {
-    /// The cluster's id.
-    pub id: String,
-    /// Its priority in the plan.
-    pub priority: f64,
-    /// Its mean performance.
-    pub avg_performance: f64,
-    /// WIDE or DEEP.
-    pub is_wide: bool,
-    /// Its patterns.
-    pub patterns: Vec<Pattern>,
-}
-
-/// A pattern after consolidation, with provenance.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ConsolidatedPattern {
-    /// The name of the first (highest-priority) occurrence.
-    pub pattern: String,
-    /// Its template, if any occurrence had one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub template: Option<String>,
-    /// Ids of the supporting clusters, highest priority first.
-    pub clusters: Vec<String>,
-    /// Grounded example titles (real titles of supporting clusters), without repeats.
-    pub examples: Vec<String>,
-    /// Σ over supporting clusters of priority × mean performance.
-    pub evidence: f64,
-    /// Some supporting cluster is WIDE, or it spans several clusters.
-    pub wide: bool,
-    /// How many raw patterns were merged into it.
-    pub occurrences: usize,
 }
 
 /// Everything a run produced. Its JSON form is a public contract (see the README).

@@ -1,16 +1,17 @@
-//! The Batch API's input: one JSONL line per planned request, split into files within the
-//! provider's limits.
+//! A batch run's input: one line per planned request, in the provider's format, split into
+//! batches within the provider's limits.
 
-use crate::backend::ChatRequest;
-use crate::backend::openai::{MaxTokensField, request_body};
+use crate::backend::{BatchBackend, BatchLimits, ChatRequest};
 use crate::error::{Error, FormatError};
 use crate::model::Cluster;
 use crate::plan::BatchPlan;
-use crate::run::{RunConfig, render_requests};
+use crate::prompt::render_requests;
+use crate::run::RunConfig;
 use crate::store::RequestKey;
 
 /// The stable, unique `custom_id` of a plan's batch: its index and a hash of its cluster ids,
-/// so a re-export of the same plan gives the same ids and a different plan cannot match.
+/// so a re-export of the same plan gives the same ids and a different plan cannot match. It is
+/// 30 characters of `[a-z0-9-]`, as every provider takes.
 pub fn custom_id(plan: &BatchPlan<'_>, batch: usize) -> String {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     let mut eat = |bytes: &[u8]| {
@@ -28,8 +29,8 @@ pub fn custom_id(plan: &BatchPlan<'_>, batch: usize) -> String {
     format!("dynbatch-{batch:04}-{hash:016x}")
 }
 
-/// The Batch API input: one line per batch, `{"custom_id", "method": "POST", "url":
-/// "/v1/chat/completions", "body": <the exact request the runner would send>}`.
+/// The input of `plan` in the format of `backend` ([`BatchBackend::encode`]), one line per
+/// request: what a batch tool of the provider's submits.
 ///
 /// # Errors
 /// [`Error::PlanMismatch`] when `plan` was not made from `clusters`.
@@ -38,9 +39,9 @@ pub fn export(
     clusters: &[Cluster],
     concept: &str,
     config: &RunConfig,
-    max_tokens_field: MaxTokensField,
+    backend: &(impl BatchBackend + ?Sized),
 ) -> Result<String, Error> {
-    let input = BatchInput::new(plan, clusters, concept, config, None, max_tokens_field)?;
+    let input = BatchInput::new(plan, clusters, concept, config, backend)?;
     let mut out = String::new();
     for line in &input.lines {
         out.push_str(line);
@@ -49,48 +50,18 @@ pub fn export(
     Ok(out)
 }
 
-/// The provider's limits on one batch. Defaults: `OpenAI`'s, 50,000 requests and 200 MB per
-/// input file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct BatchLimits {
-    /// Requests per batch.
-    pub max_requests: usize,
-    /// Bytes per input file.
-    pub max_file_bytes: usize,
-}
-
-impl Default for BatchLimits {
-    fn default() -> Self {
-        Self {
-            max_requests: 50_000,
-            max_file_bytes: 200 * 1024 * 1024,
-        }
-    }
-}
-
-impl BatchLimits {
-    /// Limits of `max_requests` requests and `max_file_bytes` bytes per file (each at least 1).
-    pub fn new(max_requests: usize, max_file_bytes: usize) -> Self {
-        Self {
-            max_requests: max_requests.max(1),
-            max_file_bytes: max_file_bytes.max(1),
-        }
-    }
-}
-
-/// One input file: some of the plan's requests, within [`BatchLimits`].
+/// One batch's worth of input: some of the plan's requests, within [`BatchLimits`].
 #[derive(Debug, Clone)]
 pub struct Shard {
     /// Which requests (indices into the plan's batches) the file holds, in order.
     pub requests: Vec<usize>,
-    /// The file: one JSONL line per request.
+    /// One line per request, as the backend encodes them.
     pub jsonl: String,
-    /// The file's key ([`RequestKey::of_batch_input`]): how a journal finds its batch again.
+    /// The input's key ([`RequestKey::of_batch_input`]): how a journal finds its batch again.
     pub key: RequestKey,
 }
 
-/// Every request of a plan as Batch API input lines, and the files they go in.
+/// Every request of a plan as batch input lines, and the batches they go in.
 #[derive(Debug, Clone)]
 pub struct BatchInput {
     pub(super) requests: Vec<ChatRequest>,
@@ -100,7 +71,7 @@ pub struct BatchInput {
 
 impl BatchInput {
     /// The input of `plan`: each batch's request as the runner would render it with
-    /// `config.request`, its model replaced by `model` when given.
+    /// `config.request`, encoded by `backend`.
     ///
     /// # Errors
     /// [`Error::PlanMismatch`] when `plan` was not made from `clusters`.
@@ -109,39 +80,42 @@ impl BatchInput {
         clusters: &[Cluster],
         concept: &str,
         config: &RunConfig,
-        model: Option<&str>,
-        max_tokens_field: MaxTokensField,
+        backend: &(impl BatchBackend + ?Sized),
+    ) -> Result<Self, Error> {
+        let mut input = Self::unencoded(plan, clusters, concept, config)?;
+        input.lines = input
+            .requests
+            .iter()
+            .zip(&input.custom_ids)
+            .map(|(request, id)| backend.encode(id, request))
+            .collect();
+        Ok(input)
+    }
+
+    /// The requests and their ids, with no lines: enough to read results.
+    pub(crate) fn unencoded(
+        plan: &BatchPlan<'_>,
+        clusters: &[Cluster],
+        concept: &str,
+        config: &RunConfig,
     ) -> Result<Self, Error> {
         let requests = render_requests(plan, clusters, concept, &config.request)?;
         let custom_ids: Vec<String> = (0..requests.len()).map(|i| custom_id(plan, i)).collect();
-        let lines = requests
-            .iter()
-            .zip(&custom_ids)
-            .map(|(request, id)| {
-                serde_json::json!({
-                    "custom_id": id,
-                    "method": "POST",
-                    "url": "/v1/chat/completions",
-                    "body": request_body(request, model, max_tokens_field),
-                })
-                .to_string()
-            })
-            .collect();
         Ok(Self {
             requests,
             custom_ids,
-            lines,
+            lines: Vec::new(),
         })
     }
 
     /// Requests (one per planned batch).
     pub fn len(&self) -> usize {
-        self.lines.len()
+        self.requests.len()
     }
 
     /// Whether the plan has no batch.
     pub fn is_empty(&self) -> bool {
-        self.lines.is_empty()
+        self.requests.is_empty()
     }
 
     /// The `custom_id` of each request, in plan order.
@@ -154,10 +128,10 @@ impl BatchInput {
         &self.requests
     }
 
-    /// The files that hold the requests `indices` (in that order), each within `limits`.
+    /// The batches that hold the requests `indices` (in that order), each within `limits`.
     ///
     /// # Errors
-    /// [`Error::Format`] for an index out of range, or one request larger than a whole file.
+    /// [`Error::Format`] for an index out of range, or one request larger than a whole batch.
     pub fn shards(&self, indices: &[usize], limits: BatchLimits) -> Result<Vec<Shard>, Error> {
         let mut shards = Vec::new();
         let mut requests = Vec::new();
@@ -178,17 +152,16 @@ impl BatchInput {
                 len: self.lines.len(),
             })?;
             let bytes = line.len() + 1;
-            if bytes > limits.max_file_bytes {
+            if bytes > limits.max_bytes {
                 return Err(FormatError::RequestTooLarge {
                     index: i,
                     custom_id: self.custom_ids.get(i).cloned().unwrap_or_default(),
                     bytes,
-                    limit: limits.max_file_bytes,
+                    limit: limits.max_bytes,
                 }
                 .into());
             }
-            if requests.len() >= limits.max_requests || jsonl.len() + bytes > limits.max_file_bytes
-            {
+            if requests.len() >= limits.max_requests || jsonl.len() + bytes > limits.max_bytes {
                 close(&mut requests, &mut jsonl, &mut shards);
             }
             requests.push(i);

@@ -1,31 +1,25 @@
-//! [`BatchEvent`]: what a [`BatchApiClient`](super::BatchApiClient) reports while it works.
+//! [`BatchEvent`]: what a [`BatchRunner`](super::BatchRunner) reports while it works.
 
 use std::fmt;
 use std::time::Duration;
 
-use super::client::{BatchStatus, RequestCounts};
+use crate::backend::{BatchStatus, RequestCounts};
 
-/// What a [`BatchApiClient`](super::BatchApiClient) is doing.
+/// What a [`BatchRunner`](super::BatchRunner) is doing.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum BatchEvent {
-    /// An input file was uploaded.
-    Uploaded {
-        /// The file.
-        file_id: String,
-        /// Requests in it.
-        requests: usize,
-        /// Its size.
-        bytes: usize,
-    },
     /// A batch was created.
     Submitted {
         /// The batch.
         batch_id: String,
         /// Requests in it.
         requests: usize,
+        /// Its input's size.
+        bytes: usize,
     },
-    /// A batch submitted earlier was found (in the journal, by id, or by its input file).
+    /// A batch submitted earlier was found (in the journal, by id, or among the account's
+    /// batches after a lost answer).
     Attached {
         /// The batch.
         batch_id: String,
@@ -50,13 +44,13 @@ pub enum BatchEvent {
         /// The wait before the next try.
         retry_in: Duration,
     },
-    /// A result file was downloaded.
+    /// A batch's results were read.
     Downloaded {
         /// The batch.
         batch_id: String,
-        /// The file.
-        file_id: String,
-        /// Its size.
+        /// Result lines read.
+        lines: usize,
+        /// Their size.
         bytes: usize,
     },
     /// Requests left unanswered go into new batches.
@@ -76,14 +70,14 @@ pub enum BatchEvent {
 impl fmt::Display for BatchEvent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Uploaded {
-                file_id,
+            Self::Submitted {
+                batch_id,
                 requests,
                 bytes,
-            } => write!(f, "uploaded {file_id}: {requests} requests, {bytes} bytes"),
-            Self::Submitted { batch_id, requests } => {
-                write!(f, "submitted {batch_id}: {requests} requests")
-            }
+            } => write!(
+                f,
+                "submitted {batch_id}: {requests} requests, {bytes} bytes"
+            ),
             Self::Attached { batch_id, status } => {
                 write!(f, "attached to {batch_id} ({status}), submitted earlier")
             }
@@ -107,9 +101,9 @@ impl fmt::Display for BatchEvent {
             ),
             Self::Downloaded {
                 batch_id,
-                file_id,
+                lines,
                 bytes,
-            } => write!(f, "{batch_id}: downloaded {file_id} ({bytes} bytes)"),
+            } => write!(f, "{batch_id}: read {lines} result lines ({bytes} bytes)"),
             Self::Resubmitting { requests, round } => write!(
                 f,
                 "{requests} requests unanswered: new batches, round {round}"

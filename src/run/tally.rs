@@ -1,20 +1,20 @@
 //! What a run keeps as it goes (each cluster's result, counters, request records, warnings),
 //! and the [`DiscoveryReport`] made from it at the end, in plan order.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::backend::TokenUsage;
 use crate::model::Cluster;
-use crate::patterns::{
-    ClusterOutcome, ClusterPatterns, DiscoveryReport, OutcomeStatus, RequestRecord, RunUsage,
-    Support, consolidate,
-};
+use crate::patterns::{ClusterPatterns, Support, consolidate};
 use crate::plan::BatchPlan;
 use crate::response::Pattern;
 
 use super::RunConfig;
-use super::failure::Failure;
-use super::limiter::RateLimitSummary;
+use crate::report::{
+    ClusterOutcome, DiscoveryReport, Failure, OutcomeStatus, PriceTable, RateLimitSummary,
+    RequestRecord, RunUsage,
+};
 
 /// One batched cluster's result so far.
 #[derive(Debug, Default, Clone)]
@@ -40,6 +40,10 @@ pub(super) struct Counters {
     pub(super) cached: u64,
     pub(super) cached_prompt_tokens: u64,
     pub(super) cached_completion_tokens: u64,
+    /// Reported usage by the model that answered.
+    pub(super) by_model: BTreeMap<String, TokenUsage>,
+    /// Usage of the journal's answers, by model.
+    pub(super) cached_by_model: BTreeMap<String, TokenUsage>,
 }
 
 /// Everything the run keeps until the report.
@@ -87,7 +91,7 @@ impl Tally {
     }
 
     /// An answer from the journal carrying `members`: an attempt, not a call.
-    pub(super) fn served(&mut self, members: &[usize], usage: Option<TokenUsage>) {
+    pub(super) fn served(&mut self, members: &[usize], usage: Option<TokenUsage>, model: &str) {
         self.counters.cached += 1;
         for &m in members {
             self.results[m].attempts += 1;
@@ -95,14 +99,16 @@ impl Tally {
         if let Some(u) = usage {
             self.counters.cached_prompt_tokens += u.prompt_tokens;
             self.counters.cached_completion_tokens += u.completion_tokens;
+            add(&mut self.counters.cached_by_model, model, u);
         }
     }
 
-    pub(super) fn usage(&mut self, usage: Option<TokenUsage>) {
+    pub(super) fn usage(&mut self, usage: Option<TokenUsage>, model: &str) {
         if let Some(u) = usage {
             self.counters.prompt_tokens += u.prompt_tokens;
             self.counters.completion_tokens += u.completion_tokens;
             self.counters.reported_usage += 1;
+            add(&mut self.counters.by_model, model, u);
         }
     }
 
@@ -185,6 +191,28 @@ impl Tally {
     }
 }
 
+fn add(by_model: &mut BTreeMap<String, TokenUsage>, model: &str, usage: TokenUsage) {
+    let slot = by_model.entry(model.to_owned()).or_default();
+    *slot = slot.plus(usage);
+}
+
+/// The cost of usage by model, each at its model's price, else at `fallback`'s (a model the
+/// server named that the table does not know, or none); `None` when neither has a price.
+fn cost(
+    prices: &PriceTable,
+    by_model: &BTreeMap<String, TokenUsage>,
+    fallback: &str,
+) -> Option<f64> {
+    by_model.iter().try_fold(0.0, |sum, (model, usage)| {
+        let model = if prices.price(model).is_some() {
+            model.as_str()
+        } else {
+            fallback
+        };
+        Some(sum + prices.cost(model, usage)?)
+    })
+}
+
 /// The usage of a run: calls, tokens, cost, waits, the journal's savings.
 fn usage(
     c: &Counters,
@@ -219,11 +247,7 @@ fn usage(
         usage_reported: c.reported_usage,
         prompt_estimate_error,
         model: config.request.model.clone(),
-        estimated_cost_usd: config.prices.cost(
-            &config.request.model,
-            c.prompt_tokens,
-            c.completion_tokens,
-        ),
+        estimated_cost_usd: cost(&config.prices, &c.by_model, &config.request.model),
         rate_limited: c.rate_limited,
         requeued: c.requeued,
         circuit_opened: extras.circuit_opened,
@@ -233,12 +257,8 @@ fn usage(
         cached: c.cached,
         cached_prompt_tokens: c.cached_prompt_tokens,
         cached_completion_tokens: c.cached_completion_tokens,
-        saved_cost_usd: config.prices.cost(
-            &config.request.model,
-            c.cached_prompt_tokens,
-            c.cached_completion_tokens,
-        ),
-        price_tier: crate::patterns::PriceTier::Standard,
+        saved_cost_usd: cost(&config.prices, &c.cached_by_model, &config.request.model),
+        price_tier: crate::report::PriceTier::Standard,
         output_mode: Some(extras.output_mode),
     }
 }

@@ -1,21 +1,21 @@
-//! Submitting, attaching to, polling and collecting batches: [`BatchApiClient::run`] and its
-//! steps, the [`BatchEvent`]s they report, and the [`BatchJob`] they leave.
+//! Polling and collecting batches, and the whole job: [`BatchRunner::run`] and its steps, and
+//! the [`BatchJob`] they leave.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::client::{BatchApiClient, BatchInfo, BatchStatus};
 use super::event::BatchEvent;
 use super::input::BatchInput;
-use super::results::{BatchResults, import_results};
-use crate::backend::BackendError;
-use crate::error::Error;
+use super::replay::import_results;
+use super::results::BatchResults;
+use super::runner::{BatchRunner, batch_error};
+use crate::backend::{BackendError, BatchBackend, BatchInfo, BatchStatus};
+use crate::error::{Error, FormatError};
 use crate::model::Cluster;
-use crate::patterns::DiscoveryReport;
 use crate::plan::BatchPlan;
+use crate::report::DiscoveryReport;
 use crate::run::RunConfig;
-use crate::timer::Timer;
 
 /// How often batches are polled, and for how long.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -29,7 +29,8 @@ pub struct PollConfig {
     /// How long to wait for batches to end before giving up (they keep running; run again to
     /// attach). Default 25 h: the 24 h window and the time to write the files.
     pub max_wait: Duration,
-    /// Transient errors in a row (429, 5xx, connection) before a call gives up. Default 10.
+    /// Transient errors in a row (429, 5xx, 529, connection) before a call gives up. Default
+    /// 10.
     pub max_errors: u32,
 }
 
@@ -79,9 +80,8 @@ impl Default for Remainder {
 pub struct SubmittedBatch {
     /// The batch.
     pub batch_id: String,
-    /// Its input file.
-    pub input_file_id: String,
-    /// The requests it holds (indices into the plan's batches).
+    /// The requests it holds (indices into the plan's batches); empty for a batch attached to
+    /// by id whose provider keeps no input, until its results say.
     pub requests: Vec<usize>,
     /// Whether it was found submitted already (in the journal or by id) rather than created.
     pub attached: bool,
@@ -101,7 +101,7 @@ impl BatchJob {
     }
 }
 
-/// The end of [`BatchApiClient::run`].
+/// The end of [`BatchRunner::run`].
 #[derive(Debug)]
 pub struct BatchRun<'a> {
     /// The report, as a live run's, with costs at batch prices.
@@ -117,14 +117,7 @@ pub struct BatchRun<'a> {
     pub unanswered: Vec<usize>,
 }
 
-pub(super) fn batch_error(operation: &str, source: BackendError) -> Error {
-    Error::BatchApi {
-        operation: operation.to_owned(),
-        source,
-    }
-}
-
-impl BatchApiClient {
+impl<B: BatchBackend> BatchRunner<B> {
     /// Polls `batches` until each has ended (completed, failed, expired or cancelled), waiting
     /// longer between polls as [`PollConfig`] says; returns their last states, in order.
     ///
@@ -141,7 +134,7 @@ impl BatchApiClient {
                     continue;
                 }
                 let info = self
-                    .with_retries("poll batch", || self.retrieve(&batch.batch_id))
+                    .with_retries("poll batch", || self.backend.get(&batch.batch_id))
                     .await?;
                 self.emit(&BatchEvent::Polled {
                     batch_id: info.id.clone(),
@@ -176,36 +169,48 @@ impl BatchApiClient {
         }
     }
 
-    /// Downloads the output and error files of ended `batches` (`states` as [`wait`] returned
-    /// them) into `results`, and sets what their requests with no line end as: a failed batch
-    /// fails them with its errors; an expired one, or a completed one with no line, leaves
-    /// them worth another batch; a cancelled one fails them.
+    /// Reads the results of ended `batches` (`states` as [`wait`] returned them) into
+    /// `results`, and sets what their requests with no line end as: a failed batch fails them
+    /// with its errors; an expired one, or a completed one with no line, leaves them worth
+    /// another batch; a cancelled one fails them. A batch whose requests were not known (one
+    /// attached to by id) learns them from its lines.
     ///
-    /// [`wait`]: BatchApiClient::wait
+    /// [`wait`]: BatchRunner::wait
     ///
     /// # Errors
-    /// [`Error::BatchApi`] when a download fails for good.
+    /// [`Error::BatchApi`] when reading results fails for good; [`Error::Format`] when a batch
+    /// attached to by id holds requests of another input.
     pub async fn collect(
         &self,
-        batches: &[SubmittedBatch],
+        batches: &mut [SubmittedBatch],
         states: &[BatchInfo],
         results: &mut BatchResults,
     ) -> Result<(), Error> {
-        for (batch, state) in batches.iter().zip(states) {
-            for (kind, file) in [
-                ("output", &state.output_file_id),
-                ("error", &state.error_file_id),
-            ] {
-                let Some(file_id) = file else { continue };
-                let text = self
-                    .with_retries("download results", || self.download(file_id))
-                    .await?;
-                self.emit(&BatchEvent::Downloaded {
-                    batch_id: state.id.clone(),
-                    file_id: file_id.clone(),
-                    bytes: text.len(),
-                });
-                results.add_file(&format!("batch {} {kind} file", state.id), &text);
+        for (batch, state) in batches.iter_mut().zip(states) {
+            let output = if state.status == BatchStatus::Failed {
+                crate::backend::BatchOutput::default()
+            } else {
+                self.with_retries("read results", || self.backend.results(state))
+                    .await?
+            };
+            self.emit(&BatchEvent::Downloaded {
+                batch_id: state.id.clone(),
+                lines: output.lines.len(),
+                bytes: output.bytes,
+            });
+            let unknown = batch.requests.is_empty();
+            let first_foreign = output.lines.first().map(|l| l.custom_id.clone());
+            let lines = output.lines.len();
+            let seen = results.add(&format!("batch {}", state.id), output);
+            if unknown {
+                if seen.is_empty() && lines > 0 {
+                    return Err(FormatError::ForeignRequest {
+                        batch_id: state.id.clone(),
+                        custom_id: first_foreign.unwrap_or_default(),
+                    }
+                    .into());
+                }
+                batch.requests = seen;
             }
             let (reason, retry) = match state.status {
                 BatchStatus::Failed => {
@@ -230,7 +235,7 @@ impl BatchApiClient {
                 ),
                 other => (
                     format!(
-                        "batch {} ended {other} with no line for it in its result files",
+                        "batch {} ended {other} with no result line for it",
                         state.id
                     ),
                     true,
@@ -249,10 +254,10 @@ impl BatchApiClient {
         let mut cancelled = 0;
         for batch in &job.batches {
             let state = self
-                .with_retries("retrieve batch", || self.retrieve(&batch.batch_id))
+                .with_retries("retrieve batch", || self.backend.get(&batch.batch_id))
                 .await?;
             if !state.status.is_terminal() && state.status != BatchStatus::Cancelling {
-                self.with_retries("cancel batch", || self.cancel(&batch.batch_id))
+                self.with_retries("cancel batch", || self.backend.cancel(&batch.batch_id))
                     .await?;
                 self.emit(&BatchEvent::Cancelled {
                     batch_id: batch.batch_id.clone(),
@@ -270,8 +275,8 @@ impl BatchApiClient {
     ///
     /// # Errors
     /// [`Error::PlanMismatch`] when `plan` was not made from `clusters`; otherwise as
-    /// [`submit`](BatchApiClient::submit), [`wait`](BatchApiClient::wait) and
-    /// [`collect`](BatchApiClient::collect).
+    /// [`submit`](BatchRunner::submit), [`wait`](BatchRunner::wait) and
+    /// [`collect`](BatchRunner::collect).
     pub async fn run<'a>(
         &self,
         plan: BatchPlan<'a>,
@@ -287,11 +292,11 @@ impl BatchApiClient {
             .await
     }
 
-    /// [`run`](BatchApiClient::run) from batches already submitted (e.g. from
-    /// [`attach`](BatchApiClient::attach)): wait, collect, handle the remainder, import.
+    /// [`run`](BatchRunner::run) from batches already submitted (e.g. from
+    /// [`attach`](BatchRunner::attach)): wait, collect, handle the remainder, import.
     ///
     /// # Errors
-    /// As [`run`](BatchApiClient::run).
+    /// As [`run`](BatchRunner::run).
     pub async fn finish<'a>(
         &self,
         plan: BatchPlan<'a>,
@@ -307,7 +312,8 @@ impl BatchApiClient {
         let mut round = 0;
         loop {
             let states = self.wait(&round_batches).await?;
-            self.collect(&round_batches, &states, &mut results).await?;
+            self.collect(&mut round_batches, &states, &mut results)
+                .await?;
             job.batches.append(&mut round_batches);
             let unanswered = results.unanswered();
             let rounds = match self.remainder {

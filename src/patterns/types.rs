@@ -1,0 +1,50 @@
+//! What consolidation reads (each cluster's patterns, with what weighs them) and what it
+//! makes (patterns with provenance).
+
+use serde::{Deserialize, Serialize};
+
+use crate::response::Pattern;
+
+/// The validated patterns of one cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterPatterns {
+    /// The cluster's id.
+    pub id: String,
+    /// Its patterns, as the model gave them.
+    pub patterns: Vec<Pattern>,
+}
+
+/// A cluster's patterns with what consolidation weighs them by.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Support {
+    /// The cluster's id.
+    pub id: String,
+    /// Its priority in the plan.
+    pub priority: f64,
+    /// Its mean performance.
+    pub avg_performance: f64,
+    /// WIDE or DEEP.
+    pub is_wide: bool,
+    /// Its patterns.
+    pub patterns: Vec<Pattern>,
+}
+
+/// A pattern after consolidation, with provenance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConsolidatedPattern {
+    /// The name of the first (highest-priority) occurrence.
+    pub pattern: String,
+    /// Its template, if any occurrence had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// Ids of the supporting clusters, highest priority first.
+    pub clusters: Vec<String>,
+    /// Grounded example titles (real titles of supporting clusters), without repeats.
+    pub examples: Vec<String>,
+    /// Σ over supporting clusters of priority × mean performance.
+    pub evidence: f64,
+    /// Some supporting cluster is WIDE, or it spans several clusters.
+    pub wide: bool,
+    /// How many raw patterns were merged into it.
+    pub occurrences: usize,
+}

@@ -1,0 +1,45 @@
+//! The rate limits a run paced by, as its report gives them.
+
+use serde::{Deserialize, Serialize};
+
+/// Which limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum LimitKind {
+    /// Requests per minute.
+    Requests,
+    /// Tokens per minute (prompt plus `max_tokens`).
+    Tokens,
+}
+
+/// Where a limit the runner paces by comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum LimitSource {
+    /// [`RunConfig`](crate::run::RunConfig).
+    Configured,
+    /// What the server reported: its `x-ratelimit-*` headers, or the limit a 429's message
+    /// names (`OpenAI`'s "(RPM): Limit 120").
+    Headers,
+    /// Inferred from when the server answered 429.
+    Inferred,
+}
+
+/// The limits a run paced by when it ended, for the report.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct RateLimitSummary {
+    /// Requests per minute, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_minute: Option<u64>,
+    /// Where `requests_per_minute` comes from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_source: Option<LimitSource>,
+    /// Tokens per minute, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_minute: Option<u64>,
+    /// Where `tokens_per_minute` comes from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_source: Option<LimitSource>,
+}
