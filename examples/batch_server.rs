@@ -1,27 +1,48 @@
-//! A local `OpenAI`-compatible Batch API on loopback (files and batches), to try
-//! `discover --batch-api` with no account and no network.
+//! Local batch APIs on loopback, to try `discover --batch-api` with no account and no network:
+//! `OpenAI`'s (files and batches, under `/v1`) and Anthropic's Message Batches (under
+//! `/v1/messages`), on one port.
 //!
 //! ```text
 //! cargo run --example batch_server -- [--port 8090] [--polls 3] [--fates expire:2,complete]
 //! OPENAI_BASE_URL=http://127.0.0.1:8090/v1 cargo run --features openai --example discover -- \
 //!     --batch-api --poll-secs 1 --journal batch.journal
+//! ANTHROPIC_BASE_URL=http://127.0.0.1:8090 ANTHROPIC_API_KEY=local \
+//!     cargo run --features anthropic --example discover -- --batch-api --poll-secs 1
 //! ```
 //!
-//! Each batch reports `validating`, then `in_progress` for `--polls` polls, `finalizing`, and
-//! its fate: `complete` (every line answered by the offline mock), `complete:N` (every N-th
-//! line a 500 in the error file), `expire:N` (N lines answered, the rest `batch_expired`),
-//! `fail` (validation fails), `truncated` (the output file cut off). `--fates` sets the fates
-//! of the batches in the order they are created; later ones complete. Every 5 s it prints
-//! what it was asked, and how many requests it answered more than once (paid twice).
+//! Each batch runs for `--polls` polls, then meets its fate: `complete` (every request answered
+//! by the offline mock), `complete:N` (every N-th request a server error, worth another batch),
+//! `expire:N` (N requests answered, the rest expired), `fail` (`OpenAI`: validation fails;
+//! Anthropic: every request an `invalid_request_error`), `truncated` (the results cut off).
+//! `--fates` sets the fates of the batches in the order they are created, for each API; later
+//! ones complete. Every 5 s it prints what it was asked, and how many requests it answered more
+//! than once (paid twice).
 
 #[path = "../tests/support/batch_server.rs"]
 mod batch_server;
+#[path = "../tests/support/message_batches.rs"]
+mod message_batches;
 
 use std::net::TcpListener;
 use std::time::Duration;
 
 use batch_server::{FakeBatchApi, Fate};
+use message_batches::FakeMessageBatches;
 use wiremock::MockServer;
+
+/// The Message Batches fate of an `OpenAI` one.
+fn claude_fate(fate: &Fate) -> message_batches::Fate {
+    match fate {
+        Fate::Complete { fail_every } => message_batches::Fate::Complete {
+            fail_every: *fail_every,
+        },
+        Fate::Fail => message_batches::Fate::Invalid,
+        Fate::Expire { answered } => message_batches::Fate::Expire {
+            answered: *answered,
+        },
+        Fate::Truncated => message_batches::Fate::Truncated,
+    }
+}
 
 fn fates(text: &str) -> Result<Vec<Fate>, String> {
     text.split(',')
@@ -62,23 +83,37 @@ async fn main() -> Result<(), String> {
     let listener =
         TcpListener::bind(("127.0.0.1", port)).map_err(|e| format!("port {port}: {e}"))?;
     let server = MockServer::builder().listener(listener).start().await;
+    let claude = FakeMessageBatches::mount(&server, polls).await;
+    claude.fates(scripted.iter().map(claude_fate));
     let fake = FakeBatchApi::mount(&server, polls).await;
     fake.fates(scripted);
-    eprintln!("Batch API on {}/v1", server.uri());
+    eprintln!(
+        "OpenAI Batch API on {0}/v1, Anthropic Message Batches on {0}/v1/messages/batches",
+        server.uri()
+    );
     let mut last = String::new();
     loop {
         tokio::time::sleep(Duration::from_secs(5)).await;
         let c = fake.counts();
         let twice = c.answered.values().filter(|n| **n > 1).count();
+        let m = claude.counts();
+        let claude_twice = m.answered.values().filter(|n| **n > 1).count();
         let line = format!(
-            "uploads {}, batches created {}, polls {}, lists {}, cancels {}, downloads {}; requests answered {}, more than once {twice}",
+            "openai: uploads {}, batches created {}, polls {}, lists {}, cancels {}, downloads {}; requests answered {}, more than once {twice}\n\
+             anthropic: batches created {}, polls {}, lists {}, cancels {}, result reads {}; requests answered {}, more than once {claude_twice}",
             c.uploads,
             c.creates,
             c.retrieves,
             c.lists,
             c.cancels,
             c.downloads,
-            c.answered.len()
+            c.answered.len(),
+            m.creates,
+            m.retrieves,
+            m.lists,
+            m.cancels,
+            m.result_reads,
+            m.answered.len(),
         );
         if line != last {
             eprintln!("{line}");

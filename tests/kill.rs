@@ -69,6 +69,9 @@ fn command(input: &Path, config: &Path, journal: Option<&Path>) -> Command {
         .args(["--concurrency", "4", "--json"])
         .env_remove("OPENAI_API_KEY")
         .env_remove("OPENAI_BASE_URL")
+        .env_remove("ANTHROPIC_API_KEY")
+        .env_remove("ANTHROPIC_BASE_URL")
+        .env_remove("ANTHROPIC_MODEL")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -259,4 +262,78 @@ async fn killed_while_a_batch_runs_it_attaches_again_and_pays_once() {
         "{stderr}"
     );
     assert_eq!(resumed_report["usage"]["price_tier"], "batch");
+}
+
+#[path = "support/message_batches.rs"]
+mod message_batches;
+
+/// The same with Claude's Message Batches: a process killed while its batch runs leaves the id
+/// in the journal, and the next run attaches to it and pays for every request once, at the
+/// batch tier.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_while_a_message_batch_runs_it_attaches_again_and_pays_once() {
+    use std::io::{BufRead, BufReader};
+    let dir = scratch("msgbatch");
+    let (input, config) = inputs(&dir);
+    let journal = dir.join("run.journal");
+    let (server, fake) = message_batches::FakeMessageBatches::start(1_000_000).await;
+    let batch_command = || {
+        let mut c = command(&input, &config, Some(&journal));
+        c.args([
+            "--batch-api",
+            "--provider",
+            "anthropic",
+            "--poll-secs",
+            "0.05",
+        ])
+        .env("ANTHROPIC_BASE_URL", server.uri())
+        .env("ANTHROPIC_API_KEY", "sk-ant-test");
+        c
+    };
+
+    let mut first = batch_command().spawn().unwrap();
+    let stderr = first.stderr.take().unwrap();
+    let submitted = tokio::task::spawn_blocking(move || {
+        BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .any(|line| line.contains("batch api: msgbatch_000: in_progress"))
+    })
+    .await
+    .unwrap();
+    assert!(submitted, "the first run never saw its batch in progress");
+    first.kill().unwrap(); // SIGKILL while it polls
+    assert!(!first.wait().unwrap().success());
+    assert_eq!(fake.counts().creates, 1);
+
+    fake.release();
+    let mut second = batch_command();
+    let resumed = tokio::task::spawn_blocking(move || second.output())
+        .await
+        .unwrap()
+        .unwrap();
+    let resumed_report = report(&resumed);
+    let stderr = String::from_utf8_lossy(&resumed.stderr);
+    assert!(stderr.contains("attached to msgbatch_000"), "{stderr}");
+    let counts = fake.counts();
+    assert_eq!(counts.creates, 1, "nothing sent twice");
+    assert_eq!(counts.answered.len(), 40);
+    assert!(
+        counts.answered.values().all(|&n| n == 1),
+        "nothing paid twice"
+    );
+    let outcomes = resumed_report["outcomes"].as_array().unwrap();
+    assert_eq!(outcomes.len(), 40);
+    assert!(
+        outcomes.iter().all(|o| o["status"] == "succeeded"),
+        "{stderr}"
+    );
+    assert_eq!(resumed_report["usage"]["price_tier"], "batch");
+    // Priced as the Claude model that answered, at half its list price.
+    assert!(
+        resumed_report["usage"]["estimated_cost_usd"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
 }

@@ -50,9 +50,11 @@ pub struct RunUsage {
     /// How far the prompt estimate was off, over the requests that reported usage:
     /// (reported − estimated) / estimated. `None` without reported usage.
     pub prompt_estimate_error: Option<f64>,
-    /// The model asked for.
+    /// The model that answered (the one that reported the most tokens, when several did), as
+    /// the server named it; the model asked for when no answer named one.
     pub model: String,
-    /// Cost of the reported tokens; `None` when the model has no price.
+    /// Cost of the reported tokens, each answer at the price of the model that gave it (the
+    /// model asked for, when the table has no price for it); `None` when neither has a price.
     pub estimated_cost_usd: Option<f64>,
     /// Calls answered with a 429. Not failures and not extra calls: each such request was
     /// sent again when the rate limit allowed.

@@ -246,7 +246,13 @@ fn usage(
         completion_tokens: c.completion_tokens,
         usage_reported: c.reported_usage,
         prompt_estimate_error,
-        model: config.request.model.clone(),
+        model: c
+            .by_model
+            .iter()
+            .chain(&c.cached_by_model)
+            .filter(|(model, _)| !model.is_empty())
+            .max_by_key(|(_, u)| u.prompt_tokens + u.completion_tokens)
+            .map_or_else(|| config.request.model.clone(), |(model, _)| model.clone()),
         estimated_cost_usd: cost(&config.prices, &c.by_model, &config.request.model),
         rate_limited: c.rate_limited,
         requeued: c.requeued,
