@@ -4,9 +4,16 @@
 //! ```text
 //! cargo run --example limited_server -- [--port 8089] [--rpm 120] [--tpm N] [--latency-ms 300]
 //!                                        [--no-headers] [--no-retry-after] [--script 500x6,503x3]
-//!                                        [--looping N]
+//!                                        [--looping N] [--anthropic [--itpm N] [--otpm N]]
 //! OPENAI_BASE_URL=http://127.0.0.1:8089/v1 cargo run --features openai --example discover -- ...
+//! ANTHROPIC_BASE_URL=http://127.0.0.1:8089 ANTHROPIC_API_KEY=local \
+//!     cargo run --features anthropic --example discover -- --provider anthropic ...
 //! ```
+//!
+//! With `--anthropic` it speaks Anthropic's Messages API instead (`POST /v1/messages`), with
+//! its `anthropic-ratelimit-*` headers (resets as RFC 3339 times) and error bodies, and
+//! `--itpm`/`--otpm` limit input tokens (prompt characters / 4) and output tokens (a request's
+//! `max_tokens`, counted when it starts) apart, as Anthropic does.
 //!
 //! Answers come from the offline mock (word skeletons of the titles in the prompt). The limit
 //! is a bucket of `--rpm` requests (and `--tpm` tokens: prompt characters / 4 plus
@@ -24,6 +31,9 @@ use std::collections::{HashMap, HashSet};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+#[path = "../tests/support/message_batches.rs"]
+mod message_batches;
 
 use dynbatch::backend::mock::{MockBackend, MockRateLimit, MockStep};
 use dynbatch::backend::{
@@ -50,6 +60,8 @@ struct Server {
     /// `--looping N`: every answer is cluster 1 repeated N times, each pattern 1,000
     /// characters (a model that loops, a server that ignores `max_tokens`).
     looping: Option<Value>,
+    /// `--anthropic`: the Messages API's shapes and headers.
+    anthropic: bool,
 }
 
 /// The answer of a model stuck in a loop: cluster 1, `repeats` times.
@@ -72,6 +84,9 @@ impl Respond for Server {
         let Ok(body) = serde_json::from_slice::<Value>(&request.body) else {
             return error(400, "the body is not JSON", None);
         };
+        if self.anthropic {
+            return self.respond_anthropic(&body);
+        }
         let messages: Vec<ChatMessage> =
             serde_json::from_value(body["messages"].clone()).unwrap_or_default();
         let chat = ChatRequest {
@@ -141,6 +156,108 @@ impl Respond for Server {
     }
 }
 
+impl Server {
+    /// A Messages API request: the mock's answer as a message, or its refusal as Anthropic's.
+    fn respond_anthropic(&self, body: &Value) -> ResponseTemplate {
+        let chat = message_batches::chat_request(body);
+        let result = futures::executor::block_on(self.mock.complete(&chat));
+        let mut stats = self
+            .stats
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let prompt = chat.user_text();
+        let template = match result {
+            Ok(response) => {
+                stats.answered += 1;
+                *stats.answered_prompts.entry(prompt).or_insert(0) += 1;
+                let n = usize::try_from(stats.answered).unwrap_or(0);
+                match message_batches::message_json(body, &response, n) {
+                    Ok(json) => anthropic_headers(
+                        ResponseTemplate::new(200).set_body_json(json),
+                        response.rate_limits,
+                    ),
+                    Err(e) => anthropic_error(500, "api_error", &e, None),
+                }
+            }
+            Err(BackendError::RateLimited {
+                retry_after,
+                message,
+                limits,
+            }) => {
+                stats.limited += 1;
+                stats.limited_prompts.insert(prompt);
+                let mut t = anthropic_error(
+                    429,
+                    "rate_limit_error",
+                    &message,
+                    limits.as_deref().copied(),
+                );
+                if let Some(after) = retry_after {
+                    // Anthropic's retry-after is whole seconds.
+                    let secs = after.as_secs_f64().ceil().max(1.0);
+                    t = t.insert_header("retry-after", format!("{secs:.0}").as_str());
+                }
+                t
+            }
+            Err(e) => {
+                stats.errors += 1;
+                let (code, kind, text) = match e {
+                    BackendError::Authentication(m) => (401, "authentication_error", m),
+                    BackendError::NotFound(m) => (404, "not_found_error", m),
+                    BackendError::Overloaded {
+                        status, message, ..
+                    } => (status.unwrap_or(529), "overloaded_error", message),
+                    other => (500, "api_error", other.to_string()),
+                };
+                anthropic_error(code, kind, &text, None)
+            }
+        };
+        template.set_delay(self.latency)
+    }
+}
+
+fn anthropic_error(
+    status: u16,
+    kind: &str,
+    message: &str,
+    limits: Option<RateLimitInfo>,
+) -> ResponseTemplate {
+    let body = json!({"type": "error", "error": {"type": kind, "message": message},
+                      "request_id": "req_limited"});
+    anthropic_headers(ResponseTemplate::new(status).set_body_json(body), limits)
+}
+
+/// `anthropic-ratelimit-*` headers, resets as RFC 3339 times.
+fn anthropic_headers(mut t: ResponseTemplate, limits: Option<RateLimitInfo>) -> ResponseTemplate {
+    let Some(limits) = limits else { return t };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    for (kind, status) in [
+        ("requests", limits.requests),
+        ("tokens", limits.tokens),
+        ("input-tokens", limits.input_tokens),
+        ("output-tokens", limits.output_tokens),
+    ] {
+        let mut add = |name: &str, value: String| {
+            t = std::mem::replace(&mut t, ResponseTemplate::new(200)).insert_header(
+                format!("anthropic-ratelimit-{kind}-{name}").as_str(),
+                value.as_str(),
+            );
+        };
+        if let Some(limit) = status.limit {
+            add("limit", limit.to_string());
+        }
+        if let Some(remaining) = status.remaining {
+            add("remaining", remaining.to_string());
+        }
+        if let Some(reset) = status.reset {
+            add("reset", message_batches::rfc3339((now + reset).as_secs()));
+        }
+    }
+    t
+}
+
 fn error(status: u16, message: &str, limits: Option<RateLimitInfo>) -> ResponseTemplate {
     let body = json!({"error": {"message": message, "type": "requests", "code": status}});
     headers(ResponseTemplate::new(status).set_body_json(body), limits)
@@ -198,6 +315,7 @@ async fn main() -> Result<(), String> {
     let (mut headers_on, mut retry_after_on) = (true, true);
     let mut steps = Vec::new();
     let mut looping = None;
+    let (mut itpm, mut otpm, mut anthropic) = (None, None, false);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().ok_or(format!("{arg} needs a value"));
@@ -210,6 +328,9 @@ async fn main() -> Result<(), String> {
             "--rpm" => rpm = Some(u32::try_from(number(value()?)?).map_err(|e| e.to_string())?),
             "--no-rpm" => rpm = None,
             "--tpm" => tpm = Some(u32::try_from(number(value()?)?).map_err(|e| e.to_string())?),
+            "--itpm" => itpm = Some(u32::try_from(number(value()?)?).map_err(|e| e.to_string())?),
+            "--otpm" => otpm = Some(u32::try_from(number(value()?)?).map_err(|e| e.to_string())?),
+            "--anthropic" => anthropic = true,
             "--latency-ms" => latency_ms = number(value()?)?,
             "--no-headers" => headers_on = false,
             "--no-retry-after" => retry_after_on = false,
@@ -227,6 +348,19 @@ async fn main() -> Result<(), String> {
         (Some(r), None) => Some(MockRateLimit::requests_per_minute(r)),
         (None, Some(t)) => Some(MockRateLimit::tokens_per_minute(t)),
         (None, None) => None,
+    };
+    let limit = match (limit, itpm, otpm) {
+        (limit, None, None) => limit,
+        (limit, itpm, otpm) => {
+            let mut l = limit.unwrap_or_else(MockRateLimit::unlimited);
+            if let Some(i) = itpm {
+                l = l.and_input_tokens_per_minute(i);
+            }
+            if let Some(o) = otpm {
+                l = l.and_output_tokens_per_minute(o);
+            }
+            Some(l)
+        }
     }
     .map(|l| l.with_headers(headers_on).with_retry_after(retry_after_on));
     let mut mock = MockBackend::scripted(steps).then_answer();
@@ -243,6 +377,7 @@ async fn main() -> Result<(), String> {
             latency: Duration::from_millis(latency_ms),
             stats: stats.clone(),
             looping,
+            anthropic,
         })
         .mount(&server)
         .await;

@@ -216,3 +216,57 @@ async fn discover_picks_claude_from_the_environment() {
     assert!(bodies.iter().all(|b| b["model"] == "claude-haiku-4-5"));
     assert!(String::from_utf8_lossy(&output.stderr).contains("/v1/messages"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_too_large_is_split_and_a_burst_of_529s_loses_nothing() {
+    let clusters = dynbatch::testing::distinct_clusters(8);
+    let fast = RunConfig::builder()
+        .base_delay(std::time::Duration::from_millis(5))
+        .max_delay(std::time::Duration::from_millis(20))
+        .build()
+        .unwrap();
+
+    // 413: the batch of 8 is halved until the halves are taken; nothing lost.
+    let whole = BatchingConfig::builder()
+        .min_batch_size(8)
+        .max_batch_size(8)
+        .max_total_calls(1)
+        .build()
+        .unwrap();
+    let plan = Batcher::new(whole).plan(&clusters).unwrap().into_owned();
+    assert_eq!(plan.batches.len(), 1);
+    let (server, bodies) = fake(vec![(413, "request_too_large")]).await;
+    let report = Runner::new(backend(&server), TokioTimer)
+        .with_config(fast.clone())
+        .run(plan, &clusters, "x")
+        .await
+        .unwrap();
+    assert_eq!(report.outcome_counts(), (8, 0));
+    assert_eq!(report.usage.splits, 1);
+    assert_eq!(
+        bodies.lock().unwrap().len(),
+        3,
+        "the whole, then two halves"
+    );
+
+    // A burst of 12 overloaded_error 529s, more than the 8 requests: the breaker waits it out,
+    // requests go back to the queue, and every cluster is answered within the default
+    // extra-call budget.
+    let one_each = BatchingConfig::builder()
+        .min_batch_size(1)
+        .max_batch_size(1)
+        .max_total_calls(8)
+        .build()
+        .unwrap();
+    let plan = Batcher::new(one_each).plan(&clusters).unwrap().into_owned();
+    let (server, bodies) = fake(vec![(529, "overloaded_error"); 12]).await;
+    let report = Runner::new(backend(&server), TokioTimer)
+        .with_config(fast)
+        .run(plan, &clusters, "x")
+        .await
+        .unwrap();
+    report.check_accounting().unwrap();
+    assert_eq!(report.outcome_counts(), (8, 0), "{:?}", report.outcomes);
+    assert_eq!(bodies.lock().unwrap().len(), 20, "12 refused, 8 answered");
+    assert!(report.usage.circuit_opened >= 1);
+}

@@ -327,7 +327,7 @@ fn arb_429() -> impl proptest::strategy::Strategy<Value = MockStep> {
                     remaining: Some(remaining),
                     reset: Some(Duration::from_secs(reset)),
                 },
-                tokens: LimitStatus::default(),
+                ..RateLimitInfo::default()
             },
         }),
         Just(MockStep::Answer),

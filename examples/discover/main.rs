@@ -44,7 +44,7 @@ use dynbatch::backend::LlmBackend;
 use dynbatch::backend::mock::{MockBackend, MockRateLimit};
 use dynbatch::prompt::OutputMode;
 use dynbatch::report::DiscoveryReport;
-use dynbatch::report::{LimitKind, LimitSource};
+use dynbatch::report::LimitSource;
 use dynbatch::run::{RunConfig, RunEvent, Runner};
 use dynbatch::store::SqliteStore;
 use dynbatch::timer::TokioTimer;
@@ -526,12 +526,7 @@ fn show(bar: &ProgressBar, event: &RunEvent) {
             per_minute,
             source,
         } => note(format!(
-            "  pacing at {per_minute} {} per minute ({})",
-            match kind {
-                LimitKind::Requests => "requests",
-                LimitKind::Tokens => "tokens",
-                _ => "units",
-            },
+            "  pacing at {per_minute} {kind} per minute ({})",
             match source {
                 LimitSource::Headers => "reported by the server",
                 LimitSource::Configured => "as configured",

@@ -72,6 +72,11 @@ pub enum BackendError {
         /// The cap, in bytes.
         limit: usize,
     },
+    /// The request is larger than the server takes (413 `request_too_large`, a prompt over
+    /// the model's context window: `context_length_exceeded`). Not worth the same request
+    /// again; the runner splits it, and fails a cluster too large alone.
+    #[error("the request is too large: {0}")]
+    RequestTooLarge(String),
     /// Anything else, with whether retrying may help.
     #[error("{source}")]
     Other {
@@ -102,7 +107,8 @@ impl BackendError {
             | Self::UnsupportedFormat(_)
             | Self::QuotaExhausted(_)
             | Self::ContentFilter(_)
-            | Self::ResponseTooLarge { .. } => false,
+            | Self::ResponseTooLarge { .. }
+            | Self::RequestTooLarge(_) => false,
             Self::Other { retryable, .. } => *retryable,
         }
     }
@@ -150,6 +156,7 @@ impl BackendError {
             Self::QuotaExhausted(_) => ErrorKind::QuotaExhausted,
             Self::ContentFilter(_) => ErrorKind::ContentFilter,
             Self::ResponseTooLarge { .. } => ErrorKind::ResponseTooLarge,
+            Self::RequestTooLarge(_) => ErrorKind::RequestTooLarge,
             Self::Other { .. } => ErrorKind::Other,
         }
     }
@@ -183,6 +190,8 @@ pub enum ErrorKind {
     ContentFilter,
     /// [`BackendError::ResponseTooLarge`].
     ResponseTooLarge,
+    /// [`BackendError::RequestTooLarge`].
+    RequestTooLarge,
     /// [`BackendError::Other`].
     Other,
 }
@@ -202,6 +211,7 @@ impl ErrorKind {
             Self::QuotaExhausted => "quota_exhausted",
             Self::ContentFilter => "content_filter",
             Self::ResponseTooLarge => "response_too_large",
+            Self::RequestTooLarge => "request_too_large",
             Self::Other => "other",
         }
     }

@@ -55,9 +55,16 @@ pub struct RateLimitInfo {
     /// Requests per minute.
     #[serde(default, skip_serializing_if = "LimitStatus::is_empty")]
     pub requests: LimitStatus,
-    /// Tokens per minute.
+    /// Tokens per minute (prompt plus `max_tokens`).
     #[serde(default, skip_serializing_if = "LimitStatus::is_empty")]
     pub tokens: LimitStatus,
+    /// Input (prompt) tokens per minute, where the server limits them apart (Anthropic).
+    #[serde(default, skip_serializing_if = "LimitStatus::is_empty")]
+    pub input_tokens: LimitStatus,
+    /// Output tokens per minute, where the server limits them apart (Anthropic, which counts
+    /// a request's `max_tokens` when it starts).
+    #[serde(default, skip_serializing_if = "LimitStatus::is_empty")]
+    pub output_tokens: LimitStatus,
 }
 
 impl RateLimitInfo {
@@ -81,19 +88,26 @@ impl RateLimitInfo {
         let info = Self {
             requests: status("requests"),
             tokens: status("tokens"),
+            ..Self::default()
         };
         (!info.is_empty()).then_some(info)
     }
 
     /// Whether nothing was reported.
     pub fn is_empty(&self) -> bool {
-        self.requests.is_empty() && self.tokens.is_empty()
+        self.requests.is_empty()
+            && self.tokens.is_empty()
+            && self.input_tokens.is_empty()
+            && self.output_tokens.is_empty()
     }
 
-    /// Reads Anthropic's `anthropic-ratelimit-{requests,tokens}-{limit,remaining,reset}`
-    /// headers through `header` (a case-insensitive lookup by name). Their `reset` is an
-    /// RFC 3339 time, not a duration: it is read as the time left from `now` (zero when it
-    /// has passed). `None` when none of them is there; values that do not parse are ignored.
+    /// Reads Anthropic's `anthropic-ratelimit-{requests,tokens,input-tokens,output-tokens}-
+    /// {limit,remaining,reset}` headers through `header` (a case-insensitive lookup by name).
+    /// Their `reset` is an RFC 3339 time, not a duration: it is read as the time left from
+    /// `now` (zero when it has passed). Anthropic's `tokens` headers give the most restrictive
+    /// of its input and output limits, not a limit on their sum: when the input or output
+    /// headers are there, `tokens` is left empty (pacing the sum by it would halve the pace).
+    /// `None` when none of them is there; values that do not parse are ignored.
     ///
     /// ```
     /// use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -125,10 +139,15 @@ impl RateLimitInfo {
                 .and_then(parse_rfc3339)
                 .map(|at| at.duration_since(now).unwrap_or(Duration::ZERO)),
         };
-        let info = Self {
+        let mut info = Self {
             requests: status("requests"),
             tokens: status("tokens"),
+            input_tokens: status("input-tokens"),
+            output_tokens: status("output-tokens"),
         };
+        if !info.input_tokens.is_empty() || !info.output_tokens.is_empty() {
+            info.tokens = LimitStatus::default();
+        }
         (!info.is_empty()).then_some(info)
     }
 }
@@ -269,6 +288,41 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn anthropic_input_and_output_limits_replace_the_most_restrictive_one() {
+        let headers = [
+            ("anthropic-ratelimit-requests-limit", "50"),
+            ("anthropic-ratelimit-tokens-limit", "8000"),
+            ("anthropic-ratelimit-tokens-remaining", "7000"),
+            ("anthropic-ratelimit-input-tokens-limit", "40000"),
+            ("anthropic-ratelimit-input-tokens-remaining", "39000"),
+            ("anthropic-ratelimit-output-tokens-limit", "8000"),
+            ("anthropic-ratelimit-output-tokens-remaining", "7000"),
+            (
+                "anthropic-ratelimit-output-tokens-reset",
+                "2026-12-06T05:30:30Z",
+            ),
+        ];
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_796_535_000);
+        let read = |headers: &[(&str, &'static str)]| {
+            let headers = headers.to_vec();
+            RateLimitInfo::from_anthropic_headers(
+                move |name| headers.iter().find(|(n, _)| *n == name).map(|(_, v)| *v),
+                now,
+            )
+            .unwrap()
+        };
+        let info = read(&headers);
+        assert_eq!(info.requests.limit, Some(50));
+        assert!(info.tokens.is_empty(), "{info:?}");
+        assert_eq!(info.input_tokens.remaining, Some(39_000));
+        assert_eq!(info.output_tokens.limit, Some(8000));
+        assert_eq!(info.output_tokens.reset, Some(Duration::from_secs(30)));
+        // Without them, the tokens headers stand.
+        let info = read(&headers[..3]);
+        assert_eq!(info.tokens.limit, Some(8000));
+    }
 
     #[test]
     fn go_durations() {

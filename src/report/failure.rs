@@ -46,7 +46,7 @@ pub enum Failure {
         asked_again: bool,
     },
     /// The request for the cluster alone is too big to send: over the model's context window
-    /// or the account's tokens per minute.
+    /// or the account's tokens per minute, or refused by the server as too large (413).
     TooBigToSend,
     /// The run stopped sending before the cluster was answered.
     Stopped {
@@ -107,6 +107,6 @@ pub enum SplitCause {
         problem: AnswerProblem,
     },
     /// The request is too big to send: over the model's context window or the account's
-    /// tokens per minute.
+    /// tokens per minute, or refused by the server as too large (413).
     TooBigToSend,
 }

@@ -11,6 +11,29 @@ pub enum LimitKind {
     Requests,
     /// Tokens per minute (prompt plus `max_tokens`).
     Tokens,
+    /// Input (prompt) tokens per minute, where the server limits them apart (Anthropic).
+    InputTokens,
+    /// Output tokens per minute (`max_tokens`, counted when a request starts), where the
+    /// server limits them apart (Anthropic).
+    OutputTokens,
+}
+
+impl LimitKind {
+    /// What it counts, in words: `requests`, `tokens`, `input tokens`, `output tokens`.
+    pub fn unit(self) -> &'static str {
+        match self {
+            Self::Requests => "requests",
+            Self::Tokens => "tokens",
+            Self::InputTokens => "input tokens",
+            Self::OutputTokens => "output tokens",
+        }
+    }
+}
+
+impl std::fmt::Display for LimitKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.unit())
+    }
 }
 
 /// Where a limit the runner paces by comes from.
@@ -42,4 +65,16 @@ pub struct RateLimitSummary {
     /// Where `tokens_per_minute` comes from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokens_source: Option<LimitSource>,
+    /// Input tokens per minute, when the server limits them apart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_tokens_per_minute: Option<u64>,
+    /// Where `input_tokens_per_minute` comes from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_tokens_source: Option<LimitSource>,
+    /// Output tokens per minute, when the server limits them apart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_tokens_per_minute: Option<u64>,
+    /// Where `output_tokens_per_minute` comes from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_tokens_source: Option<LimitSource>,
 }

@@ -20,7 +20,7 @@ use tracing::Instrument;
 use super::Runner;
 use super::concurrency::Window;
 use super::event::RunEvent;
-use super::limiter::{Limiter, RateLimiter, Ticket};
+use super::limiter::{Cost, Limiter, RateLimiter, Ticket};
 use super::retry::{Breaker, Budget, Gate};
 use super::tally::Tally;
 use crate::backend::{BackendError, ChatRequest, ChatResponse, ErrorKind, LlmBackend};
@@ -296,7 +296,10 @@ impl<'r, 'p, 'a, Backend: LlmBackend, Clock: Timer> Run<'r, 'p, 'a, Backend, Clo
                     return Wake::default();
                 }
             }
-            let cost = estimated_tokens + u64::from(max_tokens);
+            let cost = Cost {
+                input: estimated_tokens,
+                output: u64::from(max_tokens),
+            };
             if let Some(at) = self.limiter.ready_at(now, cost) {
                 let patience = self.runner.config.rate_limit_patience;
                 if at.saturating_duration_since(self.last_answer) > patience {

@@ -3,10 +3,11 @@
 //! unusable answers (cut off, not JSON, refused) split the request in two halves; clusters an
 //! answer left out are asked again once.
 
+use super::limiter::Cost;
 use crate::backend::{ChatRequest, ChatResponse, FinishReason, LlmBackend};
 use crate::model::Cluster;
 use crate::patterns::ClusterPatterns;
-use crate::report::RequestRecord;
+use crate::report::{LimitKind, RequestRecord};
 use crate::response::{self, PatternResponse};
 use crate::timer::Timer;
 
@@ -30,24 +31,28 @@ impl<Backend: LlmBackend, Clock: Timer> Run<'_, '_, '_, Backend, Clock> {
         let settings = &self.runner.config.request;
         let estimated = self.estimated_tokens(&job.members);
         let max_tokens = settings.max_tokens(job.members.len(), &self.plan.strategy);
-        let cost = estimated + u64::from(max_tokens);
+        let cost = Cost {
+            input: estimated,
+            output: u64::from(max_tokens),
+        };
         let reason = if !settings.fits(estimated, max_tokens) {
             format!(
                 "the estimated prompt ({estimated} tokens) plus max_tokens ({max_tokens}) exceeds the context window ({})",
                 settings.model_limits.map_or(0, |l| l.context_window)
             )
-        } else if let Some(limit) = self.limiter.too_large(cost) {
-            format!(
-                "the estimated prompt ({estimated} tokens) plus max_tokens ({max_tokens}) exceeds the account's {limit} tokens per minute"
-            )
+        } else if let Some((kind, limit)) = self.limiter.too_large(cost) {
+            let what = match kind {
+                LimitKind::InputTokens => format!("the estimated prompt ({estimated} tokens)"),
+                LimitKind::OutputTokens => format!("max_tokens ({max_tokens})"),
+                _ => format!(
+                    "the estimated prompt ({estimated} tokens) plus max_tokens ({max_tokens})"
+                ),
+            };
+            format!("{what} exceeds the account's {limit} {kind} per minute")
         } else {
             return Some((job, estimated, max_tokens));
         };
-        if job.members.len() > 1 {
-            self.split(&job, SplitCause::TooBigToSend, reason);
-        } else {
-            self.fail(job.batch, &job.members, &reason, &Failure::TooBigToSend);
-        }
+        self.too_big(&job, reason);
         None
     }
 
@@ -113,6 +118,15 @@ impl<Backend: LlmBackend, Clock: Timer> Run<'_, '_, '_, Backend, Clock> {
                 &reason,
                 &Failure::Unusable { problem },
             );
+        }
+    }
+
+    /// A request the server found too large to take: split, or failed when alone.
+    pub(super) fn too_big(&mut self, job: &Job, reason: String) {
+        if job.members.len() > 1 {
+            self.split(job, SplitCause::TooBigToSend, reason);
+        } else {
+            self.fail(job.batch, &job.members, &reason, &Failure::TooBigToSend);
         }
     }
 

@@ -70,6 +70,11 @@ impl<Backend: LlmBackend, Clock: Timer> Run<'_, '_, '_, Backend, Clock> {
             error if error.is_retryable() => {
                 self.transient(job, &error, now);
             }
+            error @ BackendError::RequestTooLarge(_) => {
+                // The server answered: it is up. Halves fit where the whole did not.
+                self.breaker.on_neutral();
+                self.too_big(&job, format!("{kind}: {error}"));
+            }
             error @ BackendError::ResponseTooLarge { .. } => {
                 // The server answered: it is up. Smaller requests get smaller answers.
                 self.breaker.on_neutral();

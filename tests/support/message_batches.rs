@@ -180,7 +180,7 @@ fn error(status: u16, kind: &str, message: &str) -> ResponseTemplate {
 }
 
 /// The chat request a Messages API body stands for.
-fn chat_request(params: &Value) -> ChatRequest {
+pub fn chat_request(params: &Value) -> ChatRequest {
     let mut messages = Vec::new();
     if let Some(system) = params["system"].as_str() {
         messages.push(ChatMessage {
@@ -212,6 +212,15 @@ fn chat_request(params: &Value) -> ChatRequest {
 pub fn message(params: &Value, n: usize) -> Result<Value, String> {
     let response = futures::executor::block_on(MockBackend::new().complete(&chat_request(params)))
         .map_err(|e| e.to_string())?;
+    message_json(params, &response, n)
+}
+
+/// The Messages API body of `response`, the answer to `params`.
+pub fn message_json(
+    params: &Value,
+    response: &dynbatch::backend::ChatResponse,
+    n: usize,
+) -> Result<Value, String> {
     let block = if let Some(tool) = params["tool_choice"]["name"].as_str() {
         let input: Value = serde_json::from_str(&response.content).map_err(|e| e.to_string())?;
         json!({"type": "tool_use", "id": format!("toolu_{n}"), "name": tool, "input": input})

@@ -235,6 +235,10 @@ pub(super) fn classify(
             retry_after: after,
             message,
         },
+        (false, 413) => BackendError::RequestTooLarge(message),
+        (false, 400) if kind == "request_too_large" || lower.contains("prompt is too long") => {
+            BackendError::RequestTooLarge(message)
+        }
         (false, 401 | 403) => BackendError::Authentication(message),
         (false, 404) => BackendError::NotFound(message),
         (false, 400..=499) => BackendError::BadRequest(message),

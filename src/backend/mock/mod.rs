@@ -262,7 +262,8 @@ impl MockBackend {
         state.requests.push(request.clone());
         let mut limits = None;
         if let (Some(buckets), Some(timer)) = (&mut state.buckets, &self.timer) {
-            match buckets.admit(timer.now(), token_cost(request)) {
+            let (input, output) = token_cost(request);
+            match buckets.admit(timer.now(), input, output) {
                 Ok(info) => limits = info,
                 Err(refusal) => {
                     state.rate_limited += 1;
@@ -429,7 +430,9 @@ fn error_of(step: MockStep) -> BackendError {
 
 /// What a provider counts against tokens per minute: the prompt (characters / 4, as the mock's
 /// usage) plus `max_tokens`.
-fn token_cost(request: &ChatRequest) -> u64 {
+/// What a request costs of the token limits: its prompt characters / 4 (input) and its
+/// `max_tokens` (output).
+fn token_cost(request: &ChatRequest) -> (u64, u64) {
     let prompt_chars: usize = request.messages.iter().map(|m| m.content.len()).sum();
-    (prompt_chars / 4) as u64 + u64::from(request.max_tokens)
+    ((prompt_chars / 4) as u64, u64::from(request.max_tokens))
 }

@@ -187,6 +187,10 @@ pub(crate) fn classify(
         e.code.as_ref().and_then(serde_json::Value::as_str) == Some("content_filter")
             || e.kind.as_deref() == Some("content_filter")
     });
+    let too_large = status == 413
+        || parsed.as_ref().is_some_and(|e| {
+            e.code.as_ref().and_then(serde_json::Value::as_str) == Some("context_length_exceeded")
+        });
     let quota = parsed.as_ref().is_some_and(|e| {
         e.kind.as_deref() == Some("insufficient_quota")
             || e.code.as_ref().and_then(serde_json::Value::as_str) == Some("insufficient_quota")
@@ -224,6 +228,7 @@ pub(crate) fn classify(
         },
         (false, 429) if quota => BackendError::QuotaExhausted(message),
         (false, 400..=499) if filtered => BackendError::ContentFilter(message),
+        (false, 400..=499) if too_large => BackendError::RequestTooLarge(message),
         (false, 401 | 403) => BackendError::Authentication(message),
         (false, 404) => BackendError::NotFound(message),
         (false, 400..=499) => BackendError::BadRequest(message),

@@ -4,8 +4,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{Change, Limiter, RateLimitSummary, Refusal, Ticket};
+use super::{Change, Cost, Limiter, RateLimitSummary, Refusal, Ticket};
 use crate::backend::RateLimitInfo;
+use crate::report::LimitKind;
 use crate::run::RunConfig;
 use crate::timer::Timer;
 
@@ -50,15 +51,15 @@ impl RateLimiter {
         crate::sync::lock(&self.0)
     }
 
-    pub(in crate::run) fn ready_at(&self, now: Instant, cost: u64) -> Option<Instant> {
+    pub(in crate::run) fn ready_at(&self, now: Instant, cost: Cost) -> Option<Instant> {
         self.lock().ready_at(now, cost)
     }
 
-    pub(in crate::run) fn too_large(&self, cost: u64) -> Option<u64> {
+    pub(in crate::run) fn too_large(&self, cost: Cost) -> Option<(LimitKind, u64)> {
         self.lock().too_large(cost)
     }
 
-    pub(in crate::run) fn take(&self, now: Instant, cost: u64) -> Ticket {
+    pub(in crate::run) fn take(&self, now: Instant, cost: Cost) -> Ticket {
         self.lock().take(now, cost)
     }
 

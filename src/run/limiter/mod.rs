@@ -38,13 +38,48 @@ use share::Share;
 /// A change of limit, for events.
 pub(super) type Change = (LimitKind, u64, LimitSource);
 
+/// What a request spends of the token limits: its estimated prompt (input) and its
+/// `max_tokens` (output: Anthropic counts it against the output limit when the request
+/// starts). The total-tokens limit counts both.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(in crate::run) struct Cost {
+    pub(in crate::run) input: u64,
+    pub(in crate::run) output: u64,
+}
+
+impl Cost {
+    /// What it spends of the limit of `kind` (requests: one).
+    fn of(self, kind: LimitKind) -> u64 {
+        match kind {
+            LimitKind::InputTokens => self.input,
+            LimitKind::OutputTokens => self.output,
+            LimitKind::Requests => 1,
+            _ => self.input + self.output,
+        }
+    }
+
+    fn plus(self, other: Self) -> Self {
+        Self {
+            input: self.input + other.input,
+            output: self.output + other.output,
+        }
+    }
+
+    fn minus(self, other: Self) -> Self {
+        Self {
+            input: self.input.saturating_sub(other.input),
+            output: self.output.saturating_sub(other.output),
+        }
+    }
+}
+
 /// A request's reservation: what was sent before it and what it cost.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Ticket {
     pub(super) at: Instant,
     requests_before: u64,
-    tokens_before: u64,
-    cost: u64,
+    tokens_before: Cost,
+    cost: Cost,
 }
 
 impl Ticket {
@@ -85,13 +120,18 @@ pub(super) struct Refusal {
 #[derive(Debug)]
 pub(super) struct Limiter {
     requests: Bucket,
+    /// Total tokens (input plus output).
     tokens: Bucket,
+    /// Input tokens, where the server limits them apart (Anthropic).
+    input: Bucket,
+    /// Output tokens, where the server limits them apart (Anthropic).
+    output: Bucket,
     /// No request goes before this (a server's `retry-after`).
     hold_until: Option<Instant>,
     sent_requests: u64,
-    sent_tokens: u64,
+    sent_tokens: Cost,
     /// Requests sent and not yet answered, by send order, with their token cost.
-    in_flight: BTreeMap<u64, u64>,
+    in_flight: BTreeMap<u64, Cost>,
     start: Instant,
     /// Send times of requests that got an answer (not a 429), for inference.
     answered: Vec<Instant>,
@@ -113,8 +153,8 @@ pub(super) struct Limiter {
     evidence: Evidence,
     /// What other consumers of the key spend, from the server's `remaining`.
     share: Share,
-    /// Send order of the requests answered with a 429.
-    refused: BTreeMap<u64, u64>,
+    /// Send order of the requests answered with a 429, with their token cost.
+    refused: BTreeMap<u64, Cost>,
 }
 
 impl Limiter {
@@ -122,9 +162,11 @@ impl Limiter {
         Self {
             requests: Bucket::new(LimitKind::Requests, config.requests_per_minute, now),
             tokens: Bucket::new(LimitKind::Tokens, config.tokens_per_minute, now),
+            input: Bucket::new(LimitKind::InputTokens, None, now),
+            output: Bucket::new(LimitKind::OutputTokens, None, now),
             hold_until: None,
             sent_requests: 0,
-            sent_tokens: 0,
+            sent_tokens: Cost::default(),
             in_flight: BTreeMap::new(),
             start: now,
             answered: Vec::new(),
@@ -142,29 +184,46 @@ impl Limiter {
         }
     }
 
-    /// When a request costing `cost` tokens may go: `None` for now.
-    pub(super) fn ready_at(&mut self, now: Instant, cost: u64) -> Option<Instant> {
+    /// The three token buckets.
+    fn token_buckets(&mut self) -> [&mut Bucket; 3] {
+        [&mut self.tokens, &mut self.input, &mut self.output]
+    }
+
+    /// When a request costing `cost` may go: `None` for now.
+    pub(super) fn ready_at(&mut self, now: Instant, cost: Cost) -> Option<Instant> {
         self.requests.refill(now);
-        self.tokens.refill(now);
         let hold = self.hold_until.filter(|h| *h > now);
         let by_requests = self.requests.wait(1.0).map(|w| later(now, w));
         if by_requests.is_some() {
             self.last_bound = Some(now);
         }
-        #[allow(clippy::cast_precision_loss)]
-        let by_tokens = self.tokens.wait(cost as f64).map(|w| later(now, w));
+        let by_tokens = self
+            .token_buckets()
+            .into_iter()
+            .filter_map(|bucket| {
+                bucket.refill(now);
+                #[allow(clippy::cast_precision_loss)]
+                bucket.wait(cost.of(bucket.kind) as f64)
+            })
+            .max()
+            .map(|w| later(now, w));
         [hold, by_requests, by_tokens].into_iter().flatten().max()
     }
 
-    /// The tokens-per-minute limit, when a request of `cost` tokens can never fit in it.
-    pub(super) fn too_large(&self, cost: u64) -> Option<u64> {
-        #[allow(clippy::cast_precision_loss)]
-        let limit = self.tokens.limit.filter(|l| cost as f64 > *l)?;
-        Some(per_minute(limit))
+    /// A token limit (which, and its size per minute) that a request costing `cost` can never
+    /// fit in.
+    pub(super) fn too_large(&self, cost: Cost) -> Option<(LimitKind, u64)> {
+        [&self.tokens, &self.input, &self.output]
+            .into_iter()
+            .find_map(|bucket| {
+                #[allow(clippy::cast_precision_loss)]
+                let limit = bucket.limit.filter(|l| cost.of(bucket.kind) as f64 > *l)?;
+                Some((bucket.kind, per_minute(limit)))
+            })
     }
 
-    /// Reserves a request of `cost` tokens (call when [`Limiter::ready_at`] said now).
-    pub(super) fn take(&mut self, now: Instant, cost: u64) -> Ticket {
+    /// Reserves a request costing `cost` (call when [`Limiter::ready_at`] said now).
+    pub(super) fn take(&mut self, now: Instant, cost: Cost) -> Ticket {
         let ticket = Ticket {
             at: now,
             requests_before: self.sent_requests,
@@ -172,12 +231,14 @@ impl Limiter {
             cost,
         };
         self.requests.level -= 1.0;
-        #[allow(clippy::cast_precision_loss)]
-        {
-            self.tokens.level -= cost as f64;
+        for bucket in self.token_buckets() {
+            #[allow(clippy::cast_precision_loss)]
+            {
+                bucket.level -= cost.of(bucket.kind) as f64;
+            }
         }
         self.sent_requests += 1;
-        self.sent_tokens += cost;
+        self.sent_tokens = self.sent_tokens.plus(cost);
         self.in_flight.insert(ticket.requests_before, cost);
         ticket
     }
@@ -253,13 +314,22 @@ impl Limiter {
             &mut refusal.changes,
         );
         self.requests.refill(now);
-        self.tokens.refill(now);
+        for bucket in self.token_buckets() {
+            bucket.refill(now);
+        }
         self.undo_probe(now, &mut refusal.changes);
         let requests_out = info.requests.remaining == Some(0);
-        let tokens_out = info.tokens.remaining.is_some_and(|r| r < ticket.cost);
-        let unknown = !requests_out && !tokens_out;
-        let told = self.requests.source == Some(LimitSource::Headers)
-            || self.tokens.source == Some(LimitSource::Headers);
+        let cost = ticket.cost;
+        let out = |status: &LimitStatus, kind| status.remaining.is_some_and(|r| r < cost.of(kind));
+        let tokens_out = [
+            out(&info.tokens, LimitKind::Tokens),
+            out(&info.input_tokens, LimitKind::InputTokens),
+            out(&info.output_tokens, LimitKind::OutputTokens),
+        ];
+        let unknown = !requests_out && !tokens_out.contains(&true);
+        let told = [&self.requests, &self.tokens, &self.input, &self.output]
+            .iter()
+            .any(|b| b.source == Some(LimitSource::Headers));
         let mut run_end = ticket.requests_before;
         let verdict = if unknown && !told {
             let (run, last) = self.refused_run(ticket.requests_before);
@@ -273,11 +343,14 @@ impl Limiter {
             // The server did not count a refused request. (A stray one keeps its cost: what
             // refused it is unknown, and handing the allowance back would send the next
             // request into the same refusal at once.)
-            #[allow(clippy::cast_precision_loss)]
-            for (bucket, cost) in [
-                (&mut self.requests, 1.0),
-                (&mut self.tokens, ticket.cost as f64),
+            for bucket in [
+                &mut self.requests,
+                &mut self.tokens,
+                &mut self.input,
+                &mut self.output,
             ] {
+                #[allow(clippy::cast_precision_loss)]
+                let cost = cost.of(bucket.kind) as f64;
                 bucket.level = (bucket.level + cost).min(bucket.limit.unwrap_or(f64::INFINITY));
             }
         }
@@ -311,15 +384,21 @@ impl Limiter {
                 self.requests.level -= 2.0 * jitter;
             }
         }
-        if tokens_out || unknown {
-            self.tokens.level = self.tokens.level.min(0.0);
+        for (bucket, out) in self.token_buckets().into_iter().zip(tokens_out) {
+            if out || unknown {
+                bucket.level = bucket.level.min(0.0);
+            }
         }
         if unknown && !told && refusal.rate_caused {
             refusal.changes.extend(self.infer(now, ticket, run_end + 1));
         }
         if let Some(after) = retry_after {
             self.hold_all(later(now, after));
-        } else if self.requests.limit.is_none() && self.tokens.limit.is_none() {
+        } else if self.requests.limit.is_none()
+            && [&self.tokens, &self.input, &self.output]
+                .iter()
+                .all(|b| b.limit.is_none())
+        {
             // Nothing to pace by yet: back off, longer with each 429 in a row.
             self.blind_429s += 1;
             self.hold_all(later(
@@ -356,16 +435,24 @@ impl Limiter {
         let (earlier, earlier_tokens) = self
             .in_flight
             .range(..ticket.requests_before)
-            .fold((0, 0), |(n, t), (_, cost)| (n + 1, t + cost));
+            .fold((0, Cost::default()), |(n, t), (_, cost)| {
+                (n + 1, t.plus(*cost))
+            });
         // Sent after it but refused: the server never counted them.
         let (refused, refused_tokens) = self
             .refused
             .range(ticket.requests_before + 1..)
-            .fold((0, 0), |(n, t), (_, cost)| (n + 1, t + cost));
+            .fold((0, Cost::default()), |(n, t), (_, cost)| {
+                (n + 1, t.plus(*cost))
+            });
         let requests_since =
             (self.sent_requests - ticket.requests_before - 1 + earlier).saturating_sub(refused);
-        let tokens_since = (self.sent_tokens - ticket.tokens_before - ticket.cost + earlier_tokens)
-            .saturating_sub(refused_tokens);
+        let tokens_since = self
+            .sent_tokens
+            .minus(ticket.tokens_before)
+            .minus(ticket.cost)
+            .plus(earlier_tokens)
+            .minus(refused_tokens);
         let sync = |bucket: &mut Bucket, status: &LimitStatus, since: u64, out: &mut Vec<_>| {
             if let Some(limit) = status.limit {
                 #[allow(clippy::cast_precision_loss)]
@@ -377,7 +464,14 @@ impl Limiter {
             }
         };
         sync(&mut self.requests, &info.requests, requests_since, changes);
-        sync(&mut self.tokens, &info.tokens, tokens_since, changes);
+        for (bucket, status) in [
+            (&mut self.tokens, &info.tokens),
+            (&mut self.input, &info.input_tokens),
+            (&mut self.output, &info.output_tokens),
+        ] {
+            let since = tokens_since.of(bucket.kind);
+            sync(bucket, status, since, changes);
+        }
         if let (Some(remaining), Some(limit)) = (info.requests.remaining, self.requests.limit) {
             // This client's requests the server had counted when it answered this one:
             // those sent up to it, less the refused, less half of those sent before it and
@@ -397,8 +491,10 @@ impl Limiter {
                 self.requests.level = self.requests.level.min(mine);
             }
             // Tokens are shared in the same proportion.
-            self.tokens
-                .share(pace.zip(self.tokens.limit).map(|(p, t)| t * p / limit));
+            for bucket in self.token_buckets() {
+                let share = pace.zip(bucket.limit).map(|(p, t)| t * p / limit);
+                bucket.share(share);
+            }
         }
     }
 
@@ -419,6 +515,10 @@ impl Limiter {
             requests_source: self.requests.source,
             tokens_per_minute: self.tokens.limit.map(per_minute),
             tokens_source: self.tokens.source,
+            input_tokens_per_minute: self.input.limit.map(per_minute),
+            input_tokens_source: self.input.source,
+            output_tokens_per_minute: self.output.limit.map(per_minute),
+            output_tokens_source: self.output.source,
         }
     }
 }

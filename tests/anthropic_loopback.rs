@@ -1,0 +1,148 @@
+//! `discover --provider anthropic` against `examples/limited_server.rs --anthropic` on loopback:
+//! a Messages API that limits input and output tokens per minute apart, counts a request's
+//! `max_tokens` against the output limit when it starts, and says so only in its
+//! `anthropic-ratelimit-*` headers (resets as RFC 3339 times). The client is not told the
+//! limit: nothing lost, done near the least time the output limit allows, few 429s.
+//! Real time: about 12 s.
+
+#![cfg(feature = "anthropic")]
+#![allow(clippy::unwrap_used, clippy::cast_precision_loss)]
+
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use dynbatch::run::Runner;
+use dynbatch::timer::TokioTimer;
+use dynbatch::{Batcher, BatchingConfig};
+use serde_json::Value;
+
+/// Requests the output limit lets through per minute.
+const PER_MINUTE: u64 = 600;
+const REQUESTS: usize = 700;
+const LATENCY_MS: u64 = 100;
+
+fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let debug = exe.parent().unwrap().parent().unwrap();
+    let path = debug.join("examples").join(name);
+    assert!(
+        path.exists(),
+        "{} (cargo test builds the examples)",
+        path.display()
+    );
+    path
+}
+
+/// Kills the server when the test ends, however it ends.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn paced_by_the_output_token_limit_it_learns_from_anthropic_headers() {
+    let dir = std::env::temp_dir().join(format!("dynbatch-claude-limit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = BatchingConfig::builder()
+        .min_batch_size(1)
+        .max_batch_size(1)
+        .max_total_calls(REQUESTS)
+        .build()
+        .unwrap();
+    let clusters = dynbatch::testing::distinct_clusters(REQUESTS);
+    // Every request asks for the same max_tokens: the output limit is that many requests'.
+    let plan = Batcher::new(config.clone()).plan(&clusters).unwrap();
+    let requests = Runner::new(dynbatch::MockBackend::new(), TokioTimer)
+        .requests(&plan, &clusters, "x")
+        .unwrap();
+    let max_tokens = u64::from(requests[0].max_tokens);
+    assert!(
+        requests
+            .iter()
+            .all(|r| u64::from(r.max_tokens) == max_tokens)
+    );
+    let otpm = PER_MINUTE * max_tokens;
+
+    let port = free_port();
+    let _server = Server(
+        Command::new(example("limited_server"))
+            .args(["--port", &port.to_string(), "--anthropic", "--no-rpm"])
+            .args(["--itpm", "100000000", "--otpm", &otpm.to_string()])
+            .args(["--latency-ms", &LATENCY_MS.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let up = (0..200).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    assert!(up, "limited_server did not start");
+
+    let config_path = dir.join("config.json");
+    std::fs::write(&config_path, serde_json::to_string(&config).unwrap()).unwrap();
+    let input = dir.join("clusters.json");
+    std::fs::write(&input, serde_json::to_string(&clusters).unwrap()).unwrap();
+    let start = Instant::now();
+    let output = Command::new(example("discover"))
+        .arg(&input)
+        .arg("--config")
+        .arg(&config_path)
+        .args(["--provider", "anthropic", "--concurrency", "16", "--json"])
+        .env("ANTHROPIC_BASE_URL", format!("http://127.0.0.1:{port}"))
+        .env("ANTHROPIC_API_KEY", "sk-ant-loopback")
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("OPENAI_BASE_URL")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let elapsed = start.elapsed();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let outcomes = report["outcomes"].as_array().unwrap();
+    assert_eq!(outcomes.len(), REQUESTS);
+    assert!(
+        outcomes.iter().all(|o| o["status"] == "succeeded"),
+        "nothing lost"
+    );
+    let usage = &report["usage"];
+    let calls = usage["calls_made"].as_u64().unwrap();
+    let refused = usage["rate_limited"].as_u64().unwrap();
+    let limits = &usage["rate_limits"];
+    assert_eq!(limits["output_tokens_per_minute"], otpm, "{limits}");
+    assert_eq!(limits["output_tokens_source"], "headers");
+    // Anthropic's combined tokens headers are not paced by when input and output are there.
+    assert!(limits.get("tokens_per_minute").is_none(), "{limits}");
+    // A full bucket at once, then the refill rate, plus one answer's latency.
+    let least_time = (REQUESTS as f64 - PER_MINUTE as f64) * 60.0 / PER_MINUTE as f64
+        + LATENCY_MS as f64 / 1000.0;
+    let ratio = elapsed.as_secs_f64() / least_time;
+    let share = refused as f64 / calls as f64;
+    eprintln!(
+        "{REQUESTS} requests, output limit {otpm}/min ({PER_MINUTE} requests' max_tokens): \
+         done in {elapsed:.1?} = {ratio:.3} × the least time; {refused} 429s of {calls} \
+         requests ({:.1}%)",
+        100.0 * share
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(ratio <= 1.15, "{ratio}\n{stderr}");
+    assert!(share <= 0.05, "{share}");
+}
