@@ -14,7 +14,7 @@ seconds="${1:-600}"
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(response read_clusters openai_wire batch_lines journal)
+  targets=(response read_clusters openai_wire anthropic_wire batch_lines journal)
 fi
 command -v cargo-fuzz >/dev/null || cargo +nightly install cargo-fuzz --locked
 cargo +nightly fuzz build -O "${targets[@]/#/}" 2>/dev/null || cargo +nightly fuzz build -O

@@ -111,6 +111,37 @@ pub fn openai_wire(data: &[u8]) {
     let _ = crate::backend::openai::classify(status, &headers, body, None);
 }
 
+/// The Messages API wire format: a response body (any status) read and classified, with
+/// Anthropic's headers (every value read as each of them).
+#[cfg(feature = "anthropic")]
+pub fn anthropic_wire(data: &[u8]) {
+    use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+    let Some((&pick, rest)) = data.split_first() else {
+        return;
+    };
+    let statuses = [200, 400, 401, 402, 403, 404, 408, 413, 429, 500, 504, 529];
+    let status = statuses[usize::from(pick) % statuses.len()];
+    let text = String::from_utf8_lossy(rest);
+    let (head, body) = text.split_once('\n').unwrap_or(("", &text));
+    let mut headers = HeaderMap::new();
+    let names = [
+        "retry-after",
+        "x-should-retry",
+        "anthropic-ratelimit-requests-limit",
+        "anthropic-ratelimit-requests-remaining",
+        "anthropic-ratelimit-requests-reset",
+        "anthropic-ratelimit-input-tokens-remaining",
+        "anthropic-ratelimit-output-tokens-reset",
+    ];
+    for (name, value) in names.iter().zip(head.split('|')) {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    }
+    let _ = crate::backend::anthropic::fuzz_parse(status, &headers, body);
+    let _ = crate::backend::anthropic::read_batch_results("results", body);
+}
+
 /// Batch results (`OpenAI`'s output and error files; Anthropic's results with feature
 /// `anthropic`), read against the input of a three-cluster plan.
 #[cfg(feature = "openai")]

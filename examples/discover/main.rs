@@ -327,11 +327,13 @@ async fn run() -> Result<ExitCode, String> {
     let backend = backend(&args, &run_config)?;
 
     if args.dry_run {
+        let model = answering_model(&args, &run_config);
         return dry_run(
             &Runner::new(backend, TokioTimer).with_config(run_config),
             &plan,
             &clusters,
             &concept,
+            &model,
         )
         .map(|()| ExitCode::SUCCESS);
     }
@@ -581,11 +583,27 @@ fn show(bar: &ProgressBar, event: &RunEvent) {
     }
 }
 
+/// The model that will answer: the provider's model variable, Claude's default, or the one
+/// the requests name.
+fn answering_model(args: &Args, run_config: &RunConfig) -> String {
+    let var = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
+    match Provider::chosen(args) {
+        #[cfg(feature = "anthropic")]
+        Provider::Anthropic => var("ANTHROPIC_MODEL").unwrap_or_else(|| DEFAULT_CLAUDE.into()),
+        #[cfg(not(feature = "anthropic"))]
+        Provider::Anthropic => var("ANTHROPIC_MODEL").unwrap_or_default(),
+        Provider::OpenAi => {
+            var("OPENAI_MODEL").unwrap_or_else(|| run_config.request().model.clone())
+        }
+    }
+}
+
 fn dry_run(
     runner: &Runner<Box<dyn LlmBackend>, TokioTimer>,
     plan: &dynbatch::BatchPlan<'_>,
     clusters: &[Cluster],
     concept: &str,
+    model: &str,
 ) -> Result<(), String> {
     let requests = runner
         .requests(plan, clusters, concept)
@@ -613,17 +631,12 @@ fn dry_run(
         completion_tokens: max_completion,
         ..Default::default()
     };
-    match config.prices().cost(&config.request().model, &usage) {
+    match config.prices().cost(model, &usage) {
         Some(cost) => eprintln!(
-            "dry run: {} requests, ~{prompt} prompt tokens, at most {max_completion} completion tokens: at most ${cost:.4} on {}",
+            "dry run: {} requests, ~{prompt} prompt tokens, at most {max_completion} completion tokens: at most ${cost:.4} on {model}",
             requests.len(),
-            config.request().model
         ),
-        None => eprintln!(
-            "dry run: {} requests; no price for {}",
-            requests.len(),
-            config.request().model
-        ),
+        None => eprintln!("dry run: {} requests; no price for {model}", requests.len()),
     }
     Ok(())
 }

@@ -96,7 +96,7 @@ pub enum StopCause {
 /// Why a request's clusters went out again in two halves ([`RunEvent::Split`]): what would
 /// have failed a cluster alone in its request.
 ///
-/// [`RunEvent::Split`]: super::RunEvent::Split
+/// [`RunEvent::Split`]: crate::run::RunEvent::Split
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 #[non_exhaustive]

@@ -22,6 +22,16 @@ mod batches;
 mod wire;
 
 pub use batches::{AnthropicBatches, read_batch_results};
+
+/// A response of any status read as the backend reads it (for the fuzz targets).
+#[cfg(all(fuzzing, feature = "testing"))]
+pub(crate) fn fuzz_parse(
+    status: u16,
+    headers: &HeaderMap,
+    body: &str,
+) -> Result<ChatResponse, BackendError> {
+    parse_response(status, headers, body, Some("req_fuzz".into()), "claude")
+}
 use wire::{parse_response, request_body};
 
 /// The default base URL.

@@ -209,8 +209,14 @@ pub(super) fn classify(
             .unwrap_or_else(|| snippet(body))
     );
     let after = retry_after(headers);
-    let spend_limit =
-        status == 429 && after.is_none() && message.to_ascii_lowercase().contains("spend limit");
+    // The workspace's spend limit: a 429 with no retry-after whose body says so (the message
+    // names the spend or usage limit; some versions add `enforced_spend_limit_reached`).
+    let spend_limit = status == 429 && after.is_none() && {
+        let lower = body.to_ascii_lowercase();
+        lower.contains("spend limit")
+            || lower.contains("spend_limit")
+            || lower.contains("usage limit")
+    };
     if status == 402 || kind == "billing_error" || spend_limit {
         return BackendError::QuotaExhausted(message);
     }
@@ -371,6 +377,34 @@ mod tests {
             classify(429, &none, spend, None).kind(),
             ErrorKind::QuotaExhausted
         );
+        let coded = r#"{"type": "error", "error": {"type": "rate_limit_error",
+            "message": "limit reached", "code": "enforced_spend_limit_reached"}}"#;
+        assert_eq!(
+            classify(429, &none, coded, None).kind(),
+            ErrorKind::QuotaExhausted
+        );
+        // An ordinary 429 is a rate limit, and a 413 or a prompt too long is split.
+        let busy = r#"{"type": "error", "error": {"type": "rate_limit_error",
+            "message": "Number of request tokens has exceeded your per-minute rate limit"}}"#;
+        assert_eq!(
+            classify(429, &none, busy, None).kind(),
+            ErrorKind::RateLimited
+        );
+        for (status, body) in [
+            (
+                413,
+                r#"{"type":"error","error":{"type":"request_too_large","message":"too big"}}"#,
+            ),
+            (
+                400,
+                r#"{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: 210000 tokens > 200000 maximum"}}"#,
+            ),
+        ] {
+            assert_eq!(
+                classify(status, &none, body, None).kind(),
+                ErrorKind::RequestTooLarge
+            );
+        }
         let tool = r#"{"type": "error", "error": {"type": "invalid_request_error",
             "message": "tool_choice: not supported"}}"#;
         assert_eq!(
