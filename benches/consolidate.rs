@@ -126,6 +126,7 @@ fn copy_out(input: &[Support]) -> Vec<ConsolidatedPattern> {
                 evidence: s.priority * s.avg_performance,
                 wide: s.is_wide,
                 occurrences: 1,
+                aliases: Vec::new(),
             });
         }
     }

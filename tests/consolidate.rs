@@ -84,6 +84,7 @@ fn reference(support: &[Support], threshold: f64) -> Vec<ConsolidatedPattern> {
                         evidence: 0.0,
                         wide: false,
                         occurrences: 0,
+                        aliases: Vec::new(),
                     },
                 });
                 groups.len() - 1
@@ -229,6 +230,31 @@ proptest! {
         threshold in arb_threshold(),
     ) {
         prop_assert_eq!(consolidate(&support, threshold), reference(&support, threshold));
+    }
+
+    /// The default merger gives exactly `consolidate`'s groups, with every raw pattern kept as
+    /// an alias of the one group it went to.
+    #[test]
+    fn invariant_the_lexical_merger_is_consolidate_with_provenance(
+        support in arb_support(),
+        threshold in arb_threshold(),
+    ) {
+        let merged = dynbatch::patterns::LexicalMerger::new(threshold).merge_now(&support);
+        let aliases: usize = merged.iter().map(|p| p.aliases.len()).sum();
+        let total: usize = support.iter().map(|s| s.patterns.len()).sum();
+        prop_assert_eq!(aliases, total);
+        for p in &merged {
+            prop_assert_eq!(p.aliases.len(), p.occurrences);
+            prop_assert!(p.aliases.iter().all(|a| p.clusters.contains(&a.cluster)));
+        }
+        let stripped: Vec<ConsolidatedPattern> = merged
+            .into_iter()
+            .map(|mut p| {
+                p.aliases.clear();
+                p
+            })
+            .collect();
+        prop_assert_eq!(stripped, consolidate(&support, threshold));
     }
 }
 

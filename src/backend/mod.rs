@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 #[cfg(feature = "anthropic")]
 pub mod anthropic;
 mod batch;
+mod embed;
 mod error;
 #[cfg(any(feature = "openai", feature = "anthropic"))]
 mod http;
@@ -28,6 +29,7 @@ pub use batch::{
     BatchBackend, BatchErrorInfo, BatchInfo, BatchLimits, BatchOutput, BatchPage, BatchStatus,
     LineOutcome, RequestCounts, ResultLine,
 };
+pub use embed::{EmbedLimits, Embedder, Embeddings};
 pub use error::{BackendError, CallError, ErrorKind};
 #[cfg(feature = "openai")]
 pub(crate) use rate_limit::parse_duration;

@@ -3,11 +3,16 @@
 //! with provenance out. The [`Warning`]s about answers are here too, as validation makes them.
 
 pub(crate) mod consolidate;
+mod merge;
 mod types;
 
 pub use crate::response::{Example, Pattern, Warning};
 pub use consolidate::consolidate;
-pub use types::{ClusterPatterns, ConsolidatedPattern, Support};
+pub use merge::{
+    DEFAULT_THRESHOLD, EXACT_UP_TO, LexicalMerger, MergeUsage, Merged, PatternMerger,
+    SemanticMerger, group_by_similarity,
+};
+pub use types::{Alias, ClusterPatterns, ConsolidatedPattern, Support};
 
 #[cfg(test)]
 mod tests {

@@ -47,4 +47,26 @@ pub struct ConsolidatedPattern {
     pub wide: bool,
     /// How many raw patterns were merged into it.
     pub occurrences: usize,
+    /// Every raw pattern merged into it, in consolidation's order (clusters by priority, then
+    /// id; each cluster's patterns as given): what a reader needs to see, or undo, a merge.
+    /// Empty from [`consolidate`](super::consolidate()), which keeps no provenance beyond
+    /// `clusters`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<Alias>,
+}
+
+/// One raw pattern merged into a [`ConsolidatedPattern`]: its name and template as the model
+/// gave them, the cluster it was found for, and the planned batch that asked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alias {
+    /// The name.
+    pub pattern: String,
+    /// The template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// The cluster's id.
+    pub cluster: String,
+    /// The planned batch whose answer named it, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<usize>,
 }

@@ -96,6 +96,10 @@ pub struct RunUsage {
     /// [`OutputMode::Auto`](crate::prompt::OutputMode::Auto), what the server accepted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_mode: Option<crate::prompt::OutputMode>,
+    /// What consolidation did and cost (its embedding and judge calls), apart from the
+    /// discovery calls above.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consolidation: Option<crate::patterns::MergeUsage>,
 }
 
 /// One answered request: the plan's prompt estimate next to what the backend reported.

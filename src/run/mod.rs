@@ -16,12 +16,14 @@
 //!
 //! Dropping the future returned by [`Runner::run`] cancels cleanly: no request starts after.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
 use crate::backend::LlmBackend;
 use crate::error::Error;
 use crate::model::Cluster;
+use crate::patterns::{LexicalMerger, PatternMerger, Support};
 use crate::plan::{BatchPlan, batch_members};
 use crate::prompt::render_requests;
 use crate::report::DiscoveryReport;
@@ -53,6 +55,9 @@ pub struct Runner<Backend, Clock> {
     store: Option<Arc<dyn RunStore>>,
     /// A limiter shared with other runners ([`Runner::with_rate_limiter`]).
     limiter: Option<RateLimiter>,
+    /// The consolidation stage ([`Runner::with_merger`]); `None`: lexical, at
+    /// `merge_similarity`.
+    merger: Option<Arc<dyn PatternMerger>>,
     /// Under [`OutputMode::Auto`](crate::prompt::OutputMode::Auto), the mode the server took
     /// in an earlier run of this runner: later runs start there.
     learnt_output: std::sync::Mutex<Option<crate::prompt::OutputMode>>,
@@ -67,6 +72,7 @@ impl<Backend: fmt::Debug, Clock: fmt::Debug> fmt::Debug for Runner<Backend, Cloc
             .field("events", &self.events.is_some())
             .field("store", &self.store)
             .field("limiter", &self.limiter)
+            .field("merger", &self.merger)
             .field("learnt_output", &*crate::sync::lock(&self.learnt_output))
             .finish()
     }
@@ -82,8 +88,18 @@ impl<Backend: LlmBackend, Clock: Timer> Runner<Backend, Clock> {
             events: None,
             store: None,
             limiter: None,
+            merger: None,
             learnt_output: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Consolidates with `merger` instead of the lexical merger at
+    /// [`RunConfig::merge_similarity`]. Should it fail (an embedding server down for good),
+    /// the run falls back to the lexical merger and says so in a warning.
+    #[must_use]
+    pub fn with_merger(mut self, merger: impl PatternMerger + 'static) -> Self {
+        self.merger = Some(Arc::new(merger));
+        self
     }
 
     /// Keeps a journal of answers in `store`: every request is looked up before it is sent
@@ -251,12 +267,47 @@ impl<Backend: LlmBackend, Clock: Timer> Runner<Backend, Clock> {
         };
         let tally = std::mem::replace(&mut run.tally, tally::Tally::new(0));
         drop(run);
-        let report = tally.finish(plan, clusters, &members, concept, &self.config, &extras);
+        let (mut report, support) =
+            tally.finish(plan, clusters, &members, concept, &self.config, &extras);
+        self.consolidate(&mut report, &support).await;
         if let Some(sink) = &self.events {
             let (succeeded, failed) = report.outcome_counts();
             sink(&RunEvent::Finished { succeeded, failed });
         }
         Ok(report)
+    }
+}
+
+impl<Backend: LlmBackend, Clock: Timer> Runner<Backend, Clock> {
+    /// Fills the report's patterns with the merger's groups (the lexical merger's, should it
+    /// fail), their aliases with the batch that named them, and its usage.
+    async fn consolidate(&self, report: &mut DiscoveryReport<'_>, support: &[Support]) {
+        let lexical = LexicalMerger::new(self.config.merge_similarity);
+        let merged = match &self.merger {
+            Some(merger) => match merger.merge(support).await {
+                Ok(done) => done,
+                Err(e) => {
+                    let mut fallback = lexical.merge(support).await.unwrap_or_default();
+                    fallback.warnings.push(format!(
+                        "consolidation: the merger failed ({e}); patterns merged by shared words instead"
+                    ));
+                    fallback
+                }
+            },
+            None => lexical.merge(support).await.unwrap_or_default(),
+        };
+        let batch_of: HashMap<&str, usize> = report
+            .outcomes
+            .iter()
+            .map(|o| (o.id.as_str(), o.batch))
+            .collect();
+        let mut patterns = merged.patterns;
+        for alias in patterns.iter_mut().flat_map(|p| p.aliases.iter_mut()) {
+            alias.batch = batch_of.get(alias.cluster.as_str()).copied();
+        }
+        report.patterns = patterns;
+        report.warnings.extend(merged.warnings);
+        report.usage.consolidation = Some(merged.usage);
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::backend::TokenUsage;
 use crate::model::Cluster;
-use crate::patterns::{ClusterPatterns, Support, consolidate};
+use crate::patterns::{ClusterPatterns, Support};
 use crate::plan::BatchPlan;
 use crate::response::Pattern;
 
@@ -121,7 +121,7 @@ impl Tally {
         concept: &str,
         config: &RunConfig,
         extras: &Extras,
-    ) -> DiscoveryReport<'a> {
+    ) -> (DiscoveryReport<'a>, Vec<Support>) {
         let Tally {
             mut results,
             counters: c,
@@ -178,16 +178,17 @@ impl Tally {
                 .unwrap_or(usize::MAX)
         });
         let usage = usage(&c, &records, &plan, members, config, extras);
-        DiscoveryReport {
+        let report = DiscoveryReport {
             concept: concept.to_owned(),
-            patterns: consolidate(&support, config.merge_similarity),
+            patterns: Vec::new(),
             plan,
             outcomes,
             cluster_patterns,
             requests: records,
             usage,
             warnings,
-        }
+        };
+        (report, support)
     }
 }
 
@@ -265,6 +266,7 @@ fn usage(
         cached_completion_tokens: c.cached_completion_tokens,
         saved_cost_usd: cost(&config.prices, &c.cached_by_model, &config.request.model),
         price_tier: crate::report::PriceTier::Standard,
+        consolidation: None,
         output_mode: Some(extras.output_mode),
     }
 }

@@ -113,12 +113,36 @@ const WARM: usize = 16;
 /// A threshold of 0 or less merges every pattern without an exact match into the first group;
 /// above 1 (or NaN) only identical normalised texts merge; 1 merges identical word sets.
 pub fn consolidate(support: &[Support], threshold: f64) -> Vec<ConsolidatedPattern> {
+    group(support, threshold, None)
+}
+
+/// The group of each pattern, in consolidation's order ([`order`]), as [`consolidate`] forms
+/// them: group numbers in order of creation.
+pub(crate) fn assign(support: &[Support], threshold: f64) -> Vec<usize> {
+    let mut assignment = Vec::new();
+    group(support, threshold, Some(&mut assignment));
+    assignment
+}
+
+/// Clusters in consolidation's order: by priority, highest first, then by id.
+pub(crate) fn order(support: &[Support]) -> Vec<&Support> {
     let mut order: Vec<&Support> = support.iter().collect();
     order.sort_by(|a, b| {
         b.priority
             .total_cmp(&a.priority)
             .then_with(|| a.id.cmp(&b.id))
     });
+    order
+}
+
+/// [`consolidate`], and, when `assignment` is given, each pattern's group (in creation order)
+/// pushed to it.
+fn group(
+    support: &[Support],
+    threshold: f64,
+    mut assignment: Option<&mut Vec<usize>>,
+) -> Vec<ConsolidatedPattern> {
+    let order = order(support);
     let prepared = prepare(&order);
     let rule = Rule::of(threshold);
     // Room for every pattern to start a group: pages never written cost nothing.
@@ -172,9 +196,13 @@ pub fn consolidate(support: &[Support], threshold: f64) -> Vec<ConsolidatedPatte
                     evidence: 0.0,
                     wide: false,
                     occurrences: 0,
+                    aliases: Vec::new(),
                 });
                 g
             });
+            if let Some(assignment) = assignment.as_deref_mut() {
+                assignment.push(g);
+            }
             let out = &mut groups[g];
             out.occurrences += 1;
             if out.template.is_none() {
