@@ -9,7 +9,7 @@ mod types;
 pub use crate::response::{Example, Pattern, Warning};
 pub use consolidate::consolidate;
 pub use merge::{
-    DEFAULT_THRESHOLD, EXACT_UP_TO, LexicalMerger, MergeUsage, Merged, PatternMerger,
+    DEFAULT_THRESHOLD, EXACT_UP_TO, JudgedMerger, LexicalMerger, MergeUsage, Merged, PatternMerger,
     SemanticMerger, group_by_similarity,
 };
 pub use types::{Alias, ClusterPatterns, ConsolidatedPattern, Support};

@@ -33,6 +33,7 @@ use crate::timer::Timer;
 mod concurrency;
 mod config;
 mod driver;
+mod embed;
 mod event;
 mod limiter;
 mod recover;
@@ -41,6 +42,7 @@ mod settle;
 mod tally;
 
 pub use config::{RunConfig, RunConfigBuilder};
+pub use embed::Embedding;
 pub use event::{EventStream, RunEvent};
 pub use limiter::RateLimiter;
 
@@ -307,7 +309,16 @@ impl<Backend: LlmBackend, Clock: Timer> Runner<Backend, Clock> {
         }
         report.patterns = patterns;
         report.warnings.extend(merged.warnings);
-        report.usage.consolidation = Some(merged.usage);
+        let mut usage = merged.usage;
+        if let Some(model) = &usage.judge_model {
+            let tokens = crate::backend::TokenUsage {
+                prompt_tokens: usage.judge_prompt_tokens,
+                completion_tokens: usage.judge_completion_tokens,
+                ..crate::backend::TokenUsage::default()
+            };
+            usage.estimated_cost_usd = self.config.prices.cost(model, &tokens);
+        }
+        report.usage.consolidation = Some(usage);
     }
 }
 

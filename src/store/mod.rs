@@ -72,6 +72,17 @@ impl RequestKey {
         Self(hash.finalize().into())
     }
 
+    /// The key of the embedding of `text` by `model`, kept apart from request keys.
+    pub fn of_embedding(model: &str, text: &str) -> Self {
+        let mut hash = Sha256::new();
+        hash.update(b"dynbatch-embedding-v1");
+        for part in [model, text] {
+            hash.update((part.len() as u64).to_le_bytes());
+            hash.update(part.as_bytes());
+        }
+        Self(hash.finalize().into())
+    }
+
     /// The key's 32 bytes.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0

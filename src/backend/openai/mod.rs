@@ -17,10 +17,12 @@ use super::{BackendError, ChatRequest, ChatResponse, LlmBackend};
 use crate::error::{Error, SetupError};
 
 mod batches;
+mod embed;
 mod wire;
 
 use super::http::{header, is_loopback, read_capped, transport_error};
 pub use batches::{OpenAiBatches, read_batch_file};
+pub use embed::{DEFAULT_EMBEDDING_MODEL, OpenAiEmbedder};
 pub(crate) use wire::{classify, parse_response, request_body};
 
 /// The default base URL.

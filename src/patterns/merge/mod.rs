@@ -2,10 +2,12 @@
 //! own words; a merger decides which of them are one pattern, and the runner reports the groups
 //! with every name merged into them ([`Alias`](super::Alias)).
 //!
-//! Mergers that ship: [`LexicalMerger`] (the default: shared words, exactly
-//! [`consolidate`](super::consolidate())) and [`SemanticMerger`] (an [`Embedder`]'s vectors,
+//! Three mergers ship: [`LexicalMerger`] (the default: shared words, exactly
+//! [`consolidate`](super::consolidate())), [`SemanticMerger`] (an [`Embedder`]'s vectors,
 //! grouped by cosine similarity with average linkage, so a chain of close names cannot join
-//! unrelated ones). `assemble.rs` turns groups into [`ConsolidatedPattern`]s, one way for all.
+//! unrelated ones) and [`JudgedMerger`] (the vectors propose pairs, a model confirms them in
+//! token-packed requests and names the merged pattern). `assemble.rs` turns groups into
+//! [`ConsolidatedPattern`]s, one way for all three.
 //!
 //! [`Embedder`]: crate::backend::Embedder
 
@@ -19,9 +21,11 @@ use super::{ConsolidatedPattern, Support};
 use crate::error::Error;
 
 mod assemble;
+mod judged;
 mod semantic;
 
 pub(crate) use assemble::{assemble, occurrences};
+pub use judged::JudgedMerger;
 pub use semantic::{DEFAULT_THRESHOLD, EXACT_UP_TO, SemanticMerger, group_by_similarity};
 
 /// Decides which patterns of a run are one pattern.
@@ -94,7 +98,10 @@ pub struct MergeUsage {
     /// Judge completion tokens, as the server reported them.
     #[serde(default)]
     pub judge_completion_tokens: u64,
-    /// The judge's cost at the run's prices, when its model has one.
+    /// The model that judged, as it named itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge_model: Option<String>,
+    /// The judge's cost at the run's prices, when its model has one (the runner computes it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub estimated_cost_usd: Option<f64>,
 }

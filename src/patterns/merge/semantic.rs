@@ -33,7 +33,7 @@ const MAX_BLOCK: usize = 1024;
 
 /// The default threshold: cosine similarity at which two pattern names are one pattern, tuned
 /// on all-MiniLM-L6-v2 for precision (a wrong merge is worse than a missed one).
-pub const DEFAULT_THRESHOLD: f32 = 0.75;
+pub const DEFAULT_THRESHOLD: f32 = 0.65;
 
 /// Merges patterns whose embeddings are close: an [`Embedder`] embeds each distinct name (with
 /// its template), and [`group_by_similarity`] groups them.
@@ -125,7 +125,7 @@ pub(crate) fn groups_of(labels: impl Iterator<Item = usize>) -> Vec<Vec<usize>> 
 }
 
 /// Unit vectors (a zero or non-finite vector stays zero: it joins nothing).
-fn normalized(vectors: &[Vec<f32>]) -> Vec<Vec<f32>> {
+pub(super) fn normalized(vectors: &[Vec<f32>]) -> Vec<Vec<f32>> {
     vectors
         .iter()
         .map(|v| {
@@ -139,7 +139,7 @@ fn normalized(vectors: &[Vec<f32>]) -> Vec<Vec<f32>> {
         .collect()
 }
 
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
@@ -186,7 +186,7 @@ pub fn group_by_similarity(vectors: &[Vec<f32>], threshold: f32) -> Vec<usize> {
 }
 
 /// The root of `i`'s group, halving the path on the way.
-fn root(parent: &mut [usize], mut i: usize) -> usize {
+pub(super) fn root(parent: &mut [usize], mut i: usize) -> usize {
     while parent[i] != i {
         parent[i] = parent[parent[i]];
         i = parent[i];
@@ -197,9 +197,7 @@ fn root(parent: &mut [usize], mut i: usize) -> usize {
 /// Pairs `(i, j, similarity)` with `i < j` and a similarity at or above `threshold`: every
 /// pair for few vectors, the pairs that share a block for many.
 fn candidates(unit: &[Vec<f32>], threshold: f32) -> Vec<(usize, usize, f32)> {
-    let all: Vec<usize> = (0..unit.len()).collect();
-    let mut blocks = Vec::new();
-    block(unit, all, 0, &mut blocks);
+    let blocks = block_members(unit);
     let mut seen: HashSet<(u32, u32)> = HashSet::new();
     let mut out = Vec::new();
     for members in blocks {
@@ -222,6 +220,14 @@ fn candidates(unit: &[Vec<f32>], threshold: f32) -> Vec<(usize, usize, f32)> {
         }
     }
     out
+}
+
+/// The blocks whose pairs are compared: every vector in one for up to [`EXACT_UP_TO`].
+pub(super) fn block_members(unit: &[Vec<f32>]) -> Vec<Vec<usize>> {
+    let all: Vec<usize> = (0..unit.len()).collect();
+    let mut blocks = Vec::new();
+    block(unit, all, 0, &mut blocks);
+    blocks
 }
 
 /// Splits `members` into blocks of at most [`EXACT_UP_TO`] (at the top) or [`MAX_BLOCK`]
