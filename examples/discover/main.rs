@@ -54,7 +54,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 const BUNDLED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/clusters.json");
 const USAGE: &str = "usage: discover [FILE|-] [--concept TEXT] [--concurrency N] [--config CONFIG.json] [--output auto|object|strict|object-schema|text] \
                      [--rpm N] [--tpm N] [--mock-rpm N] [--journal FILE] [--dry-run] [--json] [--fail-rate P --seed S] \
-                     [--batch-api [--attach ID,ID] [--cancel] [--remainder batch|live|leave] [--poll-secs S]] [--provider openai|anthropic]";
+                     [--batch-api [--attach ID,ID] [--cancel] [--remainder batch|live|leave] [--poll-secs S]] [--provider openai|anthropic] [--merge lexical|semantic|judged]";
 /// Simulated latency of the mock, so the progress is visible.
 const MOCK_LATENCY: Duration = Duration::from_millis(400);
 /// The Claude model used when `ANTHROPIC_MODEL` is not set.
@@ -84,6 +84,7 @@ struct Args {
     poll_secs: Option<f64>,
     /// `--provider`: `None` picks by the environment.
     provider: Option<Provider>,
+    merge: Option<String>,
 }
 
 /// Which real API to call.
@@ -121,6 +122,13 @@ enum Rest {
     Live,
     /// Report them failed, with the reason.
     Leave,
+}
+
+fn parse_merge(v: &str) -> Result<String, String> {
+    match v {
+        "lexical" | "semantic" | "judged" => Ok(v.to_owned()),
+        other => Err(format!("--merge {other:?}: lexical, semantic or judged")),
+    }
 }
 
 fn parse_rest(v: &str) -> Result<Rest, String> {
@@ -197,6 +205,7 @@ fn parse_args() -> Result<Option<Args>, String> {
                 });
             }
             "--batch-api" => args.batch_api = true,
+            "--merge" => args.merge = Some(parse_merge(&value("--merge")?)?),
             "--provider" => {
                 args.provider = Some(match value("--provider")?.as_str() {
                     "openai" => Provider::OpenAi,
@@ -341,6 +350,7 @@ async fn run() -> Result<ExitCode, String> {
     let bar = progress_bar(plan.batches.iter().map(|b| b.clusters.len() as u64).sum());
     let progress = bar.clone();
     let mut runner = Runner::new(backend, TokioTimer)
+        .with_merger(merger(&args, &run_config)?)
         .with_config(run_config)
         .on_event(move |event| show(&progress, event));
     if let Some(path) = &args.journal {
@@ -425,6 +435,71 @@ fn finish_json(args: &Args, report: &DiscoveryReport<'_>) -> Result<ExitCode, St
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--merge semantic|judged`: the merger, with embeddings from `EMBEDDINGS_BASE_URL` (else
+/// `OPENAI_BASE_URL`), journalled with `--journal`; the judge is the run's own backend.
+#[cfg(feature = "openai")]
+fn merger(
+    args: &Args,
+    run_config: &RunConfig,
+) -> Result<Box<dyn dynbatch::patterns::PatternMerger>, String> {
+    use dynbatch::patterns::{JudgedMerger, LexicalMerger, SemanticMerger};
+    use dynbatch::run::Embedding;
+    let kind = match args.merge.as_deref() {
+        None | Some("lexical") => {
+            return Ok(Box::new(LexicalMerger::new(run_config.merge_similarity())));
+        }
+        Some(kind) => kind,
+    };
+    let set = |name| std::env::var_os(name).is_some_and(|v| !v.is_empty());
+    if !set("EMBEDDINGS_BASE_URL") && !set("OPENAI_BASE_URL") && !set("OPENAI_API_KEY") {
+        return Err(format!(
+            "--merge {kind} needs embeddings: set EMBEDDINGS_BASE_URL (try scripts/embed-server.sh) or OPENAI_API_KEY"
+        ));
+    }
+    let mut embedder = Embedding::new(
+        dynbatch::backend::openai::OpenAiEmbedder::from_env().map_err(|e| e.to_string())?,
+        TokioTimer,
+        run_config.clone(),
+    );
+    if let Some(path) = &args.journal {
+        embedder = embedder.with_store(SqliteStore::open(path).map_err(|e| e.to_string())?);
+    }
+    eprintln!("consolidation: {kind}, embeddings from {}", embedder_base());
+    Ok(if kind == "semantic" {
+        Box::new(SemanticMerger::new(embedder))
+    } else {
+        let judge = backend(args, run_config)?;
+        Box::new(JudgedMerger::new(
+            embedder,
+            judge,
+            answering_model(args, run_config),
+            TokioTimer,
+        ))
+    })
+}
+
+#[cfg(feature = "openai")]
+fn embedder_base() -> String {
+    std::env::var("EMBEDDINGS_BASE_URL")
+        .or_else(|_| std::env::var("OPENAI_BASE_URL"))
+        .unwrap_or_else(|_| dynbatch::backend::openai::OPENAI_BASE_URL.to_owned())
+}
+
+#[cfg(not(feature = "openai"))]
+fn merger(
+    args: &Args,
+    run_config: &RunConfig,
+) -> Result<Box<dyn dynbatch::patterns::PatternMerger>, String> {
+    match args.merge.as_deref() {
+        None | Some("lexical") => Ok(Box::new(dynbatch::patterns::LexicalMerger::new(
+            run_config.merge_similarity(),
+        ))),
+        Some(kind) => Err(format!(
+            "--merge {kind} needs the openai feature (embeddings): cargo run --features openai --example discover -- --merge {kind}"
+        )),
+    }
 }
 
 /// Anthropic's configuration from the `ANTHROPIC_*` variables, with a Claude model when

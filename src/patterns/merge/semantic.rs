@@ -9,10 +9,11 @@
 //! experiment" ~ "long experiment" does not pull in "experiment gone wrong" unless it is close
 //! to the whole group.
 //!
-//! Candidates: every pair for up to [`EXACT_UP_TO`] patterns; beyond, blocking: each vector goes
-//! to the blocks of its nearest few of ⌈√n⌉ pivots (spread over the input, in a fixed order),
-//! blocks too large are split the same way, and only pairs that share a block are compared.
-//! Near-linear, and deterministic: the same vectors give the same groups.
+//! Candidates: every pair for up to [`EXACT_UP_TO`] patterns; beyond, locality-sensitive
+//! hashing for the angle: 256 fixed random hyperplanes give each vector 256 signs, 100 bands
+//! of 14 of them bucket the vectors, and only pairs that share a bucket are compared exactly
+//! (a pair at cosine 0.8 shares one with probability 0.98, at 0.735 0.9; unrelated vectors
+//! 0.006). Near-linear, and deterministic: the same vectors give the same groups.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -27,9 +28,9 @@ use crate::patterns::Support;
 /// Up to this many vectors, every pair is compared.
 pub const EXACT_UP_TO: usize = 2048;
 /// Blocks a vector joins: its nearest pivots.
-const PROBES: usize = 3;
+const PROBES: usize = 2;
 /// A block larger than this is split again.
-const MAX_BLOCK: usize = 1024;
+const MAX_BLOCK: usize = 512;
 
 /// The default threshold: cosine similarity at which two pattern names are one pattern, tuned
 /// on all-MiniLM-L6-v2 for precision (a wrong merge is worse than a missed one).
@@ -139,8 +140,23 @@ pub(super) fn normalized(vectors: &[Vec<f32>]) -> Vec<Vec<f32>> {
         .collect()
 }
 
+/// The dot product, in eight lanes (the compiler makes them one SIMD register): the sum's
+/// order is fixed, so results are the same on every run.
 pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
+    let mut lanes = [0.0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for k in 0..8 {
+            lanes[k] += x[k] * y[k];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
 }
 
 /// The group of each vector (a number per group, groups numbered by their first vector):
@@ -194,32 +210,164 @@ pub(super) fn root(parent: &mut [usize], mut i: usize) -> usize {
     i
 }
 
+/// Hyperplanes of the random projections, and bits per band: a band is 14 of the 256 signs.
+const PLANES: usize = 256;
+const BAND_BITS: usize = 14;
+/// Bands: a pair at cosine 0.8 shares at least one with probability 0.98, at 0.735 0.9; two
+/// unrelated vectors share one with probability 0.006.
+const BANDS: usize = 100;
+/// A band's bucket larger than this is not compared within.
+const MAX_BUCKET: usize = 4096;
+
 /// Pairs `(i, j, similarity)` with `i < j` and a similarity at or above `threshold`: every
-/// pair for few vectors, the pairs that share a block for many.
+/// pair for few vectors; for many, the pairs that share a band of their random-projection
+/// signs (locality-sensitive hashing for the angle), checked exactly.
 fn candidates(unit: &[Vec<f32>], threshold: f32) -> Vec<(usize, usize, f32)> {
-    let blocks = block_members(unit);
-    let mut seen: HashSet<(u32, u32)> = HashSet::new();
+    let blocks = if unit.len() <= EXACT_UP_TO {
+        vec![(0..unit.len()).collect()]
+    } else {
+        lsh_buckets(unit)
+    };
+    // The blocks' pairs, on the machine's cores (at most 8): each thread takes every t-th
+    // block; the pairs are merged and deduplicated after, so the result does not depend on
+    // the number of threads.
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .clamp(1, 8)
+        .min(blocks.len().max(1));
+    let found: Vec<Vec<(usize, usize, f32)>> = if threads == 1 {
+        vec![pairs_in(unit, &blocks, 0, 1, threshold)]
+    } else {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    let blocks = &blocks;
+                    scope.spawn(move || pairs_in(unit, blocks, t, threads, threshold))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_default())
+                .collect()
+        })
+    };
+    let mut seen: HashSet<(usize, usize)> = HashSet::new();
     let mut out = Vec::new();
-    for members in blocks {
+    for (i, j, s) in found.into_iter().flatten() {
+        if seen.insert((i, j)) {
+            out.push((i, j, s));
+        }
+    }
+    out
+}
+
+/// The pairs at `threshold` or above in every `step`-th block from `first`, as `(i, j, s)`
+/// with `i < j`.
+fn pairs_in(
+    unit: &[Vec<f32>],
+    blocks: &[Vec<usize>],
+    first: usize,
+    step: usize,
+    threshold: f32,
+) -> Vec<(usize, usize, f32)> {
+    let mut out = Vec::new();
+    for members in blocks.iter().skip(first).step_by(step) {
         for (x, &i) in members.iter().enumerate() {
             for &j in &members[x + 1..] {
-                let (i, j) = if i < j { (i, j) } else { (j, i) };
-                let key = (
-                    u32::try_from(i).unwrap_or(u32::MAX),
-                    u32::try_from(j).unwrap_or(u32::MAX),
-                );
-                if seen.contains(&key) {
-                    continue;
-                }
                 let s = dot(&unit[i], &unit[j]);
                 if s >= threshold {
-                    seen.insert(key);
-                    out.push((i, j, s));
+                    out.push((i.min(j), i.max(j), s));
                 }
             }
         }
     }
     out
+}
+
+/// Buckets of vectors that share a band of signs, over every band: near vectors share one with
+/// high probability. Buckets of one are left out.
+fn lsh_buckets(unit: &[Vec<f32>]) -> Vec<Vec<usize>> {
+    let dim = unit.iter().map(Vec::len).max().unwrap_or(0);
+    // Fixed pseudo-random hyperplanes: the same vectors give the same buckets.
+    let planes: Vec<Vec<f32>> = (0..PLANES)
+        .map(|p| {
+            (0..dim)
+                .map(|k| {
+                    let x = crate::hash::mix((p as u64) << 32 ^ k as u64 ^ 0x5eed_cafe);
+                    #[allow(clippy::cast_precision_loss)] // 24 random bits as a fraction
+                    let u = (x >> 40) as f32 / (1u64 << 24) as f32;
+                    2.0 * u - 1.0
+                })
+                .collect()
+        })
+        .collect();
+    // Centred first: embeddings share a common direction, which would give most vectors the
+    // same signs and one bucket.
+    let mut mean = vec![0.0f32; dim];
+    for v in unit.iter().filter(|v| v.len() == dim) {
+        for (m, x) in mean.iter_mut().zip(v) {
+            *m += x;
+        }
+    }
+    #[allow(clippy::cast_precision_loss)]
+    let count = unit.len().max(1) as f32;
+    let offsets: Vec<f32> = planes.iter().map(|p| dot(&mean, p) / count).collect();
+    let signs: Vec<[u64; PLANES / 64]> = parallel_map(unit, |v| {
+        let mut bits = [0u64; PLANES / 64];
+        if v.len() == dim {
+            for (p, plane) in planes.iter().enumerate() {
+                if dot(v, plane) >= offsets[p] {
+                    bits[p / 64] |= 1 << (p % 64);
+                }
+            }
+        }
+        bits
+    });
+    let mut out = Vec::new();
+    let mut buckets: Vec<Vec<usize>> = vec![Vec::new(); 1 << BAND_BITS];
+    for band in 0..BANDS {
+        // A band's bits: spread over the 256 by a stride prime to it.
+        let positions: Vec<usize> = (0..BAND_BITS)
+            .map(|k| (band * 37 + k * 19) % PLANES)
+            .collect();
+        for (i, bits) in signs.iter().enumerate() {
+            let key = positions.iter().enumerate().fold(0usize, |key, (k, &p)| {
+                key | (usize::from(bits[p / 64] >> (p % 64) & 1 == 1) << k)
+            });
+            buckets[key].push(i);
+        }
+        for bucket in &mut buckets {
+            // A bucket too large to compare within (a crowd of near-identical vectors) is
+            // left to the other bands.
+            if bucket.len() > 1 && bucket.len() <= MAX_BUCKET {
+                out.push(std::mem::take(bucket));
+            } else {
+                bucket.clear();
+            }
+        }
+    }
+    out
+}
+
+/// `f` of every vector, on up to two threads per core's worth (at most 8), in order.
+fn parallel_map<T: Send>(unit: &[Vec<f32>], f: impl Fn(&[f32]) -> T + Sync) -> Vec<T> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .clamp(1, 8);
+    let chunk = unit.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = unit
+            .chunks(chunk)
+            .map(|part| {
+                let f = &f;
+                scope.spawn(move || part.iter().map(|v| f(v)).collect::<Vec<T>>())
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    })
 }
 
 /// The blocks whose pairs are compared: every vector in one for up to [`EXACT_UP_TO`].
