@@ -11,7 +11,8 @@
 //! `{"pattern", "template", "cluster"}` objects (optional `examples`, `rationale`). Embeddings
 //! come from `EMBEDDINGS_BASE_URL` (default `OPENAI_BASE_URL`) with `EMBEDDINGS_MODEL` (default
 //! `text-embedding-3-small`) and `EMBEDDINGS_API_KEY` or `OPENAI_API_KEY`, batched, paced,
-//! retried and journalled (`--journal FILE`: a rerun makes no embedding call). The judge is
+//! retried and journalled (`--journal FILE`, with feature `store`: a rerun makes no embedding
+//! call). The judge is
 //! the same chat backend as `discover`'s (`OPENAI_*`, or `ANTHROPIC_*` with feature
 //! `anthropic`). `--threshold` is the Jaccard similarity for `lexical` (default 0.6) and the
 //! cosine similarity for `semantic` (default 0.65). `--json` prints `{"patterns": [...],
@@ -31,7 +32,6 @@ use dynbatch::patterns::{
     SemanticMerger, Support,
 };
 use dynbatch::run::{Embedding, RunConfig};
-use dynbatch::store::SqliteStore;
 use dynbatch::timer::TokioTimer;
 use serde_json::Value;
 
@@ -166,7 +166,16 @@ async fn run() -> Result<(), String> {
             RunConfig::default(),
         );
         if let Some(path) = &journal {
-            e = e.with_store(SqliteStore::open(path).map_err(|e| e.to_string())?);
+            #[cfg(feature = "store")]
+            {
+                e = e.with_store(
+                    dynbatch::store::SqliteStore::open(path).map_err(|e| e.to_string())?,
+                );
+            }
+            #[cfg(not(feature = "store"))]
+            return Err(format!(
+                "--journal {path} needs the store feature: --features openai,store"
+            ));
         }
         Ok(e)
     };
