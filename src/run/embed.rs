@@ -1,9 +1,11 @@
 //! [`Embedding`]: an [`Embedder`] through the runner's machinery, for consolidation's
 //! embedding calls: inputs split within the embedder's limits, each request paced by the
 //! account's [`RateLimiter`] (shared with the chat calls when given), 429s waited out as the
-//! limiter says, transient errors retried with the runner's back-off up to `max_retries`, an
-//! account-wide error (a bad key, no quota) stopping at once, and every vector kept in the
-//! journal, so a rerun makes no call for a text embedded before.
+//! limiter says, transient errors retried with the runner's back-off up to `max_retries`, the
+//! runner's circuit breaker pausing every request after `breaker_threshold` failures in a row
+//! (an outage is probed, not hammered), an account-wide error (a bad key, no quota) stopping at
+//! once, and every vector kept in the journal, so a rerun makes no call for a text embedded
+//! before.
 
 use std::fmt;
 use std::sync::Arc;
@@ -11,7 +13,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::limiter::{Cost, RateLimiter};
-use super::retry::backoff;
+use super::retry::{Breaker, Gate, backoff};
 use super::{RunConfig, later};
 use crate::backend::{BackendError, ChatResponse, EmbedLimits, Embedder, Embeddings, TokenUsage};
 use crate::store::{RequestKey, RunStore};
@@ -37,6 +39,7 @@ pub struct Embedding<E> {
     timer: Arc<dyn Timer>,
     config: RunConfig,
     limiter: RateLimiter,
+    breaker: std::sync::Mutex<Breaker>,
     store: Option<Arc<dyn RunStore>>,
 }
 
@@ -58,6 +61,7 @@ impl<E: Embedder> Embedding<E> {
         Self {
             inner,
             timer: Arc::new(timer),
+            breaker: std::sync::Mutex::new(Breaker::new(config.breaker_threshold)),
             config,
             limiter,
             store: None,
@@ -90,13 +94,27 @@ impl<E: Embedder> Embedding<E> {
         let mut attempt = 0;
         loop {
             let now = self.timer.now();
+            let gate = crate::sync::lock(&self.breaker).gate(now);
+            match gate {
+                Gate::Open => {}
+                Gate::Until(at) => {
+                    self.timer.sleep(at.saturating_duration_since(now)).await;
+                    continue;
+                }
+                Gate::Probing => {
+                    self.timer.sleep(self.config.base_delay).await;
+                    continue;
+                }
+            }
             if let Some(at) = self.limiter.ready_at(now, cost) {
                 self.timer.sleep(at.saturating_duration_since(now)).await;
                 continue;
             }
             let ticket = self.limiter.take(now, cost);
+            crate::sync::lock(&self.breaker).on_send();
             match self.inner.embed(texts).await {
                 Ok(out) => {
+                    crate::sync::lock(&self.breaker).on_success();
                     self.limiter
                         .on_answer(self.timer.now(), &ticket, out.rate_limits.as_ref());
                     return Ok(out);
@@ -113,6 +131,7 @@ impl<E: Embedder> Embedding<E> {
                         limits.as_deref(),
                         &self.config,
                     );
+                    crate::sync::lock(&self.breaker).on_neutral();
                     tracing::info!(%message, "embedding rate limited");
                     let wait = refusal.wait.max(refusal.hold);
                     self.timer.sleep(wait).await;
@@ -123,6 +142,7 @@ impl<E: Embedder> Embedding<E> {
                 }
                 Err(e) => {
                     self.limiter.resolve(&ticket);
+                    crate::sync::lock(&self.breaker).on_failure(self.timer.now(), &self.config);
                     attempt += 1;
                     if attempt > self.config.max_retries {
                         return Err(e);
