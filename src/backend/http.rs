@@ -122,3 +122,30 @@ pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(
         .into(),
     })
 }
+
+/// Sends `request` and reads its whole body (batch APIs' small JSON answers and result
+/// files): a 2xx body as it is, anything else classified by `classify`, with the request id
+/// of the header `id_header` (`x-request-id`, `request-id`).
+pub(crate) async fn send(
+    request: reqwest::RequestBuilder,
+    timeout: Duration,
+    id_header: &str,
+    classify: fn(u16, &HeaderMap, &str, Option<&str>) -> BackendError,
+) -> Result<String, BackendError> {
+    let response = request
+        .send()
+        .await
+        .map_err(|e| transport_error(&e, timeout))?;
+    let status = response.status().as_u16();
+    let headers: HeaderMap = response.headers().clone();
+    let body = response
+        .text()
+        .await
+        .map_err(|e| transport_error(&e, timeout))?;
+    if (200..300).contains(&status) {
+        Ok(body)
+    } else {
+        let id = header(&headers, id_header);
+        Err(classify(status, &headers, &body, id.as_deref()))
+    }
+}

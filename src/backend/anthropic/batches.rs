@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::AnthropicBuilder;
 use super::wire::{classify, parse_response, request_body};
-use crate::backend::http::{header, snippet, transport_error};
+use crate::backend::http::{send, snippet};
 use crate::backend::rate_limit::parse_rfc3339;
 use crate::backend::{
     BackendError, BatchBackend, BatchInfo, BatchLimits, BatchOutput, BatchPage, BatchStatus,
@@ -69,22 +69,7 @@ impl AnthropicBatches {
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<String, BackendError> {
-        let response = request
-            .send()
-            .await
-            .map_err(|e| transport_error(&e, self.timeout()))?;
-        let status = response.status().as_u16();
-        let headers: HeaderMap = response.headers().clone();
-        let body = response
-            .text()
-            .await
-            .map_err(|e| transport_error(&e, self.timeout()))?;
-        if (200..300).contains(&status) {
-            Ok(body)
-        } else {
-            let id = header(&headers, "request-id");
-            Err(classify(status, &headers, &body, id.as_deref()))
-        }
+        send(request, self.timeout(), "request-id", classify).await
     }
 
     async fn batch_call(

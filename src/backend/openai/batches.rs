@@ -9,7 +9,7 @@ use reqwest::header::HeaderMap;
 use serde::{Deserialize, Deserializer};
 
 use super::{OpenAiBuilder, classify, parse_response, request_body};
-use crate::backend::http::{header, snippet, transport_error};
+use crate::backend::http::{send, snippet, transport_error};
 use crate::backend::{
     BackendError, BatchBackend, BatchErrorInfo, BatchInfo, BatchLimits, BatchOutput, BatchPage,
     BatchStatus, ChatRequest, LineOutcome, RequestCounts, ResultLine,
@@ -74,22 +74,7 @@ impl OpenAiBatches {
 
     /// Sends `request`; a non-2xx answer is classified as a chat completion's would be.
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<String, BackendError> {
-        let response = request
-            .send()
-            .await
-            .map_err(|e| transport_error(&e, self.timeout()))?;
-        let status = response.status().as_u16();
-        let headers: HeaderMap = response.headers().clone();
-        let body = response
-            .text()
-            .await
-            .map_err(|e| transport_error(&e, self.timeout()))?;
-        if (200..300).contains(&status) {
-            Ok(body)
-        } else {
-            let id = header(&headers, "x-request-id");
-            Err(classify(status, &headers, &body, id.as_deref()))
-        }
+        send(request, self.timeout(), "x-request-id", classify).await
     }
 
     async fn batch_call(

@@ -334,21 +334,7 @@ impl PatternMerger for JudgedMerger {
             })
             .collect();
         let lower: Vec<String> = texts.iter().map(|t| t.to_lowercase()).collect();
-        let embedded = self
-            .embedder
-            .embed(&lower)
-            .await
-            .map_err(|e| Error::Other(Box::new(e)))?;
-        if embedded.vectors.len() != texts.len() {
-            return Err(Error::Other(
-                format!(
-                    "the embedder returned {} vectors for {} texts",
-                    embedded.vectors.len(),
-                    texts.len()
-                )
-                .into(),
-            ));
-        }
+        let embedded = super::embed_all(&*self.embedder, &lower).await?;
         let questions = self.propose(&embedded.vectors);
         let all_indices: Vec<usize> = (0..questions.len()).collect();
         let total_tokens: usize = questions.iter().map(|&q| Self::line(&texts, 1, q).1).sum();

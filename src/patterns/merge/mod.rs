@@ -116,6 +116,28 @@ impl MergeUsage {
     }
 }
 
+/// The vectors of `texts` from `embedder`, one per text, or an error that says why not.
+pub(crate) async fn embed_all(
+    embedder: &dyn crate::backend::Embedder,
+    texts: &[String],
+) -> Result<crate::backend::Embeddings, Error> {
+    let out = embedder
+        .embed(texts)
+        .await
+        .map_err(|e| Error::Other(Box::new(e)))?;
+    if out.vectors.len() != texts.len() {
+        return Err(Error::Other(
+            format!(
+                "the embedder returned {} vectors for {} texts",
+                out.vectors.len(),
+                texts.len()
+            )
+            .into(),
+        ));
+    }
+    Ok(out)
+}
+
 /// The default merger: patterns with the same normalised text, or whose word sets have a
 /// Jaccard similarity of at least `threshold`, are one ([`consolidate`](super::consolidate())),
 /// with every merged name kept as an alias.

@@ -81,21 +81,7 @@ impl PatternMerger for SemanticMerger {
     async fn merge(&self, support: &[Support]) -> Result<Merged, Error> {
         let occurrences = occurrences(support);
         let (of, texts) = Self::distinct(occurrences.iter().map(|o| o.text().to_lowercase()));
-        let embedded = self
-            .embedder
-            .embed(&texts)
-            .await
-            .map_err(|e| Error::Other(Box::new(e)))?;
-        if embedded.vectors.len() != texts.len() {
-            return Err(Error::Other(
-                format!(
-                    "the embedder returned {} vectors for {} texts",
-                    embedded.vectors.len(),
-                    texts.len()
-                )
-                .into(),
-            ));
-        }
+        let embedded = super::embed_all(&*self.embedder, &texts).await?;
         let text_group = group_by_similarity(&embedded.vectors, self.threshold);
         let groups = groups_of(of.iter().map(|&t| text_group[t]));
         let mut usage = MergeUsage::of("semantic");
