@@ -10,6 +10,8 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod hash;
+#[cfg(feature = "html")]
+pub mod html;
 mod model;
 pub mod patterns;
 pub mod plan;

@@ -38,10 +38,12 @@ mod batch;
 
 use std::io::Read;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dynbatch::backend::LlmBackend;
 use dynbatch::backend::mock::{MockBackend, MockRateLimit};
+use dynbatch::html::{Page, Timeline, write_html};
 use dynbatch::prompt::OutputMode;
 use dynbatch::report::DiscoveryReport;
 use dynbatch::report::LimitSource;
@@ -54,7 +56,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 const BUNDLED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/clusters.json");
 const USAGE: &str = "usage: discover [FILE|-] [--concept TEXT] [--concurrency N] [--config CONFIG.json] [--output auto|object|strict|object-schema|text] \
                      [--rpm N] [--tpm N] [--mock-rpm N] [--journal FILE] [--dry-run] [--json] [--fail-rate P --seed S] \
-                     [--batch-api [--attach ID,ID] [--cancel] [--remainder batch|live|leave] [--poll-secs S]] [--provider openai|anthropic] [--merge lexical|semantic|judged]";
+                     [--batch-api [--attach ID,ID] [--cancel] [--remainder batch|live|leave] [--poll-secs S]] [--provider openai|anthropic] [--merge lexical|semantic|judged] [--html FILE]";
 /// Simulated latency of the mock, so the progress is visible.
 const MOCK_LATENCY: Duration = Duration::from_millis(400);
 /// The Claude model used when `ANTHROPIC_MODEL` is not set.
@@ -71,6 +73,7 @@ struct Args {
     dry_run: bool,
     output: Option<OutputMode>,
     json: bool,
+    html: Option<String>,
     fail_rate: Option<f64>,
     seed: Option<u64>,
     rpm: Option<u32>,
@@ -234,6 +237,7 @@ fn parse_args() -> Result<Option<Args>, String> {
             }
             "--dry-run" => args.dry_run = true,
             "--json" => args.json = true,
+            "--html" => args.html = Some(value("--html")?),
             "-h" | "--help" => {
                 eprintln!("{USAGE}");
                 return Ok(None);
@@ -349,16 +353,14 @@ async fn run() -> Result<ExitCode, String> {
 
     let bar = progress_bar(plan.batches.iter().map(|b| b.clusters.len() as u64).sum());
     let progress = bar.clone();
+    let timeline = Arc::new(Mutex::new(Timeline::new()));
+    let (record, started) = (Arc::clone(&timeline), std::time::Instant::now());
     let mut runner = Runner::new(backend, TokioTimer)
         .with_merger(merger(&args, &run_config)?)
         .with_config(run_config)
-        .on_event(move |event| show(&progress, event));
-    if let Some(path) = &args.journal {
-        let journal = SqliteStore::open(path).map_err(|e| e.to_string())?;
-        match journal.len().map_err(|e| e.to_string())? {
-            0 => eprintln!("journal {path}: new; every answer is kept as it arrives"),
-            n => eprintln!("journal {path}: {n} answers recorded; resuming"),
-        }
+        .on_event(move |event| show(&progress, event))
+        .on_event(move |event| lock(&record).record(started.elapsed(), event));
+    if let Some(journal) = open_journal(&args)? {
         runner = runner.with_store(journal);
     }
     let report = runner
@@ -368,6 +370,7 @@ async fn run() -> Result<ExitCode, String> {
     bar.finish_and_clear();
     summary(&report);
     finish_json(&args, &report)?;
+    write_page(&args, &report, std::mem::take(&mut *lock(&timeline)))?;
     let u = &report.usage;
     if let Some(path) = &args.journal {
         eprintln!(
@@ -424,6 +427,70 @@ async fn batch_api(
     _: RunConfig,
 ) -> Result<ExitCode, String> {
     Err("--batch-api needs the openai or anthropic feature: cargo run --features openai --example discover -- --batch-api ...".into())
+}
+
+/// `--journal FILE`, opened, saying what it holds.
+fn open_journal(args: &Args) -> Result<Option<SqliteStore>, String> {
+    let Some(path) = &args.journal else {
+        return Ok(None);
+    };
+    let journal = SqliteStore::open(path).map_err(|e| e.to_string())?;
+    match journal.len().map_err(|e| e.to_string())? {
+        0 => eprintln!("journal {path}: new; every answer is kept as it arrives"),
+        n => eprintln!("journal {path}: {n} answers recorded; resuming"),
+    }
+    Ok(Some(journal))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Writes the page of `report` to `--html FILE`, when asked.
+fn write_page(args: &Args, report: &DiscoveryReport<'_>, timeline: Timeline) -> Result<(), String> {
+    let Some(path) = &args.html else {
+        return Ok(());
+    };
+    let provider = if std::env::var_os("OPENAI_BASE_URL").is_some()
+        || std::env::var_os("OPENAI_API_KEY").is_some()
+        || std::env::var_os("ANTHROPIC_API_KEY").is_some()
+        || std::env::var_os("ANTHROPIC_BASE_URL").is_some()
+    {
+        format!("{:?}", Provider::chosen(args))
+    } else {
+        "offline mock".to_owned()
+    };
+    let page = Page::new()
+        .with_provider(provider)
+        .with_when(utc_now())
+        .with_timeline(timeline);
+    let file = std::fs::File::create(path).map_err(|e| format!("{path}: {e}"))?;
+    let mut out = std::io::BufWriter::new(file);
+    write_html(report, &page, &mut out).map_err(|e| format!("{path}: {e}"))?;
+    eprintln!("page written to {path}");
+    Ok(())
+}
+
+/// The time now, UTC, as `2026-12-06 07:45 UTC`.
+fn utc_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let days = i64::try_from(secs / 86_400).unwrap_or(0) + 719_468;
+    let era = days.div_euclid(146_097);
+    let doe = days - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let rem = secs % 86_400;
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60
+    )
 }
 
 /// Prints the report as JSON on stdout when `--json` asks for it.

@@ -19,7 +19,9 @@ use crate::backend::{BackendError, ChatResponse, EmbedLimits, Embedder, Embeddin
 use crate::store::{RequestKey, RunStore};
 use crate::timer::Timer;
 
-/// An [`Embedder`] that batches, paces, retries and journals (see the [module docs](self)).
+/// An [`Embedder`] that batches (within the inner embedder's limits), paces (by a
+/// [`RateLimiter`], the account's when shared), retries transient errors with the runner's
+/// back-off and circuit breaker, stops on an account-wide error, and journals every vector.
 ///
 /// ```no_run
 /// # #[cfg(all(feature = "openai", feature = "store"))]

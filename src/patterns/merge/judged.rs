@@ -32,7 +32,12 @@ the clearest short name for the pattern. Answer with one JSON object: for each q
 /// Completion tokens allowed per question.
 const ANSWER_TOKENS: u32 = 24;
 
-/// Merges patterns a model confirms as one: see the [module docs](self).
+/// Merges patterns a model confirms as one. Each distinct pattern's nearest neighbours by
+/// embedding become questions ("are these one pattern?"), packed into token-bounded requests
+/// with a strict schema of one required key per question; answers are validated, failed
+/// requests retried and split, unanswered questions asked once more; confirmed pairs join
+/// their groups, named as the judge named them. Every question ends answered or listed as
+/// unanswered in a warning, and the judge's usage is reported apart from the discovery calls.
 #[derive(Debug, Clone)]
 pub struct JudgedMerger {
     embedder: Arc<dyn Embedder>,
