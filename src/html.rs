@@ -71,6 +71,9 @@ pub struct Page {
     /// The most patterns, batches, clusters, failures and warnings listed in full, each;
     /// the page says how many more the JSON report holds. Default 500.
     pub max_listed: usize,
+    /// The plan's target tokens per batch, that each batch's bar is drawn against; the
+    /// largest batch when not given.
+    pub target_tokens: Option<u64>,
 }
 
 impl Default for Page {
@@ -80,6 +83,7 @@ impl Default for Page {
             when: None,
             timeline: None,
             max_listed: 500,
+            target_tokens: None,
         }
     }
 }
@@ -108,6 +112,14 @@ impl Page {
     #[must_use]
     pub fn with_timeline(mut self, timeline: Timeline) -> Self {
         self.timeline = Some(timeline);
+        self
+    }
+
+    /// Draws each batch's tokens against `target` tokens per batch
+    /// ([`BatchingConfig::target_tokens_per_batch`](crate::BatchingConfig::target_tokens_per_batch)).
+    #[must_use]
+    pub fn with_target_tokens(mut self, target: u64) -> Self {
+        self.target_tokens = Some(target.max(1));
         self
     }
 
@@ -179,7 +191,7 @@ pub fn write_html(
         figures(report),
         patterns(report, page.max_listed),
         chart(page.timeline.as_ref(), report.usage.elapsed_secs),
-        plan(report, page.max_listed),
+        plan(report, page.max_listed, page.target_tokens),
         failures(report, page.max_listed),
         warnings(report, page.max_listed),
     ] {
@@ -389,15 +401,16 @@ fn strategy_note(report: &DiscoveryReport<'_>) -> String {
     )
 }
 
-fn plan(report: &DiscoveryReport<'_>, max: usize) -> Markup {
-    let scale = report
+fn plan(report: &DiscoveryReport<'_>, max: usize, target: Option<u64>) -> Markup {
+    let largest = report
         .plan
         .batches
         .iter()
         .map(|b| b.estimated_tokens)
         .max()
-        .unwrap_or(1)
-        .max(1);
+        .unwrap_or(1);
+    // The bar's full width: the target, or the largest batch; over it, the bar is full and red.
+    let scale = target.unwrap_or(largest).max(1);
     let not_batched: Vec<_> = report
         .plan
         .clusters
@@ -410,14 +423,15 @@ fn plan(report: &DiscoveryReport<'_>, max: usize) -> Markup {
         details {
             summary { (report.plan.batches.len()) " batches" }
             table {
-                tr { th { "batch" } th { "clusters" } th { "estimated tokens" } th {} }
+                tr { th { "batch" } th { "clusters" } th { "estimated tokens" }
+                    th { @if let Some(t) = target { "against the target of " (t) } @else { "against the largest batch" } } }
                 @for (i, b) in report.plan.batches.iter().enumerate().take(max) {
                     @let pct = percent(b.estimated_tokens, scale);
                     tr {
                         td.n { (i) }
                         td { (b.clusters.len()) ": " span.note { (b.clusters.iter().take(12).map(AsRef::as_ref).collect::<Vec<&str>>().join(", ")) @if b.clusters.len() > 12 { " …" } } }
                         td.n { (b.estimated_tokens) }
-                        td { span.bar { i class=(if b.oversized { "over" } else { "" }) style=(format!("width:{pct:.0}%")) {} } }
+                        td { span.bar { i class=(if b.oversized || pct > 100.0 { "over" } else { "" }) style=(format!("width:{:.0}%", pct.min(100.0))) {} } }
                     }
                 }
             }

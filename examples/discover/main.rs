@@ -310,6 +310,7 @@ async fn run() -> Result<ExitCode, String> {
             .map_err(|e| format!("{path}: {e}"))?,
         None => BatchingConfig::default(),
     };
+    let target_tokens = config.target_tokens_per_batch();
     let path = args.file.clone().unwrap_or_else(|| BUNDLED.to_owned());
     let clusters: Vec<Cluster> = serde_json::from_str(&read(&path)?)
         .map_err(|e| format!("{path}: not a JSON array of clusters: {e}"))?;
@@ -370,7 +371,7 @@ async fn run() -> Result<ExitCode, String> {
     bar.finish_and_clear();
     summary(&report);
     finish_json(&args, &report)?;
-    write_page(&args, &report, std::mem::take(&mut *lock(&timeline)))?;
+    write_page(&args, &report, take(&timeline), target_tokens)?;
     let u = &report.usage;
     if let Some(path) = &args.journal {
         eprintln!(
@@ -442,12 +443,21 @@ fn open_journal(args: &Args) -> Result<Option<SqliteStore>, String> {
     Ok(Some(journal))
 }
 
+fn take<T: Default>(m: &Mutex<T>) -> T {
+    std::mem::take(&mut *lock(m))
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Writes the page of `report` to `--html FILE`, when asked.
-fn write_page(args: &Args, report: &DiscoveryReport<'_>, timeline: Timeline) -> Result<(), String> {
+fn write_page(
+    args: &Args,
+    report: &DiscoveryReport<'_>,
+    timeline: Timeline,
+    target_tokens: u64,
+) -> Result<(), String> {
     let Some(path) = &args.html else {
         return Ok(());
     };
@@ -463,7 +473,8 @@ fn write_page(args: &Args, report: &DiscoveryReport<'_>, timeline: Timeline) -> 
     let page = Page::new()
         .with_provider(provider)
         .with_when(utc_now())
-        .with_timeline(timeline);
+        .with_timeline(timeline)
+        .with_target_tokens(target_tokens);
     let file = std::fs::File::create(path).map_err(|e| format!("{path}: {e}"))?;
     let mut out = std::io::BufWriter::new(file);
     write_html(report, &page, &mut out).map_err(|e| format!("{path}: {e}"))?;
