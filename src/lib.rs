@@ -1,4 +1,5 @@
 #![doc = include_str!("../README.md")]
+#![doc = "\n\n## On docs.rs\n\nThe guide's chapters are the modules of [`guide`]."]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod backend;
@@ -9,6 +10,7 @@ mod error;
 #[cfg(all(fuzzing, feature = "testing"))]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod guide;
 mod hash;
 #[cfg(feature = "html")]
 pub mod html;

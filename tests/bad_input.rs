@@ -1,4 +1,4 @@
-//! Every kind of bad input has a documented outcome (README, "Bad input") and never panics.
+//! Every kind of bad input has a documented outcome (the guide's planning chapter, "Bad input") and never panics.
 
 #![allow(clippy::unwrap_used, clippy::panic)]
 
@@ -27,7 +27,7 @@ fn rejection(plan: &dynbatch::BatchPlan<'_>, i: usize) -> Rejection {
     }
 }
 
-/// The text people read, as the README's "Bad input" documents it.
+/// The text people read, as the guide's "Bad input" documents it.
 fn reason(plan: &dynbatch::BatchPlan<'_>, i: usize) -> String {
     rejection(plan, i).to_string()
 }

@@ -1,5 +1,5 @@
 //! The design document's three "Expected Outcomes" scenarios, built as inputs and planned with
-//! the defaults. The design's own figures do not all follow from its algorithm; README's
+//! the defaults. The design's own figures do not all follow from its algorithm; the guide's
 //! "Differences from the design document" sets them side by side with these.
 
 #![allow(clippy::unwrap_used, clippy::panic)]

@@ -11,7 +11,7 @@ use crate::strategy::Strategy;
 ///
 /// A plan borrows its ids from the input clusters (planning allocates nothing per cluster);
 /// [`BatchPlan::into_owned`] detaches it. A plan read from JSON owns its data. Its JSON form is
-/// a public contract (see the README).
+/// a public contract (see [the guide](crate::guide::reports)).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct BatchPlan<'a> {

@@ -153,7 +153,7 @@ pub struct ClusterOutcome {
     pub attempts: u32,
 }
 
-/// Everything a run produced. Its JSON form is a public contract (see the README).
+/// Everything a run produced. Its JSON form is a public contract (see [the guide](crate::guide::reports)).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct DiscoveryReport<'a> {
