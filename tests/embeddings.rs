@@ -223,9 +223,12 @@ async fn the_runner_merges_with_the_merger_given_and_keeps_provenance() {
     let aliases: Vec<_> = report.patterns.iter().flat_map(|p| &p.aliases).collect();
     assert_eq!(aliases.len(), raw);
     for a in &aliases {
-        let outcome = report.outcomes.iter().find(|o| o.id == a.cluster).unwrap();
+        let outcome = report.outcome(&a.cluster).unwrap();
         assert_eq!(a.batch, Some(outcome.batch));
+        assert!(report.merged_into(&a.cluster, &a.pattern).is_some());
+        assert!(report.plan.entry(&a.cluster).is_some());
     }
+    assert!(report.outcome("no such cluster").is_none());
     // The aliases are in the report's JSON.
     let json = serde_json::to_value(&report).unwrap();
     assert!(json["patterns"][0]["aliases"].is_array());

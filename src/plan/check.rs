@@ -127,6 +127,21 @@ impl BatchPlan<'_> {
         }
     }
 
+    /// The entry of the cluster `id` (its state, quality, priority), if the input had it. A
+    /// scan: for many lookups, index `clusters` by id once.
+    ///
+    /// ```
+    /// use dynbatch::{Batcher, Cluster, Video};
+    /// let clusters = vec![Cluster::new("c1", vec![Video::new("I Tried Chess for 30 Days", 4.0)])];
+    /// let plan = Batcher::default().plan(&clusters)?;
+    /// assert!(plan.entry("c1").is_some());
+    /// assert!(plan.entry("c2").is_none());
+    /// # Ok::<(), dynbatch::Error>(())
+    /// ```
+    pub fn entry(&self, id: &str) -> Option<&ClusterEntry<'_>> {
+        self.clusters.iter().find(|c| c.id == id)
+    }
+
     /// How many clusters are in each state.
     pub fn counts(&self) -> StateCounts {
         let mut counts = StateCounts::default();

@@ -176,6 +176,22 @@ pub struct DiscoveryReport<'a> {
 }
 
 impl DiscoveryReport<'_> {
+    /// The outcome of the batched cluster `id`, if it was batched. A scan: for many lookups,
+    /// index `outcomes` by id once.
+    pub fn outcome(&self, id: &str) -> Option<&ClusterOutcome> {
+        self.outcomes.iter().find(|o| o.id == id)
+    }
+
+    /// The consolidated pattern the cluster `id`'s pattern named `pattern` went to, if any
+    /// (through its aliases).
+    pub fn merged_into(&self, id: &str, pattern: &str) -> Option<&ConsolidatedPattern> {
+        self.patterns.iter().find(|p| {
+            p.aliases
+                .iter()
+                .any(|a| a.cluster == id && a.pattern == pattern)
+        })
+    }
+
     /// Detaches the report from the input its plan borrows ids from.
     pub fn into_owned(self) -> DiscoveryReport<'static> {
         DiscoveryReport {
