@@ -527,3 +527,36 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn both_stores_pass_the_store_conformance_suite() {
+    dynbatch::testing::run_store_conformance(&MemoryStore::default()).unwrap();
+    let dir =
+        std::env::temp_dir().join(format!("dynbatch-store-conformance-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("conformance.journal");
+    let _ = std::fs::remove_file(&path);
+    let sqlite = SqliteStore::open(&path).unwrap();
+    dynbatch::testing::run_store_conformance(&sqlite).unwrap();
+    // And it holds across a reopen: what was written is there.
+    drop(sqlite);
+    let again = SqliteStore::open(&path).unwrap();
+    assert!(again.len().unwrap() >= 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A store that keeps answers but no batch records passes too: it says so.
+#[test]
+fn a_store_without_batch_records_passes_by_saying_so() {
+    #[derive(Debug, Default)]
+    struct AnswersOnly(MemoryStore);
+    impl RunStore for AnswersOnly {
+        fn get(&self, key: &RequestKey) -> Result<Option<ChatResponse>, StoreError> {
+            self.0.get(key)
+        }
+        fn put(&self, key: &RequestKey, answer: &ChatResponse) -> Result<(), StoreError> {
+            self.0.put(key, answer)
+        }
+    }
+    dynbatch::testing::run_store_conformance(&AnswersOnly::default()).unwrap();
+}
