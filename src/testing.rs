@@ -287,13 +287,33 @@ where
 
 /// The conformance suite for plug-ins: runs [`check_plan`] with `batcher` over `cases` generated
 /// inputs ([`arb_dirty_clusters`] of 0 to 60 clusters), deterministically seeded, and returns the
-/// smallest failing input found, if any.
+/// smallest failing input found, if any. A plug-in that reads fields the generated clusters
+/// lack (extra fields, say) should use [`run_conformance_with`] and its own generator.
 ///
 /// # Errors
-/// proptest's [`TestError`], whose `Display` names the failed check and the minimal input.
+/// proptest's [`TestError`], whose `Display` names the failed check and the minimal input;
+/// also when no generated input got a single cluster batched (nothing was tested).
 pub fn run_conformance<Scorer, Estimator, Selector>(
     batcher: &Batcher<Scorer, Estimator, Selector>,
     cases: u32,
+) -> Result<(), TestError<Vec<Cluster>>>
+where
+    Scorer: QualityScorer,
+    Estimator: TokenEstimator,
+    Selector: StrategySelector,
+{
+    run_conformance_with(batcher, cases, arb_dirty_clusters(0..60))
+}
+
+/// [`run_conformance`] over inputs of `clusters`, your own generator (with the extra fields
+/// your scorer reads, for instance).
+///
+/// # Errors
+/// As [`run_conformance`].
+pub fn run_conformance_with<Scorer, Estimator, Selector>(
+    batcher: &Batcher<Scorer, Estimator, Selector>,
+    cases: u32,
+    clusters: impl Strategy<Value = Vec<Cluster>>,
 ) -> Result<(), TestError<Vec<Cluster>>>
 where
     Scorer: QualityScorer,
@@ -311,9 +331,22 @@ where
             proptest::test_runner::RngAlgorithm::ChaCha,
         ),
     );
-    runner.run(&arb_dirty_clusters(0..60), |clusters| {
-        check_plan(batcher, &clusters).map(|_| ())
-    })
+    let batched = std::sync::atomic::AtomicUsize::new(0);
+    runner.run(&clusters, |clusters| {
+        let plan = check_plan(batcher, &clusters)?;
+        batched.fetch_add(plan.counts().batched, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    })?;
+    if batched.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+        return Err(TestError::Fail(
+            "no generated input got a single cluster batched, so no plan was tested: does the \
+             scorer read fields the generated clusters lack? Pass inputs that have them to \
+             run_conformance_with"
+                .into(),
+            Vec::new(),
+        ));
+    }
+    Ok(())
 }
 
 /// `n` high-quality clusters (size 20, five thread sources, mean performance 4.5), each with

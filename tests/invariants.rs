@@ -189,3 +189,35 @@ fn conformance_suite_catches_a_broken_selector() {
     let err = run_conformance(&Batcher::default().with_selector(Broken), 8).unwrap_err();
     assert!(err.to_string().contains("invalid strategy"), "{err}");
 }
+
+/// A scorer that reads an extra field the generated clusters lack batches nothing: the suite
+/// says so instead of passing; with inputs that carry the field, it runs and passes.
+#[test]
+fn conformance_suite_refuses_to_pass_when_nothing_was_batched() {
+    use proptest::prelude::*;
+    #[derive(Debug)]
+    struct ByComments;
+    impl dynbatch::QualityScorer for ByComments {
+        fn quality(&self, cluster: &Cluster) -> f64 {
+            cluster
+                .extra
+                .get("comments")
+                .and_then(|v| v.as_f64())
+                .map_or(0.0, |c| (c / 100.0).min(1.0))
+        }
+    }
+    let batcher = Batcher::default().with_scorer(ByComments);
+    let err = run_conformance(&batcher, 16).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("no generated input got a single cluster batched"),
+        "{err}"
+    );
+    let with_comments = arb_dirty_clusters(1..30).prop_map(|mut clusters| {
+        for (i, c) in clusters.iter_mut().enumerate() {
+            c.extra.insert("comments", serde_json::json!(50 + i * 10));
+        }
+        clusters
+    });
+    dynbatch::testing::run_conformance_with(&batcher, 32, with_comments).unwrap();
+}
