@@ -331,13 +331,13 @@ where
             proptest::test_runner::RngAlgorithm::ChaCha,
         ),
     );
-    let batched = std::sync::atomic::AtomicUsize::new(0);
+    let total_batched = std::sync::atomic::AtomicUsize::new(0);
     runner.run(&clusters, |clusters| {
         let plan = check_plan(batcher, &clusters)?;
-        batched.fetch_add(plan.counts().batched, std::sync::atomic::Ordering::Relaxed);
+        total_batched.fetch_add(plan.counts().batched, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     })?;
-    if batched.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+    if total_batched.load(std::sync::atomic::Ordering::Relaxed) == 0 {
         return Err(TestError::Fail(
             "no generated input got a single cluster batched, so no plan was tested: does the \
              scorer read fields the generated clusters lack? Pass inputs that have them to \
