@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 /// `max_total_calls` allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum OverBudget {
     /// Let batches grow toward `max_batch_size` (within the token target) before anything is
     /// left out; defer only what still does not fit. The default.

@@ -12,6 +12,7 @@ use crate::quality::Scored;
 /// `"EFFICIENT"` and `"BALANCED"`; a custom one as its own name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(into = "String", from = "String")]
+#[non_exhaustive]
 pub enum StrategyKind {
     /// Few clusters: small batches, many videos, many patterns.
     Thorough,

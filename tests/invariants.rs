@@ -37,6 +37,7 @@ proptest! {
                 ClusterState::Rejected { rejection } => prop_assert!(!rejection.to_string().is_empty()),
                 ClusterState::Deferred { reason }
                 | ClusterState::BelowThreshold { reason } => prop_assert!(!reason.is_empty()),
+                other => prop_assert!(false, "a state this test does not know: {}", other.name()),
             }
         }
         let batched = plan.clusters.iter().filter(|e| matches!(e.state, ClusterState::Batched { .. })).count();
@@ -115,6 +116,7 @@ proptest! {
                 ClusterState::Batched { .. } => prop_assert!(e.quality.unwrap() >= config.quality_threshold()),
                 ClusterState::BelowThreshold { .. } => prop_assert!(e.quality.unwrap() < config.quality_threshold()),
                 ClusterState::Rejected { .. } => prop_assert!(e.quality.is_none()),
+                _ => prop_assert!(false, "a state this test does not know: {}", e.state.name()),
             }
         }
     }

@@ -38,6 +38,7 @@ pub use rate_limit::{LimitStatus, RateLimitInfo};
 /// Who wrote a chat message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum Role {
     /// Instructions.
     System,
@@ -59,6 +60,7 @@ pub struct ChatMessage {
 /// The output format asked for.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum ResponseFormat {
     /// Any JSON object (`{"type": "json_object"}`), the design's choice.
     JsonObject,
@@ -125,6 +127,7 @@ impl ChatRequest {
 /// Why the model stopped.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(from = "String", into = "String")]
+#[non_exhaustive]
 pub enum FinishReason {
     /// It finished its answer. The default.
     #[default]

@@ -68,6 +68,7 @@ pub struct ClusterEntry<'a> {
 /// The state of a cluster in a plan. In JSON, `"status"` plus `"batch"` or `"reason"`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum ClusterState<'a> {
     /// In `batches[batch]`.
     Batched {

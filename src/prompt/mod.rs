@@ -141,6 +141,7 @@ impl RequestSettings {
 /// How a request's `max_tokens` is set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum OutputBudget {
     /// This many tokens per cluster (the design: 300).
     PerCluster(u32),

@@ -127,6 +127,7 @@ pub struct RequestRecord {
 /// Final state of a batched cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum OutcomeStatus {
     /// Its patterns are in the report.
     Succeeded,

@@ -31,6 +31,7 @@ pub const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
 /// Which field carries the output limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum MaxTokensField {
     /// `max_tokens`, which every compatible server understands. The default.
     #[default]
