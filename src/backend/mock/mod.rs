@@ -328,6 +328,23 @@ impl MockBackend {
     }
 }
 
+/// An answer that keeps the prompt's contract for `request`: every cluster it asks about, with
+/// the patterns its titles share (word skeletons), in the request's output format (the
+/// batch schema's keys `c1..cn` when it carries one, the design's shape otherwise). What
+/// [`MockBackend`] answers, for canned and test backends of your own: a backend that answers
+/// with it passes [`run_backend_conformance`](crate::testing::run_backend_conformance).
+pub fn canned_answer(request: &ChatRequest) -> String {
+    answer_from_prompt(
+        &request.user_text(),
+        &[],
+        None,
+        matches!(
+            request.response_format,
+            ResponseFormat::JsonSchema { .. } | ResponseFormat::JsonObjectWithSchema { .. }
+        ),
+    )
+}
+
 #[async_trait]
 impl LlmBackend for MockBackend {
     async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, BackendError> {
