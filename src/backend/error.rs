@@ -77,6 +77,10 @@ pub enum BackendError {
     /// again; the runner splits it, and fails a cluster too large alone.
     #[error("the request is too large: {0}")]
     RequestTooLarge(String),
+    /// A 2xx answer that is not what the endpoint returns (not JSON, not a completion, not a
+    /// batch): the server is up but speaks another protocol, or the body was cut. Permanent.
+    #[error("invalid response: {0}")]
+    InvalidResponse(String),
     /// Anything else, with whether retrying may help.
     #[error("{source}")]
     Other {
@@ -108,7 +112,8 @@ impl BackendError {
             | Self::QuotaExhausted(_)
             | Self::ContentFilter(_)
             | Self::ResponseTooLarge { .. }
-            | Self::RequestTooLarge(_) => false,
+            | Self::RequestTooLarge(_)
+            | Self::InvalidResponse(_) => false,
             Self::Other { retryable, .. } => *retryable,
         }
     }
@@ -157,6 +162,7 @@ impl BackendError {
             Self::ContentFilter(_) => ErrorKind::ContentFilter,
             Self::ResponseTooLarge { .. } => ErrorKind::ResponseTooLarge,
             Self::RequestTooLarge(_) => ErrorKind::RequestTooLarge,
+            Self::InvalidResponse(_) => ErrorKind::InvalidResponse,
             Self::Other { .. } => ErrorKind::Other,
         }
     }
@@ -192,6 +198,8 @@ pub enum ErrorKind {
     ResponseTooLarge,
     /// [`BackendError::RequestTooLarge`].
     RequestTooLarge,
+    /// [`BackendError::InvalidResponse`].
+    InvalidResponse,
     /// [`BackendError::Other`].
     Other,
 }
@@ -212,6 +220,7 @@ impl ErrorKind {
             Self::ContentFilter => "content_filter",
             Self::ResponseTooLarge => "response_too_large",
             Self::RequestTooLarge => "request_too_large",
+            Self::InvalidResponse => "invalid_response",
             Self::Other => "other",
         }
     }

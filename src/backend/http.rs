@@ -112,14 +112,12 @@ pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(
     what: &str,
     request_id: Option<&str>,
 ) -> Result<T, BackendError> {
-    serde_json::from_str(text).map_err(|e| BackendError::Other {
-        retryable: false,
-        source: format!(
+    serde_json::from_str(text).map_err(|e| {
+        BackendError::InvalidResponse(format!(
             "the server's {status} response is not {what} ({e}){}: {}",
             id_note(request_id),
             snippet(text)
-        )
-        .into(),
+        ))
     })
 }
 

@@ -179,10 +179,10 @@ impl BatchBackend for AnthropicBatches {
 }
 
 fn malformed(what: &str, e: &serde_json::Error, body: &str) -> BackendError {
-    BackendError::Other {
-        retryable: false,
-        source: format!("the server's answer is not {what} ({e}): {}", snippet(body)).into(),
-    }
+    BackendError::InvalidResponse(format!(
+        "the server's answer is not {what} ({e}): {}",
+        snippet(body)
+    ))
 }
 
 /// A message batch as the API returns it.

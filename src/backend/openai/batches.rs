@@ -238,10 +238,10 @@ impl BatchBackend for OpenAiBatches {
 
 /// A 2xx body that is not what the endpoint returns.
 fn malformed(what: &str, e: &serde_json::Error, body: &str) -> BackendError {
-    BackendError::Other {
-        retryable: false,
-        source: format!("the server's answer is not {what} ({e}): {}", snippet(body)).into(),
-    }
+    BackendError::InvalidResponse(format!(
+        "the server's answer is not {what} ({e}): {}",
+        snippet(body)
+    ))
 }
 
 /// A batch as `/v1/batches` returns it.
