@@ -56,6 +56,25 @@ pub enum Error {
     Other(#[from] Box<dyn std::error::Error + Send + Sync>),
 }
 
+/// Why planning failed: only a [`StrategySelector`](crate::StrategySelector) that returned a
+/// strategy that cannot be planned can make it fail (invalid clusters are `rejected` entries
+/// of the plan, not errors). Converts into [`Error`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PlanError {
+    /// The selector's strategy fails [`Strategy::validate`](crate::Strategy::validate).
+    #[error("the strategy selector returned an invalid strategy: {0}")]
+    InvalidStrategy(#[source] crate::strategy::StrategyError),
+}
+
+impl From<PlanError> for Error {
+    fn from(e: PlanError) -> Self {
+        match e {
+            PlanError::InvalidStrategy(e) => Self::InvalidStrategy(e),
+        }
+    }
+}
+
 /// How a plan and the clusters (or Batch API input) given with it differ.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

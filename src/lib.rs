@@ -39,7 +39,7 @@ pub use backend::{
     RateLimitInfo, ResponseFormat, Role, async_trait,
 };
 pub use config::{BatchingConfig, BatchingConfigBuilder, ConfigError, OverBudget};
-pub use error::{Error, FormatError, PlanMismatch, SetupError};
+pub use error::{Error, FormatError, PlanError, PlanMismatch, SetupError};
 pub use model::{
     Cluster, Extra, ReadError, Rejection, ScoreKind, Video, read_clusters, read_clusters_parallel,
 };

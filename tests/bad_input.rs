@@ -3,8 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::panic)]
 
 use dynbatch::{
-    Batcher, BatchingConfig, Cluster, ClusterState, Error, QualityFactors, QualityScorer,
-    Rejection, Scored, Strategy, StrategyKind, StrategySelector, TokenEstimator, Video,
+    Batcher, BatchingConfig, Cluster, ClusterState, QualityFactors, QualityScorer, Rejection,
+    Scored, Strategy, StrategyKind, StrategySelector, TokenEstimator, Video,
 };
 
 fn good(id: &str) -> Cluster {
@@ -194,7 +194,7 @@ fn selector_returning_an_invalid_strategy_is_a_typed_error() {
     assert!(
         matches!(
             err,
-            Error::InvalidStrategy(dynbatch::StrategyError::ZeroVideosPerCluster)
+            dynbatch::PlanError::InvalidStrategy(dynbatch::StrategyError::ZeroVideosPerCluster)
         ),
         "{err}"
     );

@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 
 use crate::config::BatchingConfig;
-use crate::error::Error;
+use crate::error::PlanError;
 use crate::model::{Cluster, Rejection, ScoreKind};
 use crate::quality::{QualityScorer, Scored, SpecQualityScorer};
 use crate::strategy::{SpecStrategySelector, StrategySelector};
@@ -137,9 +137,10 @@ impl<Scorer: QualityScorer, Estimator: TokenEstimator, Selector: StrategySelecto
     /// input order, with exactly one state.
     ///
     /// # Errors
-    /// [`Error::InvalidStrategy`] when the selector returns a strategy that fails
-    /// [`Strategy::validate`](crate::Strategy::validate). Invalid clusters are not errors: they are `rejected` entries.
-    pub fn plan<'a>(&self, clusters: &'a [Cluster]) -> Result<BatchPlan<'a>, Error> {
+    /// [`PlanError::InvalidStrategy`] when the selector returns a strategy that fails
+    /// [`Strategy::validate`](crate::Strategy::validate): the only way planning fails. Invalid
+    /// clusters are not errors: they are `rejected` entries.
+    pub fn plan<'a>(&self, clusters: &'a [Cluster]) -> Result<BatchPlan<'a>, PlanError> {
         let threshold = self.config.quality_threshold();
         let mut entries = Vec::with_capacity(clusters.len());
         let first = first_occurrences(clusters);
@@ -176,7 +177,7 @@ impl<Scorer: QualityScorer, Estimator: TokenEstimator, Selector: StrategySelecto
 
         sort_by_priority(&mut candidates);
         let strategy = self.selector.select(&candidates);
-        strategy.validate().map_err(Error::InvalidStrategy)?;
+        strategy.validate().map_err(PlanError::InvalidStrategy)?;
 
         let tokens: Vec<u32> = candidates
             .iter()
