@@ -8,10 +8,8 @@
 #![cfg(feature = "anthropic")]
 #![allow(clippy::unwrap_used, clippy::cast_precision_loss)]
 
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Instant;
 
 use dynbatch::run::Runner;
 use dynbatch::timer::TokioTimer;
@@ -23,35 +21,9 @@ const PER_MINUTE: u64 = 600;
 const REQUESTS: usize = 700;
 const LATENCY_MS: u64 = 100;
 
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let debug = exe.parent().unwrap().parent().unwrap();
-    let path = debug.join("examples").join(name);
-    assert!(
-        path.exists(),
-        "{} (cargo test builds the examples)",
-        path.display()
-    );
-    path
-}
-
-/// Kills the server when the test ends, however it ends.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+#[path = "support/loopback.rs"]
+mod loopback;
+use loopback::{example, limited_server};
 
 #[test]
 fn paced_by_the_output_token_limit_it_learns_from_anthropic_headers() {
@@ -77,22 +49,17 @@ fn paced_by_the_output_token_limit_it_learns_from_anthropic_headers() {
     );
     let otpm = PER_MINUTE * max_tokens;
 
-    let port = free_port();
-    let _server = Server(
-        Command::new(example("limited_server"))
-            .args(["--port", &port.to_string(), "--anthropic", "--no-rpm"])
-            .args(["--itpm", "100000000", "--otpm", &otpm.to_string()])
-            .args(["--latency-ms", &LATENCY_MS.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let up = (0..200).any(|_| {
-        std::thread::sleep(Duration::from_millis(50));
-        TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    assert!(up, "limited_server did not start");
+    let (otpm_arg, latency) = (otpm.to_string(), LATENCY_MS.to_string());
+    let (_server, port) = limited_server(&[
+        "--anthropic",
+        "--no-rpm",
+        "--itpm",
+        "100000000",
+        "--otpm",
+        &otpm_arg,
+        "--latency-ms",
+        &latency,
+    ]);
 
     let config_path = dir.join("config.json");
     std::fs::write(&config_path, serde_json::to_string(&config).unwrap()).unwrap();

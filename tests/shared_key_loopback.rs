@@ -6,10 +6,8 @@
 #![cfg(feature = "openai")]
 #![allow(clippy::unwrap_used, clippy::cast_precision_loss)]
 
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use dynbatch::BatchingConfig;
 use serde_json::Value;
@@ -17,53 +15,14 @@ use serde_json::Value;
 const RPM: u32 = 600;
 const PER_PROCESS: usize = 450;
 
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let debug = exe.parent().unwrap().parent().unwrap();
-    let path = debug.join("examples").join(name);
-    assert!(
-        path.exists(),
-        "{} (cargo test builds the examples)",
-        path.display()
-    );
-    path
-}
-
-/// Kills the server when the test ends, however it ends.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+#[path = "support/loopback.rs"]
+mod loopback;
+use loopback::{example, limited_server};
 
 #[test]
 fn two_processes_on_one_key_share_it_politely() {
-    let port = free_port();
-    let _server = Server(
-        Command::new(example("limited_server"))
-            .args(["--port", &port.to_string(), "--rpm", &RPM.to_string()])
-            .args(["--latency-ms", "300"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let up = (0..200).any(|_| {
-        std::thread::sleep(Duration::from_millis(50));
-        TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    assert!(up, "limited_server did not start");
+    let rpm = RPM.to_string();
+    let (_server, port) = limited_server(&["--rpm", &rpm, "--latency-ms", "300"]);
 
     let dir = std::env::temp_dir().join(format!("dynbatch-shared-key-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
