@@ -7,6 +7,7 @@ use crate::response::Pattern;
 
 /// The validated patterns of one cluster.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ClusterPatterns {
     /// The cluster's id.
     pub id: String,
@@ -58,6 +59,7 @@ pub struct ConsolidatedPattern {
 /// One raw pattern merged into a [`ConsolidatedPattern`]: its name and template as the model
 /// gave them, the cluster it was found for, and the planned batch that asked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Alias {
     /// The name.
     pub pattern: String,

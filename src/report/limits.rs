@@ -52,6 +52,7 @@ pub enum LimitSource {
 
 /// The limits a run paced by when it ended, for the report.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct RateLimitSummary {
     /// Requests per minute, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]

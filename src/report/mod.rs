@@ -22,6 +22,7 @@ use crate::patterns::{ClusterPatterns, ConsolidatedPattern};
 
 /// Calls, tokens and cost of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct RunUsage {
     /// Batches in the plan: one call each if nothing goes wrong.
     pub calls_planned: u64,
@@ -104,6 +105,7 @@ pub struct RunUsage {
 
 /// One answered request: the plan's prompt estimate next to what the backend reported.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct RequestRecord {
     /// Planned batch index.
     pub batch: usize,
@@ -137,6 +139,7 @@ pub enum OutcomeStatus {
 
 /// What became of one batched cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ClusterOutcome {
     /// The cluster's id.
     pub id: String,
