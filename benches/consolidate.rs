@@ -15,12 +15,12 @@
 )]
 
 use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
+use dynbatch::TokioTimer;
 use dynbatch::backend::mock::MockBackend;
 use dynbatch::patterns::{ConsolidatedPattern, Support, consolidate};
 use dynbatch::patterns::{Example, Pattern};
-use dynbatch::run::{RunConfig, Runner};
-use dynbatch::timer::TokioTimer;
 use dynbatch::{Batcher, BatchingConfig, Cluster, Video};
+use dynbatch::{RunConfig, Runner};
 
 const COMMON: [&str; 8] = ["i", "the", "for", "why", "[X]", "how", "best", "vs"];
 

@@ -1,4 +1,5 @@
-//! Semantic grouping at scale: `patterns::group_by_similarity` on 10k and 100k vectors of 384
+//! Semantic consolidation at scale: `SemanticMerger` over 10k and 100k patterns whose vectors
+//! (given by a table, not a model) have 384
 //! dimensions (all-MiniLM-L6-v2's), given: paraphrase-like groups of five (a shared direction
 //! plus each its own noise) among a space of unrelated patterns, as embeddings of pattern names
 //! from many niches give. The goal is 100k in at most 10 s on two cores.
@@ -7,12 +8,19 @@
 //! cargo bench --bench merge
 //! ```
 
-#![allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)]
+#![allow(
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    clippy::unwrap_used,
+    clippy::panic
+)]
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use dynbatch::patterns::group_by_similarity;
+use dynbatch::backend::{BackendError, EmbedLimits, Embedder, Embeddings, async_trait};
+use dynbatch::patterns::{PatternMerger, SemanticMerger, Support};
 
 const DIM: usize = 384;
 
@@ -43,17 +51,67 @@ fn vectors(n: usize) -> Vec<Vec<f32>> {
         .collect()
 }
 
+/// Vectors looked up by text: the embedding model's part, at no cost.
+#[derive(Debug)]
+struct Table(HashMap<String, Vec<f32>>);
+
+#[async_trait]
+impl Embedder for Table {
+    async fn embed(&self, texts: &[String]) -> Result<Embeddings, BackendError> {
+        Ok(Embeddings::new(
+            texts.iter().map(|t| self.0[t].clone()).collect(),
+        ))
+    }
+
+    fn limits(&self) -> EmbedLimits {
+        EmbedLimits::new(usize::MAX, usize::MAX)
+    }
+}
+
+/// `n` patterns, one per cluster, named `p{i}`; pattern `i` has vector `i`.
+fn support(n: usize) -> (Vec<Support>, Table) {
+    let names: Vec<String> = (0..n).map(|i| format!("p{i}")).collect();
+    let support = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            serde_json::from_value::<dynbatch::patterns::Pattern>(serde_json::json!({
+                "pattern": name, "template": null, "examples": [], "rationale": null
+            }))
+            .map(|pattern| Support {
+                id: format!("c{i}"),
+                priority: 1.0,
+                avg_performance: 1.0,
+                is_wide: false,
+                patterns: vec![pattern],
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap_or_default();
+    let table = Table(names.into_iter().zip(vectors(n)).collect());
+    (support, table)
+}
+
 fn bench(c: &mut Criterion) {
-    let mut group = c.benchmark_group("group_by_similarity");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut group = c.benchmark_group("semantic_merge");
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(30));
     for n in [10_000usize, 100_000] {
-        let input = vectors(n);
-        let groups = group_by_similarity(&input, 0.65);
-        let found = groups.iter().max().map_or(0, |g| g + 1);
-        eprintln!("{n} vectors: {found} groups ({} true)", n / 5);
-        group.bench_with_input(BenchmarkId::from_parameter(n), &input, |b, input| {
-            b.iter(|| group_by_similarity(input, 0.65));
+        let (support, table) = support(n);
+        let merger = SemanticMerger::new(table).with_threshold(0.65);
+        let result = runtime
+            .block_on(merger.merge(&support))
+            .unwrap_or_else(|e| panic!("{e}"));
+        eprintln!(
+            "{n} patterns: {} groups ({} true)",
+            result.patterns.len(),
+            n / 5
+        );
+        group.bench_with_input(BenchmarkId::from_parameter(n), &support, |b, support| {
+            b.iter(|| runtime.block_on(merger.merge(support)));
         });
     }
     group.finish();

@@ -16,10 +16,10 @@
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use dynbatch::TokioTimer;
 use dynbatch::backend::mock::{MockBackend, MockRateLimit};
-use dynbatch::run::{RunConfig, Runner};
-use dynbatch::timer::TokioTimer;
 use dynbatch::{Batcher, BatchingConfig, Cluster, Video};
+use dynbatch::{RunConfig, Runner};
 
 const BATCHES: usize = 64;
 const LATENCY: Duration = Duration::from_millis(250);

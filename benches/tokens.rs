@@ -10,7 +10,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use dynbatch::{Cluster, SpecTokenEstimator, Strategy, TokenEstimator};
+use dynbatch::{Cluster, SpecTokenEstimator, StrategySettings, TokenEstimator};
 use dynbatch::{Encoding, TiktokenEstimator};
 
 fn bench(c: &mut Criterion) {
@@ -24,7 +24,7 @@ fn bench(c: &mut Criterion) {
         .into_iter()
         .filter(|c| c.validate().is_ok())
         .collect();
-    let strategy = Strategy::adaptive();
+    let strategy = StrategySettings::adaptive();
     let exact = TiktokenEstimator::new(Encoding::O200kBase, "home espresso")
         .unwrap_or_else(|e| panic!("{e}"));
     let mut group = c.benchmark_group("estimate_per_cluster");

@@ -13,9 +13,9 @@
 
 use std::process::ExitCode;
 
+use dynbatch::RunConfig;
 use dynbatch::backend::openai::{OpenAiBuilder, read_batch_file};
 use dynbatch::batch::{export, import};
-use dynbatch::run::RunConfig;
 use dynbatch::{Batcher, Cluster};
 
 const BUNDLED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/clusters.json");

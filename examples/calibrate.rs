@@ -13,16 +13,16 @@ use std::process::ExitCode;
 
 use dynbatch::prompt::{PromptCluster, RequestSettings};
 use dynbatch::{
-    Batcher, BatchingConfig, Cluster, Scored, Strategy, StrategySelector, TokenEstimator,
+    Batcher, BatchingConfig, Cluster, Scored, StrategySelector, StrategySettings, TokenEstimator,
 };
 use dynbatch::{Encoding, TiktokenEstimator};
 
 const BUNDLED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/clusters.json");
 
 #[derive(Debug)]
-struct Fixed(Strategy);
+struct Fixed(StrategySettings);
 impl StrategySelector for Fixed {
-    fn select(&self, _: &[Scored<'_>]) -> Strategy {
+    fn select(&self, _: &[Scored<'_>]) -> StrategySettings {
         self.0.clone()
     }
 }
@@ -68,10 +68,10 @@ fn run() -> Result<(), String> {
     );
     println!("|---|---:|---:|---:|---:|---:|---:|");
     for strategy in [
-        Strategy::thorough(),
-        Strategy::adaptive(),
-        Strategy::efficient(),
-        Strategy::balanced(),
+        StrategySettings::thorough(),
+        StrategySettings::adaptive(),
+        StrategySettings::efficient(),
+        StrategySettings::balanced(),
     ] {
         let plan = Batcher::new(config.clone())
             .with_selector(Fixed(strategy.clone()))

@@ -25,14 +25,14 @@
 
 use std::process::ExitCode;
 
+use dynbatch::TokioTimer;
 use dynbatch::backend::LlmBackend;
 use dynbatch::backend::openai::{OpenAiBackend, OpenAiEmbedder};
 use dynbatch::patterns::{
     ConsolidatedPattern, JudgedMerger, LexicalMerger, Merged, Pattern, PatternMerger,
     SemanticMerger, Support,
 };
-use dynbatch::run::{Embedding, RunConfig};
-use dynbatch::timer::TokioTimer;
+use dynbatch::{Embedding, RunConfig};
 use serde_json::Value;
 
 const USAGE: &str = "usage: consolidate FILE [--merge lexical|semantic|judged] [--threshold T] [--journal FILE] [--json]";

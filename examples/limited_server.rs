@@ -35,11 +35,11 @@ use std::time::Duration;
 #[path = "../tests/support/message_batches.rs"]
 mod message_batches;
 
+use dynbatch::TokioTimer;
 use dynbatch::backend::mock::{MockBackend, MockRateLimit, MockStep};
 use dynbatch::backend::{
     BackendError, ChatMessage, ChatRequest, LlmBackend, RateLimitInfo, ResponseFormat,
 };
-use dynbatch::timer::TokioTimer;
 use serde_json::{Value, json};
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};

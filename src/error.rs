@@ -48,7 +48,7 @@ pub enum Error {
         candidates: Vec<String>,
     },
     /// A plan broke one of its invariants (see
-    /// [`BatchPlan::check`](crate::plan::BatchPlan::check)).
+    /// [`BatchPlan::check`](crate::BatchPlan::check)).
     #[error("the plan breaks an invariant: {0}")]
     Invariant(#[from] crate::plan::InvariantViolation),
     /// An error from a plug-in or another library.
@@ -62,7 +62,7 @@ pub enum Error {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PlanError {
-    /// The selector's strategy fails [`Strategy::validate`](crate::Strategy::validate).
+    /// The selector's strategy fails [`StrategySettings::validate`](crate::StrategySettings::validate).
     #[error("the strategy selector returned an invalid strategy: {0}")]
     InvalidStrategy(#[source] crate::strategy::StrategyError),
 }

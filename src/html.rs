@@ -19,7 +19,7 @@ use crate::report::{DiscoveryReport, Failure, OutcomeStatus};
 use crate::run::RunEvent;
 
 /// What happened over a run, for the page's chart: requests sent, answers, 429s and waits,
-/// each at its time from the start. Fill it from [`Runner::on_event`](crate::run::Runner::on_event).
+/// each at its time from the start. Fill it from [`Runner::on_event`](crate::Runner::on_event).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Timeline {
     marks: Vec<(f64, Mark)>,
@@ -147,7 +147,8 @@ details{margin:.2em 0}summary{cursor:pointer;color:#235}.bar{background:#e6ebf5;
 /// ```
 /// # #[cfg(all(feature = "mock", feature = "tokio"))] {
 /// use dynbatch::html::{Page, write_html};
-/// use dynbatch::{Batcher, Cluster, MockBackend, Runner, TokioTimer, Video};
+/// use dynbatch::{Batcher, Cluster, Runner, TokioTimer, Video};
+/// use dynbatch::backend::mock::MockBackend;
 ///
 /// let clusters = vec![Cluster::new("c1", vec![Video::new("I Tried Latte Art for 30 Days", 4.0)])];
 /// let plan = Batcher::default().plan(&clusters)?;

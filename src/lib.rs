@@ -16,28 +16,20 @@ mod hash;
 pub mod html;
 mod model;
 pub mod patterns;
-pub mod plan;
+mod plan;
 pub mod prompt;
 mod quality;
 pub mod report;
 mod response;
-pub mod run;
+mod run;
 pub mod store;
 mod strategy;
 mod sync;
 #[cfg(feature = "testing")]
 pub mod testing;
-pub mod timer;
+mod timer;
 mod tokens;
 
-#[cfg(feature = "mock")]
-pub use backend::mock::{MockBackend, MockRateLimit, MockStep};
-#[cfg(feature = "openai")]
-pub use backend::openai::{MaxTokensField, OpenAiBackend, OpenAiBatches};
-pub use backend::{
-    BackendError, CallError, ChatMessage, ChatRequest, ChatResponse, ErrorKind, LlmBackend,
-    RateLimitInfo, ResponseFormat, Role, async_trait,
-};
 pub use config::{BatchingConfig, BatchingConfigBuilder, ConfigError, OverBudget};
 pub use error::{Error, FormatError, PlanError, PlanMismatch, SetupError};
 pub use model::{
@@ -46,20 +38,15 @@ pub use model::{
 pub use plan::{
     Batch, BatchPlan, Batcher, ClusterEntry, ClusterState, InvariantViolation, StateCounts,
 };
-pub use prompt::{OutputMode, RequestSettings};
 pub use quality::{QualityFactors, QualityScorer, Scored, SpecQualityScorer};
-pub use report::DiscoveryReport;
-pub use report::Failure;
-pub use run::{RunConfig, RunConfigBuilder, RunEvent, Runner};
-#[cfg(feature = "store")]
-pub use store::SqliteStore;
-pub use store::{MemoryStore, RequestKey, RunStore, StoreError};
+pub use run::{Embedding, EventStream, RateLimiter, RunConfig, RunConfigBuilder, RunEvent, Runner};
 pub use strategy::{
-    PatternRange, SpecStrategySelector, Strategy, StrategyError, StrategyKind, StrategySelector,
+    PatternRange, SpecStrategySelector, StrategyError, StrategyKind, StrategySelector,
+    StrategySettings,
 };
-pub use timer::Timer;
 #[cfg(feature = "tokio")]
 pub use timer::TokioTimer;
+pub use timer::{Sleep, Timer};
 #[cfg(feature = "tiktoken")]
 pub use tokens::{Encoding, TiktokenEstimator};
 pub use tokens::{SpecTokenEstimator, TokenEstimator};

@@ -1,4 +1,4 @@
-//! [`Strategy`] (what a batch of clusters is analysed with), [`StrategySelector`] (which strategy
+//! [`StrategySettings`] (what a batch of clusters is analysed with), [`StrategySelector`] (which strategy
 //! a run uses) and the design's [`SpecStrategySelector`].
 
 use std::fmt;
@@ -95,13 +95,14 @@ impl fmt::Display for PatternRange {
     }
 }
 
-/// Everything a batch is planned and prompted with.
+/// Everything a batch is planned and prompted with: the design's `Strategy` record (named
+/// `StrategySettings` here so that it does not shadow proptest's `Strategy` trait in test code).
 ///
 /// The four design strategies have constructors; a custom selector builds its own with
-/// [`Strategy::custom`] and the `with_*` methods.
+/// [`StrategySettings::custom`] and the `with_*` methods.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
-pub struct Strategy {
+pub struct StrategySettings {
     /// The strategy's name.
     pub kind: StrategyKind,
     /// Clusters per batch; `None` is the design's `'dynamic'`: as many as `max_batch_size` and
@@ -118,7 +119,7 @@ pub struct Strategy {
     pub instruction: Option<String>,
 }
 
-impl Strategy {
+impl StrategySettings {
     /// THOROUGH: batch 3, 10 videos, 5–8 patterns, temperature 0.8.
     pub fn thorough() -> Self {
         Self {
@@ -229,7 +230,7 @@ impl Strategy {
     }
 }
 
-/// What is wrong with a [`Strategy`] ([`Strategy::validate`]).
+/// What is wrong with a [`StrategySettings`] ([`StrategySettings::validate`]).
 #[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum StrategyError {
@@ -258,7 +259,7 @@ pub enum StrategyError {
 /// strategies; [`SpecStrategySelector`] is the design's.
 pub trait StrategySelector: Send + Sync {
     /// The strategy for these candidates (possibly none).
-    fn select(&self, candidates: &[Scored<'_>]) -> Strategy;
+    fn select(&self, candidates: &[Scored<'_>]) -> StrategySettings;
 }
 
 /// The design's `determineStrategy`.
@@ -275,38 +276,38 @@ impl SpecStrategySelector {
 }
 
 impl StrategySelector for SpecStrategySelector {
-    fn select(&self, candidates: &[Scored<'_>]) -> Strategy {
+    fn select(&self, candidates: &[Scored<'_>]) -> StrategySettings {
         let total = candidates.len();
         let high_quality = candidates
             .iter()
             .filter(|c| c.quality > Self::HIGH_QUALITY)
             .count();
         if total <= 10 {
-            Strategy::thorough()
+            StrategySettings::thorough()
         } else if total > 20 && high_quality < 10 {
-            Strategy::adaptive()
+            StrategySettings::adaptive()
         } else if total > 20 {
-            Strategy::efficient()
+            StrategySettings::efficient()
         } else {
-            Strategy::balanced()
+            StrategySettings::balanced()
         }
     }
 }
 
 impl<T: StrategySelector + ?Sized> StrategySelector for &T {
-    fn select(&self, candidates: &[Scored<'_>]) -> Strategy {
+    fn select(&self, candidates: &[Scored<'_>]) -> StrategySettings {
         (**self).select(candidates)
     }
 }
 
 impl<T: StrategySelector + ?Sized> StrategySelector for Box<T> {
-    fn select(&self, candidates: &[Scored<'_>]) -> Strategy {
+    fn select(&self, candidates: &[Scored<'_>]) -> StrategySettings {
         (**self).select(candidates)
     }
 }
 
 impl<T: StrategySelector + ?Sized> StrategySelector for Arc<T> {
-    fn select(&self, candidates: &[Scored<'_>]) -> Strategy {
+    fn select(&self, candidates: &[Scored<'_>]) -> StrategySettings {
         (**self).select(candidates)
     }
 }
@@ -352,17 +353,17 @@ mod tests {
 
     #[test]
     fn strategy_values_and_json() {
-        let t = Strategy::thorough();
+        let t = StrategySettings::thorough();
         assert_eq!((t.batch_size, t.videos_per_cluster), (Some(3), 10));
         assert!((t.temperature - 0.8).abs() < f64::EPSILON);
-        assert!((Strategy::adaptive().temperature - 0.7).abs() < f64::EPSILON);
+        assert!((StrategySettings::adaptive().temperature - 0.7).abs() < f64::EPSILON);
         assert_eq!(t.patterns_per_cluster.to_string(), "5-8");
-        let json = serde_json::to_value(Strategy::adaptive()).unwrap();
+        let json = serde_json::to_value(StrategySettings::adaptive()).unwrap();
         assert_eq!(json["kind"], "ADAPTIVE");
         assert_eq!(json["batch_size"], serde_json::Value::Null);
         assert_eq!(json["patterns_per_cluster"], serde_json::json!([3, 5]));
-        let custom = Strategy::custom("TINY").with_batch_size(Some(2));
-        let back: Strategy =
+        let custom = StrategySettings::custom("TINY").with_batch_size(Some(2));
+        let back: StrategySettings =
             serde_json::from_value(serde_json::to_value(&custom).unwrap()).unwrap();
         assert_eq!(back, custom);
         assert_eq!(back.kind.as_str(), "TINY");
@@ -371,23 +372,23 @@ mod tests {
     #[test]
     fn validate_rejects_nonsense() {
         assert!(
-            Strategy::custom("x")
+            StrategySettings::custom("x")
                 .with_batch_size(Some(0))
                 .validate()
                 .is_err()
         );
         assert!(
-            Strategy::custom("x")
+            StrategySettings::custom("x")
                 .with_patterns_per_cluster(5, 3)
                 .validate()
                 .is_err()
         );
         assert!(
-            Strategy::custom("x")
+            StrategySettings::custom("x")
                 .with_temperature(f64::NAN)
                 .validate()
                 .is_err()
         );
-        assert!(Strategy::efficient().validate().is_ok());
+        assert!(StrategySettings::efficient().validate().is_ok());
     }
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::model::Cluster;
-use crate::strategy::Strategy;
+use crate::strategy::StrategySettings;
 
 /// Estimates the prompt tokens one cluster adds to a batch, given the run's strategy (a
 /// tokenizer-backed estimator needs its videos per cluster; the design's ignores it).
@@ -12,13 +12,13 @@ use crate::strategy::Strategy;
 /// The planner sums these per batch and compares the sum with `target_tokens_per_batch`.
 pub trait TokenEstimator: Send + Sync {
     /// Estimated prompt tokens of `cluster` under `strategy`.
-    fn estimate(&self, cluster: &Cluster, strategy: &Strategy) -> u32;
+    fn estimate(&self, cluster: &Cluster, strategy: &StrategySettings) -> u32;
 
     /// Tokens every request carries whatever its clusters (system prompt, the user prompt's
     /// header and closing lines, the chat format's overhead). A batch's estimate is this plus
     /// its clusters' estimates. Defaults to 0, as in the design, whose per-cluster figure
     /// includes its share of the instructions.
-    fn request_overhead(&self, strategy: &Strategy) -> u32 {
+    fn request_overhead(&self, strategy: &StrategySettings) -> u32 {
         let _ = strategy;
         0
     }
@@ -38,34 +38,34 @@ impl SpecTokenEstimator {
 }
 
 impl TokenEstimator for SpecTokenEstimator {
-    fn estimate(&self, cluster: &Cluster, _strategy: &Strategy) -> u32 {
+    fn estimate(&self, cluster: &Cluster, _strategy: &StrategySettings) -> u32 {
         Self::BASE_TOKENS + Self::TOKENS_PER_VIDEO * cluster.size.min(Self::MAX_VIDEOS)
     }
 }
 
 impl<T: TokenEstimator + ?Sized> TokenEstimator for &T {
-    fn estimate(&self, cluster: &Cluster, strategy: &Strategy) -> u32 {
+    fn estimate(&self, cluster: &Cluster, strategy: &StrategySettings) -> u32 {
         (**self).estimate(cluster, strategy)
     }
-    fn request_overhead(&self, strategy: &Strategy) -> u32 {
+    fn request_overhead(&self, strategy: &StrategySettings) -> u32 {
         (**self).request_overhead(strategy)
     }
 }
 
 impl<T: TokenEstimator + ?Sized> TokenEstimator for Box<T> {
-    fn estimate(&self, cluster: &Cluster, strategy: &Strategy) -> u32 {
+    fn estimate(&self, cluster: &Cluster, strategy: &StrategySettings) -> u32 {
         (**self).estimate(cluster, strategy)
     }
-    fn request_overhead(&self, strategy: &Strategy) -> u32 {
+    fn request_overhead(&self, strategy: &StrategySettings) -> u32 {
         (**self).request_overhead(strategy)
     }
 }
 
 impl<T: TokenEstimator + ?Sized> TokenEstimator for Arc<T> {
-    fn estimate(&self, cluster: &Cluster, strategy: &Strategy) -> u32 {
+    fn estimate(&self, cluster: &Cluster, strategy: &StrategySettings) -> u32 {
         (**self).estimate(cluster, strategy)
     }
-    fn request_overhead(&self, strategy: &Strategy) -> u32 {
+    fn request_overhead(&self, strategy: &StrategySettings) -> u32 {
         (**self).request_overhead(strategy)
     }
 }
@@ -80,7 +80,7 @@ mod tests {
     #[test]
     fn design_formula() {
         let mut c = Cluster::new("c", vec![Video::new("t", 1.0)]);
-        let s = Strategy::balanced();
+        let s = StrategySettings::balanced();
         assert_eq!(SpecTokenEstimator.estimate(&c, &s), 225);
         c.size = 8;
         assert_eq!(SpecTokenEstimator.estimate(&c, &s), 400);
@@ -109,7 +109,7 @@ mod exact {
         BLOCK_SEPARATOR, PromptCluster, RequestSettings, cluster_block, prompt_header, prompt_tail,
         system_prompt,
     };
-    use crate::strategy::Strategy;
+    use crate::strategy::StrategySettings;
 
     /// An `OpenAI` tokenizer.
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -235,7 +235,7 @@ mod exact {
     }
 
     impl TokenEstimator for TiktokenEstimator {
-        fn estimate(&self, cluster: &Cluster, strategy: &Strategy) -> u32 {
+        fn estimate(&self, cluster: &Cluster, strategy: &StrategySettings) -> u32 {
             // Any cluster number and quality below 1000 is one token: render with 1 and 100%.
             let shown = PromptCluster {
                 cluster,
@@ -246,7 +246,7 @@ mod exact {
                 .saturating_add(self.count(BLOCK_SEPARATOR))
         }
 
-        fn request_overhead(&self, strategy: &Strategy) -> u32 {
+        fn request_overhead(&self, strategy: &StrategySettings) -> u32 {
             let chat = 2 * TOKENS_PER_MESSAGE
                 + TOKENS_PER_REPLY
                 + self.count(role_name(Role::System))

@@ -7,14 +7,14 @@
 
 use std::sync::{Arc, Mutex};
 
+use dynbatch::TokioTimer;
 use dynbatch::backend::anthropic::AnthropicBackend;
 use dynbatch::backend::mock::MockBackend;
 use dynbatch::backend::{ChatMessage, ChatRequest, LlmBackend, ResponseFormat, Role};
 use dynbatch::report::OutcomeStatus;
-use dynbatch::run::{RunConfig, Runner};
 use dynbatch::testing::run_backend_conformance;
-use dynbatch::timer::TokioTimer;
 use dynbatch::{Batcher, BatchingConfig};
+use dynbatch::{RunConfig, Runner};
 use serde_json::{Value, json};
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};

@@ -11,8 +11,8 @@
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use dynbatch::run::Runner;
-use dynbatch::timer::TokioTimer;
+use dynbatch::Runner;
+use dynbatch::TokioTimer;
 use dynbatch::{Batcher, BatchingConfig};
 use serde_json::Value;
 
@@ -38,7 +38,7 @@ fn paced_by_the_output_token_limit_it_learns_from_anthropic_headers() {
     let clusters = dynbatch::testing::distinct_clusters(REQUESTS);
     // Every request asks for the same max_tokens: the output limit is that many requests'.
     let plan = Batcher::new(config.clone()).plan(&clusters).unwrap();
-    let requests = Runner::new(dynbatch::MockBackend::new(), TokioTimer)
+    let requests = Runner::new(dynbatch::backend::mock::MockBackend::new(), TokioTimer)
         .requests(&plan, &clusters, "x")
         .unwrap();
     let max_tokens = u64::from(requests[0].max_tokens);

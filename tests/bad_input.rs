@@ -4,7 +4,7 @@
 
 use dynbatch::{
     Batcher, BatchingConfig, Cluster, ClusterState, QualityFactors, QualityScorer, Rejection,
-    Scored, Strategy, StrategyKind, StrategySelector, TokenEstimator, Video,
+    Scored, StrategyKind, StrategySelector, StrategySettings, TokenEstimator, Video,
 };
 
 fn good(id: &str) -> Cluster {
@@ -183,8 +183,8 @@ fn selector_returning_an_invalid_strategy_is_a_typed_error() {
     #[derive(Debug)]
     struct Zero;
     impl StrategySelector for Zero {
-        fn select(&self, _: &[Scored<'_>]) -> Strategy {
-            Strategy::custom("ZERO").with_videos_per_cluster(0)
+        fn select(&self, _: &[Scored<'_>]) -> StrategySettings {
+            StrategySettings::custom("ZERO").with_videos_per_cluster(0)
         }
     }
     let err = Batcher::default()
@@ -205,7 +205,7 @@ fn huge_token_estimates_go_alone_flagged_without_overflow() {
     #[derive(Debug)]
     struct Huge;
     impl TokenEstimator for Huge {
-        fn estimate(&self, _: &Cluster, _: &Strategy) -> u32 {
+        fn estimate(&self, _: &Cluster, _: &StrategySettings) -> u32 {
             u32::MAX
         }
     }

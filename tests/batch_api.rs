@@ -9,10 +9,10 @@
 )]
 
 use dynbatch::Batcher;
+use dynbatch::RunConfig;
 use dynbatch::backend::openai::{OpenAiBackend, OpenAiBatches, read_batch_file};
-use dynbatch::batch::{BatchInput, custom_id, export, import};
+use dynbatch::batch::{BatchInput, export, import};
 use dynbatch::report::OutcomeStatus;
-use dynbatch::run::RunConfig;
 use serde_json::{Value, json};
 
 #[path = "support/bundled.rs"]
@@ -70,7 +70,15 @@ async fn export_then_import_gives_the_runners_report() {
         .build()
         .unwrap();
     for (i, line) in lines.iter().enumerate() {
-        assert_eq!(line["custom_id"], custom_id(&plan, i));
+        let id = &batch_input.custom_ids()[i];
+        assert_eq!(line["custom_id"], id.as_str());
+        assert!(
+            id.len() == 30
+                && id
+                    .bytes()
+                    .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-')),
+            "{id}"
+        );
         assert_eq!(line["method"], "POST");
         assert_eq!(line["url"], "/v1/chat/completions");
         assert_eq!(line["body"], live.body(&requests[i]));
@@ -89,7 +97,7 @@ async fn export_then_import_gives_the_runners_report() {
     // A synthetic output: batch 0 fine, 1 in the error file, 2 missing, 3 truncated,
     // 4 answered but one cluster left out, the rest fine; plus an unknown id and garbage.
     let size = |b: usize| plan.batches[b].clusters.len();
-    let id = |b: usize| custom_id(&plan, b);
+    let id = |b: usize| batch_input.custom_ids()[b].clone();
     let mut output = vec![
         ok_line(&id(0), &answer(1..=size(0)), "stop"),
         ok_line(&id(3), &answer(1..=size(3))[..30], "length"),
@@ -197,6 +205,11 @@ async fn import_never_waits_or_stops_on_a_lines_status() {
         .tokens_per_minute(Some(1))
         .build()
         .unwrap();
+    let ids = BatchInput::new(&plan, &input, "home espresso", &config, &encoder())
+        .unwrap()
+        .custom_ids()
+        .to_vec();
+    let custom_id = |_: &dynbatch::BatchPlan<'_>, b: usize| ids[b].clone();
     let status_line = |b: usize, status: u16| {
         json!({"id": "batch_req_1", "custom_id": custom_id(&plan, b), "response": {"status_code": status,
                "request_id": "req_1", "body": {"error": {"message": "no", "type": "requests"}}}, "error": null})

@@ -14,12 +14,12 @@ use batch_server::{FakeBatchApi, Fate};
 use dynbatch::backend::mock::MockBackend;
 use dynbatch::backend::openai::{OpenAiBackend, OpenAiBatches, read_batch_file};
 use dynbatch::backend::{BatchBackend, BatchLimits, BatchStatus};
-use dynbatch::batch::{BatchEvent, BatchJob, BatchResults, BatchRunner, PollConfig, Remainder};
+use dynbatch::batch::{BatchEvent, BatchJob, BatchRunner, PollConfig, Remainder, export};
 use dynbatch::report::{OutcomeStatus, PriceTier};
-use dynbatch::run::{RunConfig, Runner};
-use dynbatch::store::{BatchRecord, MemoryStore, RunStore, SqliteStore};
-use dynbatch::timer::{Sleep, Timer, TokioTimer};
+use dynbatch::store::{BatchRecord, MemoryStore, RequestKey, RunStore, SqliteStore};
 use dynbatch::{Batcher, Cluster, Error};
+use dynbatch::{RunConfig, Runner};
+use dynbatch::{Sleep, Timer, TokioTimer};
 
 #[path = "support/bundled.rs"]
 mod support_bundled;
@@ -274,25 +274,37 @@ async fn a_plan_over_the_limits_is_split_into_batches_and_merged() {
         .input(&plan, &clusters, CONCEPT, &RunConfig::default())
         .unwrap();
     let all: Vec<usize> = (0..n).collect();
-    let limit = input.shards(&all, BatchLimits::default()).unwrap()[0]
-        .jsonl
-        .len()
-        / 3;
-    let shards = input.shards(&all, BatchLimits::new(50_000, limit)).unwrap();
-    assert!(shards.len() >= 3);
-    assert!(shards.iter().all(|s| s.jsonl.len() <= limit));
+    let whole = export(
+        &plan,
+        &clusters,
+        CONCEPT,
+        &RunConfig::default(),
+        client.backend(),
+    )
+    .unwrap();
+    let limit = whole.len() / 3;
+    let submitted = client
+        .with_limits(BatchLimits::new(50_000, limit))
+        .submit(&input, &all)
+        .await
+        .unwrap();
+    assert!(submitted.len() >= 3);
     assert_eq!(
-        shards
+        submitted
             .iter()
             .flat_map(|s| s.requests.clone())
             .collect::<Vec<_>>(),
         all
     );
-    // One request larger than a whole file: an error that says which.
-    let err = input
-        .shards(&all, BatchLimits::new(50_000, 100))
+    // One request larger than a whole file: an error that says which, and nothing sent.
+    let uploads = fake.counts().uploads;
+    let err = self::client(&server, &Arc::default())
+        .with_limits(BatchLimits::new(50_000, 100))
+        .submit(&input, &all)
+        .await
         .unwrap_err();
     assert!(err.to_string().contains("more than a whole batch"), "{err}");
+    assert_eq!(fake.counts().uploads, uploads);
 }
 
 #[tokio::test(start_paused = true)]
@@ -400,28 +412,31 @@ async fn a_batch_created_but_not_recorded_is_found_by_its_key_not_paid_twice() {
     let input = client
         .input(&plan, &clusters, CONCEPT, &RunConfig::default())
         .unwrap();
-    let shard = input
-        .shards(
-            &(0..input.len()).collect::<Vec<_>>(),
-            BatchLimits::default(),
-        )
-        .unwrap()
-        .remove(0);
+    // The whole plan fits one file: its input is the export.
+    let jsonl = export(
+        &plan,
+        &clusters,
+        CONCEPT,
+        &RunConfig::default(),
+        client.backend(),
+    )
+    .unwrap();
+    let key = RequestKey::of_batch_input(jsonl.as_bytes());
     // A process that recorded the batch as pending, created it and died before recording it.
     let journal = MemoryStore::default();
     journal
         .put_batch(
-            &shard.key,
+            &key,
             &BatchRecord {
                 batch_id: None,
                 sent_at: Some(0),
-                requests: shard.requests.len(),
+                requests: input.len(),
             },
         )
         .unwrap();
     client
         .backend()
-        .create(&shard.jsonl, &shard.key.to_string())
+        .create(&jsonl, &key.to_string())
         .await
         .unwrap();
     let run = client
@@ -433,7 +448,7 @@ async fn a_batch_created_but_not_recorded_is_found_by_its_key_not_paid_twice() {
     assert_eq!((fake.counts().uploads, fake.counts().creates), (1, 1));
     assert_eq!(
         journal
-            .get_batch(&shard.key)
+            .get_batch(&key)
             .unwrap()
             .unwrap()
             .batch_id
@@ -454,13 +469,10 @@ async fn transient_errors_are_retried_and_cancel_ends_a_batch() {
     let input = client
         .input(&plan, &clusters, CONCEPT, &RunConfig::default())
         .unwrap();
-    let shards = input
-        .shards(
-            &(0..input.len()).collect::<Vec<_>>(),
-            BatchLimits::default(),
-        )
+    let batches = client
+        .submit(&input, &(0..input.len()).collect::<Vec<_>>())
+        .await
         .unwrap();
-    let batches = client.submit(&shards).await.unwrap();
     let failed = events
         .lock()
         .unwrap()
@@ -543,40 +555,28 @@ async fn malformed_result_files_never_panic_or_lose_a_cluster() {
         .input(&plan, &clusters, CONCEPT, &RunConfig::default())
         .unwrap();
     let id = |i: usize| input.custom_ids()[i].clone();
-    let mut results = BatchResults::new(&input);
-    results.add(
-        "output",
-        read_batch_file("output", "{not json\n\n[1,2]\n\u{0}\u{ffff}"),
+    let file = format!(
+        "{{not json\n\n[1,2]\n\u{0}\u{ffff}\n{{\"custom_id\":\"nope\",\"response\":null}}\n{{\"custom_id\":\"{}\"}}\n{{\"custom_id\":\"{}\",\"error\":{{\"code\":\"first_error\"}}}}\n{{\"custom_id\":\"{}\",\"error\":{{\"code\":\"second_error\"}}}}",
+        id(0),
+        id(1),
+        id(1)
     );
-    results.add(
-        "output",
-        read_batch_file(
-            "output",
-            &format!(
-            "{{\"custom_id\":\"nope\",\"response\":null}}\n{{\"custom_id\":\"{}\"}}\n{{\"custom_id\":\"{}\",\"error\":{{\"code\":\"first_error\"}}}}\n{{\"custom_id\":\"{}\",\"error\":{{\"code\":\"second_error\"}}}}",
-                id(0),
-                id(1),
-                id(1)
-            ),
-        ),
-    );
-    let warnings = results.warnings().join("\n");
+    let report = dynbatch::batch::import(
+        plan.clone(),
+        &clusters,
+        CONCEPT,
+        &RunConfig::default(),
+        read_batch_file("output", &file),
+    )
+    .await
+    .unwrap();
+    let warnings = report.warnings.join("\n");
     assert!(
         warnings.contains("unknown custom_id \"nope\""),
         "{warnings}"
     );
     assert!(warnings.contains("appears again"), "{warnings}");
     assert!(warnings.contains("not a Batch API result"), "{warnings}");
-    let report = dynbatch::batch::import_results(
-        plan.clone(),
-        &clusters,
-        CONCEPT,
-        &RunConfig::default(),
-        &input,
-        &results,
-    )
-    .await
-    .unwrap();
     report.check_accounting().unwrap();
     assert_eq!(report.outcomes.len(), plan.counts().batched);
     let reason = |b: usize| {

@@ -3,10 +3,10 @@
 
 #![allow(clippy::unwrap_used, clippy::panic)]
 
+use dynbatch::Runner;
+use dynbatch::TokioTimer;
 use dynbatch::backend::openai::OpenAiBackend;
 use dynbatch::backend::{BackendError, ChatMessage, ChatRequest, LlmBackend, ResponseFormat, Role};
-use dynbatch::run::Runner;
-use dynbatch::timer::TokioTimer;
 use dynbatch::{Batcher, Cluster, Video};
 use serde_json::{Value, json};
 use wiremock::matchers::method;

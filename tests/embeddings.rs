@@ -9,13 +9,14 @@
 
 use std::sync::{Arc, Mutex};
 
+use dynbatch::Batcher;
+use dynbatch::TokioTimer;
+use dynbatch::backend::mock::MockBackend;
 use dynbatch::backend::openai::{OpenAiBackend, OpenAiEmbedder};
 use dynbatch::backend::{EmbedLimits, Embedder, ErrorKind};
 use dynbatch::patterns::SemanticMerger;
-use dynbatch::run::{Embedding, RunConfig, Runner};
 use dynbatch::store::MemoryStore;
-use dynbatch::timer::TokioTimer;
-use dynbatch::{Batcher, MockBackend};
+use dynbatch::{Embedding, RunConfig, Runner};
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
@@ -91,12 +92,12 @@ fn embedder(server: &MockServer) -> OpenAiEmbedder {
 #[derive(Debug)]
 struct Small(OpenAiEmbedder);
 
-#[dynbatch::async_trait]
+#[dynbatch::backend::async_trait]
 impl Embedder for Small {
     async fn embed(
         &self,
         texts: &[String],
-    ) -> Result<dynbatch::backend::Embeddings, dynbatch::BackendError> {
+    ) -> Result<dynbatch::backend::Embeddings, dynbatch::backend::BackendError> {
         self.0.embed(texts).await
     }
     fn limits(&self) -> EmbedLimits {

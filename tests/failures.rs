@@ -6,12 +6,12 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use dynbatch::TokioTimer;
 use dynbatch::backend::ErrorKind;
 use dynbatch::backend::mock::{MockBackend, MockStep};
 use dynbatch::report::{AnswerProblem, Failure, SplitCause, StopCause};
-use dynbatch::run::{RunConfig, RunEvent, Runner};
-use dynbatch::timer::TokioTimer;
 use dynbatch::{Batcher, Cluster, Video};
+use dynbatch::{RunConfig, RunEvent, Runner};
 
 fn one() -> Vec<Cluster> {
     let mut c = Cluster::new(

@@ -6,11 +6,11 @@
 
 use std::time::Duration;
 
+use dynbatch::TokioTimer;
 use dynbatch::backend::mock::{MockBackend, MockStep};
 use dynbatch::report::LimitSource;
-use dynbatch::run::{RunConfig, RunEvent};
-use dynbatch::timer::TokioTimer;
 use dynbatch::{BatchPlan, Batcher, BatchingConfig, Cluster};
+use dynbatch::{RunConfig, RunEvent};
 use proptest::prelude::*;
 
 #[path = "support/runs.rs"]
@@ -174,7 +174,7 @@ fn a_content_filter_fails_only_the_cluster_that_trips_it() {
         assert!(reason.starts_with("content_filter: "), "{reason}");
         assert_eq!(
             failed[0].failure,
-            Some(dynbatch::Failure::Unusable {
+            Some(dynbatch::report::Failure::Unusable {
                 problem: dynbatch::report::AnswerProblem::Filtered
             })
         );

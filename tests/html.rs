@@ -10,11 +10,12 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+use dynbatch::Runner;
+use dynbatch::TokioTimer;
+use dynbatch::backend::mock::MockBackend;
 use dynbatch::html::{Page, Timeline, to_html};
 use dynbatch::report::DiscoveryReport;
-use dynbatch::run::Runner;
-use dynbatch::timer::TokioTimer;
-use dynbatch::{Batcher, Cluster, MockBackend, Video};
+use dynbatch::{Batcher, Cluster, Video};
 
 #[path = "support/bundled.rs"]
 mod support_bundled;

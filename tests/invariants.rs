@@ -184,8 +184,8 @@ fn conformance_suite_catches_a_broken_selector() {
     #[derive(Debug)]
     struct Broken;
     impl dynbatch::StrategySelector for Broken {
-        fn select(&self, _: &[dynbatch::Scored<'_>]) -> dynbatch::Strategy {
-            dynbatch::Strategy::custom("BROKEN").with_batch_size(Some(0))
+        fn select(&self, _: &[dynbatch::Scored<'_>]) -> dynbatch::StrategySettings {
+            dynbatch::StrategySettings::custom("BROKEN").with_batch_size(Some(0))
         }
     }
     let err = run_conformance(&Batcher::default().with_selector(Broken), 8).unwrap_err();

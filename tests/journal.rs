@@ -11,13 +11,13 @@ use std::time::Duration;
 
 use std::hash::{Hash, Hasher};
 
+use dynbatch::TokioTimer;
 use dynbatch::backend::mock::{MockBackend, MockStep};
 use dynbatch::backend::{BackendError, ChatRequest, ChatResponse, LlmBackend};
 use dynbatch::report::{DiscoveryReport, OutcomeStatus};
-use dynbatch::run::{RunConfig, RunEvent, Runner};
 use dynbatch::store::{MemoryStore, RequestKey, RunStore, SqliteStore, StoreError};
-use dynbatch::timer::TokioTimer;
 use dynbatch::{BatchPlan, Batcher, BatchingConfig, Cluster};
+use dynbatch::{RunConfig, RunEvent, Runner};
 use futures::StreamExt;
 use proptest::prelude::*;
 

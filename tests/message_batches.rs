@@ -12,14 +12,14 @@ mod message_batches;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use dynbatch::TokioTimer;
 use dynbatch::backend::anthropic::{AnthropicBackend, AnthropicBatches, read_batch_results};
-use dynbatch::backend::{BatchBackend, BatchLimits, BatchStatus, LineOutcome, TokenUsage};
-use dynbatch::batch::{BatchEvent, BatchJob, BatchRunner, PollConfig, Remainder};
+use dynbatch::backend::{BatchBackend, BatchStatus, LineOutcome, TokenUsage};
+use dynbatch::batch::{BatchEvent, BatchJob, BatchRunner, PollConfig, Remainder, export};
 use dynbatch::report::{OutcomeStatus, PriceTier};
-use dynbatch::run::{RunConfig, Runner};
-use dynbatch::store::{BatchRecord, MemoryStore, RunStore, SqliteStore};
-use dynbatch::timer::TokioTimer;
+use dynbatch::store::{BatchRecord, MemoryStore, RequestKey, RunStore, SqliteStore};
 use dynbatch::{Batcher, Error};
+use dynbatch::{RunConfig, Runner};
 use message_batches::{FakeMessageBatches, Fate};
 
 #[path = "support/bundled.rs"]
@@ -47,7 +47,7 @@ fn runner(
         .on_event(move |e| events.lock().unwrap().push(e.clone()))
 }
 
-fn all_succeeded(report: &dynbatch::DiscoveryReport<'_>) -> bool {
+fn all_succeeded(report: &dynbatch::report::DiscoveryReport<'_>) -> bool {
     report
         .outcomes
         .iter()
@@ -321,14 +321,19 @@ async fn a_second_run_with_the_journal_attaches_and_an_id_attaches_with_no_journ
     let other_input = runner
         .input(&other_plan, &other, CONCEPT, &RunConfig::default())
         .unwrap();
-    let mut foreign = runner
+    let foreign = runner
         .attach(&other_input, &["msgbatch_000".to_owned()])
         .await
         .unwrap();
-    let states = runner.wait(&foreign).await.unwrap();
-    let mut results = dynbatch::batch::BatchResults::new(&other_input);
     let err = runner
-        .collect(&mut foreign, &states, &mut results)
+        .finish(
+            other_plan,
+            &other,
+            CONCEPT,
+            &RunConfig::default(),
+            other_input,
+            foreign,
+        )
         .await
         .unwrap_err();
     assert!(
@@ -366,17 +371,13 @@ async fn a_create_whose_answer_was_lost_is_found_by_time_and_count_not_paid_twic
     let input = runner
         .input(&plan, &clusters, CONCEPT, &RunConfig::default())
         .unwrap();
-    let all: Vec<usize> = (0..n).collect();
-    let shard = input
-        .shards(&all, BatchLimits::ANTHROPIC)
-        .unwrap()
-        .remove(0);
-    let small = input
-        .shards(&[0], BatchLimits::ANTHROPIC)
-        .unwrap()
-        .remove(0);
+    assert_eq!(input.len(), n);
+    // The whole plan fits one batch: its input is the export.
+    let jsonl = export(&plan, &clusters, CONCEPT, &RunConfig::default(), &backend).unwrap();
+    let key = RequestKey::of_batch_input(jsonl.as_bytes());
+    let small = format!("{}\n", jsonl.lines().next().unwrap());
     for _ in 0..2 {
-        backend.create(&small.jsonl, "x").await.unwrap();
+        backend.create(&small, "x").await.unwrap();
     }
     let journal = MemoryStore::default();
     let pending = BatchRecord {
@@ -389,8 +390,8 @@ async fn a_create_whose_answer_was_lost_is_found_by_time_and_count_not_paid_twic
         ),
         requests: n,
     };
-    journal.put_batch(&shard.key, &pending).unwrap();
-    backend.create(&shard.jsonl, "x").await.unwrap();
+    journal.put_batch(&key, &pending).unwrap();
+    backend.create(&jsonl, "x").await.unwrap();
     let run = runner
         .with_store(journal.clone())
         .run(plan.clone(), &clusters, CONCEPT, &RunConfig::default())
@@ -401,7 +402,7 @@ async fn a_create_whose_answer_was_lost_is_found_by_time_and_count_not_paid_twic
     assert_eq!(run.job.batch_ids(), ["msgbatch_002"]);
     assert_eq!(
         journal
-            .get_batch(&shard.key)
+            .get_batch(&key)
             .unwrap()
             .unwrap()
             .batch_id
@@ -412,10 +413,10 @@ async fn a_create_whose_answer_was_lost_is_found_by_time_and_count_not_paid_twic
     // Two that fit: which one is for a person to say; the error names both.
     let (server, fake) = FakeMessageBatches::start(1).await;
     let backend = batches(&server);
-    backend.create(&shard.jsonl, "x").await.unwrap();
-    backend.create(&shard.jsonl, "x").await.unwrap();
+    backend.create(&jsonl, "x").await.unwrap();
+    backend.create(&jsonl, "x").await.unwrap();
     let journal = MemoryStore::default();
-    journal.put_batch(&shard.key, &pending).unwrap();
+    journal.put_batch(&key, &pending).unwrap();
     let err = self::runner(&server, &Arc::default())
         .with_store(journal)
         .run(plan, &clusters, CONCEPT, &RunConfig::default())
@@ -450,13 +451,10 @@ async fn overloaded_calls_are_retried_and_cancel_ends_a_batch() {
     let input = runner
         .input(&plan, &clusters, CONCEPT, &RunConfig::default())
         .unwrap();
-    let shards = input
-        .shards(
-            &(0..input.len()).collect::<Vec<_>>(),
-            BatchLimits::ANTHROPIC,
-        )
+    let batches = runner
+        .submit(&input, &(0..input.len()).collect::<Vec<_>>())
+        .await
         .unwrap();
-    let batches = runner.submit(&shards).await.unwrap();
     let job = BatchJob { batches };
     assert_eq!(runner.cancel_job(&job).await.unwrap(), 1);
     let failed = events

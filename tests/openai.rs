@@ -10,9 +10,9 @@ use dynbatch::backend::openai::{MaxTokensField, OpenAiBackend};
 use dynbatch::backend::{BackendError, ChatMessage, ChatRequest, LlmBackend, ResponseFormat, Role};
 use dynbatch::prompt::{OutputMode, RequestSettings};
 use dynbatch::report::OutcomeStatus;
-use dynbatch::run::{RunConfig, Runner};
-use dynbatch::timer::{Sleep, Timer};
 use dynbatch::{Batcher, Cluster, Video};
+use dynbatch::{RunConfig, Runner};
+use dynbatch::{Sleep, Timer};
 use serde_json::{Value, json};
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -167,7 +167,7 @@ async fn strict_schema_max_completion_tokens_and_model_override() {
         cluster: &input[0],
         quality: 0.9,
     }];
-    let request = settings.request("espresso", &dynbatch::Strategy::balanced(), &prompt);
+    let request = settings.request("espresso", &dynbatch::StrategySettings::balanced(), &prompt);
     backend.complete(&request).await.unwrap();
     let body = body_of(&server, 0).await;
     assert_eq!(body["model"], "local-model");
@@ -184,7 +184,7 @@ async fn strict_schema_max_completion_tokens_and_model_override() {
         body["response_format"]["json_schema"]["schema"],
         dynbatch::prompt::batch_schema(
             1,
-            dynbatch::Strategy::balanced().patterns_per_cluster,
+            dynbatch::StrategySettings::balanced().patterns_per_cluster,
             false
         )
     );
@@ -459,7 +459,7 @@ async fn json_object_with_schema_is_sent_the_llama_cpp_way() {
         quality: 0.9,
     }];
     backend
-        .complete(&settings.request("espresso", &dynbatch::Strategy::balanced(), &prompt))
+        .complete(&settings.request("espresso", &dynbatch::StrategySettings::balanced(), &prompt))
         .await
         .unwrap();
     let body = body_of(&server, 0).await;
@@ -467,7 +467,7 @@ async fn json_object_with_schema_is_sent_the_llama_cpp_way() {
         body["response_format"],
         json!({"type": "json_object", "schema": dynbatch::prompt::batch_schema(
             1,
-            dynbatch::Strategy::balanced().patterns_per_cluster,
+            dynbatch::StrategySettings::balanced().patterns_per_cluster,
             true
         )})
     );

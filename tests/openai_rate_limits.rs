@@ -7,12 +7,12 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use dynbatch::TokioTimer;
 use dynbatch::backend::openai::OpenAiBackend;
 use dynbatch::backend::{BackendError, ChatMessage, ChatRequest, LlmBackend, ResponseFormat, Role};
 use dynbatch::report::LimitSource;
-use dynbatch::run::{RunConfig, Runner};
-use dynbatch::timer::TokioTimer;
 use dynbatch::{Batcher, BatchingConfig, Cluster, Video};
+use dynbatch::{RunConfig, Runner};
 use serde_json::json;
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};

@@ -8,13 +8,13 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
 use dynbatch::Batcher;
+use dynbatch::TokioTimer;
 use dynbatch::backend::mock::MockBackend;
 use dynbatch::backend::openai::OpenAiBackend;
 use dynbatch::backend::{ChatMessage, ChatRequest, LlmBackend, ResponseFormat};
 use dynbatch::prompt::{OutputMode, RequestSettings};
 use dynbatch::report::OutcomeStatus;
-use dynbatch::run::{RunConfig, RunEvent, Runner};
-use dynbatch::timer::TokioTimer;
+use dynbatch::{RunConfig, RunEvent, Runner};
 use serde_json::{Value, json};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 

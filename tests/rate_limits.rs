@@ -8,13 +8,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use dynbatch::TokioTimer;
 use dynbatch::backend::mock::{MockBackend, MockRateLimit, MockStep};
 use dynbatch::backend::{LimitStatus, RateLimitInfo};
 use dynbatch::report::OutcomeStatus;
 use dynbatch::report::{LimitKind, LimitSource};
-use dynbatch::run::{RunConfig, RunEvent, Runner};
-use dynbatch::timer::TokioTimer;
 use dynbatch::{BatchPlan, Batcher, BatchingConfig, Cluster};
+use dynbatch::{RunConfig, RunEvent, Runner};
 use tokio::time::Instant;
 
 #[path = "support/runs.rs"]

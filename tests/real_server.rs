@@ -17,12 +17,12 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use dynbatch::TokioTimer;
 use dynbatch::backend::openai::OpenAiBackend;
 use dynbatch::prompt::{ModelLimits, OutputMode, RequestSettings};
 use dynbatch::report::OutcomeStatus;
-use dynbatch::run::{RunConfig, Runner};
-use dynbatch::timer::TokioTimer;
 use dynbatch::{Batcher, Cluster};
+use dynbatch::{RunConfig, Runner};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whole_pipeline_against_a_real_server() {

@@ -6,11 +6,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use dynbatch::TokioTimer;
 use dynbatch::backend::mock::{MockBackend, MockStep};
 use dynbatch::report::{DiscoveryReport, OutcomeStatus};
-use dynbatch::run::{RunConfig, RunEvent, Runner};
-use dynbatch::timer::TokioTimer;
 use dynbatch::{Batcher, BatchingConfig, Cluster, ClusterState, Video};
+use dynbatch::{RunConfig, RunEvent, Runner};
 use tokio::time::Instant;
 
 /// `n` high-quality clusters whose titles share skeletons, so the mock finds patterns.

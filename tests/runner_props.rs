@@ -5,12 +5,12 @@
 
 use std::time::Duration;
 
+use dynbatch::TokioTimer;
 use dynbatch::backend::mock::{MockBackend, MockStep};
 use dynbatch::report::OutcomeStatus;
-use dynbatch::run::{RunConfig, Runner};
 use dynbatch::testing::{arb_clusters, arb_config};
-use dynbatch::timer::TokioTimer;
 use dynbatch::{Batcher, ClusterState};
+use dynbatch::{RunConfig, Runner};
 use proptest::prelude::*;
 
 fn arb_step() -> impl Strategy<Value = MockStep> {

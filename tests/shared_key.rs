@@ -6,9 +6,9 @@
 
 use std::time::Duration;
 
+use dynbatch::TokioTimer;
 use dynbatch::backend::mock::{MockBackend, MockRateLimit};
-use dynbatch::run::{RateLimiter, RunConfig, Runner};
-use dynbatch::timer::TokioTimer;
+use dynbatch::{RateLimiter, RunConfig, Runner};
 use tokio::time::Instant;
 
 #[path = "support/runs.rs"]

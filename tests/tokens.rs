@@ -4,16 +4,18 @@
 
 #![allow(clippy::unwrap_used, clippy::cast_precision_loss)]
 
+use dynbatch::Runner;
+use dynbatch::TokioTimer;
 use dynbatch::backend::mock::MockBackend;
-use dynbatch::run::Runner;
-use dynbatch::timer::TokioTimer;
-use dynbatch::{Batcher, BatchingConfig, Cluster, Scored, Strategy, StrategySelector, Video};
+use dynbatch::{
+    Batcher, BatchingConfig, Cluster, Scored, StrategySelector, StrategySettings, Video,
+};
 use dynbatch::{Encoding, TiktokenEstimator};
 
 #[derive(Debug)]
-struct Fixed(Strategy);
+struct Fixed(StrategySettings);
 impl StrategySelector for Fixed {
-    fn select(&self, _: &[Scored<'_>]) -> Strategy {
+    fn select(&self, _: &[Scored<'_>]) -> StrategySettings {
         self.0.clone()
     }
 }
@@ -25,7 +27,7 @@ use support_bundled::bundled;
 /// Plans `clusters` with the exact estimator under `strategy` and checks every batch.
 fn assert_exact(
     clusters: &[Cluster],
-    strategy: Strategy,
+    strategy: StrategySettings,
     encoding: Encoding,
     concept: &str,
 ) -> usize {
@@ -58,10 +60,10 @@ fn assert_exact(
 fn exact_estimate_equals_the_rendered_request_for_every_strategy() {
     let clusters = bundled();
     for strategy in [
-        Strategy::thorough(),
-        Strategy::adaptive(),
-        Strategy::efficient(),
-        Strategy::balanced(),
+        StrategySettings::thorough(),
+        StrategySettings::adaptive(),
+        StrategySettings::efficient(),
+        StrategySettings::balanced(),
     ] {
         for encoding in [Encoding::O200kBase, Encoding::Cl100kBase] {
             assert!(assert_exact(&clusters, strategy.clone(), encoding, "home espresso") > 1);
@@ -94,7 +96,7 @@ fn hostile_text_never_panics_and_counts_stay_exact() {
             c
         })
         .collect();
-    for strategy in [Strategy::thorough(), Strategy::efficient()] {
+    for strategy in [StrategySettings::thorough(), StrategySettings::efficient()] {
         assert_exact(
             &clusters,
             strategy,

@@ -4,14 +4,14 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use dynbatch::TokioTimer;
 use dynbatch::backend::BatchBackend;
 use dynbatch::batch::{
     BatchInput, BatchJob, BatchRun, BatchRunner, PollConfig, Remainder, SubmittedBatch,
 };
-use dynbatch::run::{RunConfig, Runner};
 use dynbatch::store::{MemoryStore, RunStore, SqliteStore};
-use dynbatch::timer::TokioTimer;
 use dynbatch::{BatchPlan, Cluster};
+use dynbatch::{RunConfig, Runner};
 
 use super::{Args, Provider, Rest, summary};
 
@@ -164,10 +164,7 @@ async fn submit_or_attach<B: BatchBackend>(
 ) -> Result<Vec<SubmittedBatch>, String> {
     if args.attach.is_empty() {
         let all: Vec<usize> = (0..input.len()).collect();
-        let shards = input
-            .shards(&all, client.backend().limits())
-            .map_err(|e| e.to_string())?;
-        client.submit(&shards).await
+        client.submit(input, &all).await
     } else {
         client.attach(input, &args.attach).await
     }

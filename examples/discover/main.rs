@@ -41,16 +41,16 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use dynbatch::TokioTimer;
 use dynbatch::backend::LlmBackend;
 use dynbatch::backend::mock::{MockBackend, MockRateLimit};
 use dynbatch::html::{Page, Timeline, write_html};
 use dynbatch::prompt::OutputMode;
 use dynbatch::report::DiscoveryReport;
 use dynbatch::report::LimitSource;
-use dynbatch::run::{RunConfig, RunEvent, Runner};
 use dynbatch::store::SqliteStore;
-use dynbatch::timer::TokioTimer;
 use dynbatch::{Batcher, BatchingConfig, Cluster};
+use dynbatch::{RunConfig, RunEvent, Runner};
 use indicatif::{ProgressBar, ProgressStyle};
 
 const BUNDLED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/clusters.json");
@@ -522,8 +522,8 @@ fn merger(
     args: &Args,
     run_config: &RunConfig,
 ) -> Result<Box<dyn dynbatch::patterns::PatternMerger>, String> {
+    use dynbatch::Embedding;
     use dynbatch::patterns::{JudgedMerger, LexicalMerger, SemanticMerger};
-    use dynbatch::run::Embedding;
     let kind = match args.merge.as_deref() {
         None | Some("lexical") => {
             return Ok(Box::new(LexicalMerger::new(run_config.merge_similarity())));

@@ -228,7 +228,7 @@ pub struct ChatResponse {
 ///
 /// ```
 /// use async_trait::async_trait;
-/// use dynbatch::{BackendError, ChatRequest, ChatResponse, LlmBackend};
+/// use dynbatch::backend::{BackendError, ChatRequest, ChatResponse, LlmBackend};
 ///
 /// #[derive(Debug)]
 /// struct Echo;

@@ -33,7 +33,7 @@ impl LimitStatus {
 ///
 /// ```
 /// use std::time::Duration;
-/// use dynbatch::RateLimitInfo;
+/// use dynbatch::backend::RateLimitInfo;
 ///
 /// let headers = [
 ///     ("x-ratelimit-limit-requests", "120"),
@@ -111,7 +111,7 @@ impl RateLimitInfo {
     ///
     /// ```
     /// use std::time::{Duration, SystemTime, UNIX_EPOCH};
-    /// use dynbatch::RateLimitInfo;
+    /// use dynbatch::backend::RateLimitInfo;
     ///
     /// let headers = [
     ///     ("anthropic-ratelimit-requests-limit", "50"),

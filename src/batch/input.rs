@@ -12,7 +12,7 @@ use crate::store::RequestKey;
 /// The stable, unique `custom_id` of a plan's batch: its index and a hash of its cluster ids,
 /// so a re-export of the same plan gives the same ids and a different plan cannot match. It is
 /// 30 characters of `[a-z0-9-]`, as every provider takes.
-pub fn custom_id(plan: &BatchPlan<'_>, batch: usize) -> String {
+pub(crate) fn custom_id(plan: &BatchPlan<'_>, batch: usize) -> String {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     let mut eat = |bytes: &[u8]| {
         for &b in bytes {
@@ -52,7 +52,7 @@ pub fn export(
 
 /// One batch's worth of input: some of the plan's requests, within [`BatchLimits`].
 #[derive(Debug, Clone)]
-pub struct Shard {
+pub(crate) struct Shard {
     /// Which requests (indices into the plan's batches) the file holds, in order.
     pub requests: Vec<usize>,
     /// One line per request, as the backend encodes them.
@@ -132,7 +132,11 @@ impl BatchInput {
     ///
     /// # Errors
     /// [`Error::Format`] for an index out of range, or one request larger than a whole batch.
-    pub fn shards(&self, indices: &[usize], limits: BatchLimits) -> Result<Vec<Shard>, Error> {
+    pub(crate) fn shards(
+        &self,
+        indices: &[usize],
+        limits: BatchLimits,
+    ) -> Result<Vec<Shard>, Error> {
         let mut shards = Vec::new();
         let mut requests = Vec::new();
         let mut jsonl = String::new();
@@ -170,5 +174,67 @@ impl BatchInput {
         }
         close(&mut requests, &mut jsonl, &mut shards);
         Ok(shards)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Batcher;
+
+    fn input() -> BatchInput {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/data/clusters.json"
+        ))
+        .unwrap();
+        let clusters: Vec<Cluster> = serde_json::from_str(&text).unwrap();
+        let plan = Batcher::default().plan(&clusters).unwrap();
+        let mut input =
+            BatchInput::unencoded(&plan, &clusters, "espresso", &RunConfig::default()).unwrap();
+        input.lines = input
+            .requests
+            .iter()
+            .zip(&input.custom_ids)
+            .map(|(r, id)| format!("{{\"custom_id\":\"{id}\",\"text\":{:?}}}", r.user_text()))
+            .collect();
+        input
+    }
+
+    #[test]
+    fn shards_hold_every_request_once_in_order_within_both_limits() {
+        let input = input();
+        let all: Vec<usize> = (0..input.len()).collect();
+        let whole = input.shards(&all, BatchLimits::OPENAI).unwrap();
+        assert_eq!(whole.len(), 1);
+        for limits in [
+            BatchLimits::new(50_000, whole[0].jsonl.len() / 3),
+            BatchLimits::new(2, usize::MAX),
+        ] {
+            let shards = input.shards(&all, limits).unwrap();
+            assert!(shards.len() >= 3, "{limits:?}");
+            for s in &shards {
+                assert!(
+                    s.jsonl.len() <= limits.max_bytes && s.requests.len() <= limits.max_requests
+                );
+                assert_eq!(s.key, RequestKey::of_batch_input(s.jsonl.as_bytes()));
+            }
+            let flat: Vec<usize> = shards.iter().flat_map(|s| s.requests.clone()).collect();
+            assert_eq!(flat, all);
+        }
+    }
+
+    #[test]
+    fn a_request_larger_than_a_whole_batch_or_out_of_range_is_an_error_that_says_which() {
+        let input = input();
+        let err = input.shards(&[0], BatchLimits::new(10, 100)).unwrap_err();
+        assert!(err.to_string().contains("more than a whole batch"), "{err}");
+        let err = input
+            .shards(&[input.len()], BatchLimits::OPENAI)
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::Format(FormatError::NoSuchRequest { .. })),
+            "{err}"
+        );
     }
 }

@@ -65,7 +65,7 @@ pub enum Remainder {
         rounds: u32,
     },
     /// Leave them, e.g. for a live run: [`BatchResults::record`] puts the answers in a
-    /// journal, and a [`Runner`](crate::run::Runner) with that journal sends only the rest.
+    /// journal, and a [`Runner`](crate::Runner) with that journal sends only the rest.
     Leave,
 }
 
@@ -180,7 +180,7 @@ impl<B: BatchBackend> BatchRunner<B> {
     /// # Errors
     /// [`Error::BatchApi`] when reading results fails for good; [`Error::Format`] when a batch
     /// attached to by id holds requests of another input.
-    pub async fn collect(
+    pub(crate) async fn collect(
         &self,
         batches: &mut [SubmittedBatch],
         states: &[BatchInfo],
@@ -275,8 +275,7 @@ impl<B: BatchBackend> BatchRunner<B> {
     ///
     /// # Errors
     /// [`Error::PlanMismatch`] when `plan` was not made from `clusters`; otherwise as
-    /// [`submit`](BatchRunner::submit), [`wait`](BatchRunner::wait) and
-    /// [`collect`](BatchRunner::collect).
+    /// [`submit`](BatchRunner::submit) and [`finish`](BatchRunner::finish).
     pub async fn run<'a>(
         &self,
         plan: BatchPlan<'a>,
@@ -286,8 +285,7 @@ impl<B: BatchBackend> BatchRunner<B> {
     ) -> Result<BatchRun<'a>, Error> {
         let input = self.input(&plan, clusters, concept, config)?;
         let everything: Vec<usize> = (0..input.len()).collect();
-        let shards = input.shards(&everything, self.limits)?;
-        let batches = self.submit(&shards).await?;
+        let batches = self.submit(&input, &everything).await?;
         self.finish(plan, clusters, concept, config, input, batches)
             .await
     }
@@ -328,8 +326,7 @@ impl<B: BatchBackend> BatchRunner<B> {
                 requests: unanswered.len(),
                 round,
             });
-            let shards = input.shards(&unanswered, self.limits)?;
-            round_batches = self.submit(&shards).await?;
+            round_batches = self.submit(&input, &unanswered).await?;
         }
         let unanswered = results.unanswered();
         let report = import_results(plan, clusters, concept, config, &input, &results).await?;

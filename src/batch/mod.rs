@@ -34,9 +34,9 @@ mod runner;
 mod submit;
 
 pub use event::BatchEvent;
-pub use input::{BatchInput, Shard, custom_id, export};
+pub use input::{BatchInput, export};
 pub use job::{BatchJob, BatchRun, PollConfig, Remainder, SubmittedBatch};
-pub use replay::{import, import_results};
+pub use replay::import;
 pub use results::BatchResults;
 pub use runner::BatchRunner;
 

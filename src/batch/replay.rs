@@ -98,7 +98,7 @@ pub async fn import<'a>(
 /// # Errors
 /// [`Error::PlanMismatch`] when `plan` was not made from `clusters`, or `input` has another
 /// number of requests than `plan` has batches.
-pub async fn import_results<'a>(
+pub(crate) async fn import_results<'a>(
     plan: BatchPlan<'a>,
     clusters: &'a [Cluster],
     concept: &str,

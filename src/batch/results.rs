@@ -47,7 +47,7 @@ pub struct BatchResults {
 
 impl BatchResults {
     /// No outcome yet for any request of `input`.
-    pub fn new(input: &BatchInput) -> Self {
+    pub(crate) fn new(input: &BatchInput) -> Self {
         Self {
             index: input
                 .custom_ids()
@@ -64,7 +64,7 @@ impl BatchResults {
     /// (indices) it has lines for. Unknown `custom_id`s and ids seen twice become warnings, as
     /// do the lines the backend could not read; a line never replaces a better outcome (an
     /// answer beats an error, whichever batch it came from).
-    pub fn add(&mut self, name: &str, output: BatchOutput) -> Vec<usize> {
+    pub(crate) fn add(&mut self, name: &str, output: BatchOutput) -> Vec<usize> {
         self.warnings.extend(output.warnings);
         let mut seen = vec![false; self.outcomes.len()];
         let mut requests = Vec::new();
@@ -89,7 +89,7 @@ impl BatchResults {
 
     /// Sets what the requests `requests` (indices) end as when no line says: `reason`, and
     /// whether another batch may answer them.
-    pub fn fail_requests(&mut self, requests: &[usize], reason: &str, retry: bool) {
+    pub(crate) fn fail_requests(&mut self, requests: &[usize], reason: &str, retry: bool) {
         for &i in requests {
             self.offer(
                 i,

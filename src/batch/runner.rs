@@ -27,7 +27,8 @@ type EventHandler = Arc<dyn Fn(&BatchEvent) + Send + Sync>;
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 /// use dynbatch::backend::openai::OpenAiBatches;
 /// use dynbatch::batch::{BatchRunner, Remainder};
-/// use dynbatch::{Batcher, Cluster, RunConfig, SqliteStore, TokioTimer};
+/// use dynbatch::{Batcher, Cluster, RunConfig, TokioTimer};
+/// use dynbatch::store::SqliteStore;
 ///
 /// let clusters: Vec<Cluster> = serde_json::from_str(&std::fs::read_to_string("clusters.json")?)?;
 /// let plan = Batcher::default().plan(&clusters)?;

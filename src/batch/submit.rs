@@ -131,20 +131,27 @@ impl<B: BatchBackend> BatchRunner<B> {
         Ok(())
     }
 
-    /// Submits `shards`, one batch each. With a store ([`BatchRunner::with_store`]), each
-    /// shard's batch is looked up first (attached to when found: never submitted twice); a
-    /// shard is recorded as pending before its batch is created and again once it exists, and
-    /// a pending one is looked for among the account's batches (created since, with its key or
-    /// its request count) before it is created again.
+    /// Submits the requests `requests` (indices into `input`, in that order) in as few batches
+    /// as the client's [`BatchLimits`](crate::backend::BatchLimits) allow. With a store
+    /// ([`BatchRunner::with_store`]), each batch's input is looked up first (attached to when
+    /// found: never submitted twice); it is recorded as pending before its batch is created and
+    /// again once the batch exists, and a pending one is looked for among the account's batches
+    /// (created since, with its key or its request count) before it is created again.
     ///
     /// # Errors
+    /// [`Error::Format`] for an index out of range or one request larger than a whole batch;
     /// [`Error::BatchApi`] when a call fails for good; [`Error::Store`] when the store cannot
     /// be read or written (before the batch it concerns is created); [`Error::UnsureBatch`]
     /// when a pending batch matches several of the account's.
-    pub async fn submit(&self, shards: &[Shard]) -> Result<Vec<SubmittedBatch>, Error> {
+    pub async fn submit(
+        &self,
+        input: &BatchInput,
+        requests: &[usize],
+    ) -> Result<Vec<SubmittedBatch>, Error> {
+        let shards = input.shards(requests, self.limits)?;
         let mut submitted: Vec<SubmittedBatch> = Vec::with_capacity(shards.len());
         let mut known: HashSet<String> = HashSet::new();
-        for shard in shards {
+        for shard in &shards {
             let record = match self.store.as_deref() {
                 Some(store) => store.get_batch(&shard.key)?,
                 None => None,

@@ -9,8 +9,8 @@ mod types;
 pub use crate::response::{Example, Pattern, Warning};
 pub use consolidate::consolidate;
 pub use merge::{
-    DEFAULT_THRESHOLD, EXACT_UP_TO, JudgedMerger, LexicalMerger, MergeUsage, Merged, PatternMerger,
-    SemanticMerger, group_by_similarity,
+    DEFAULT_THRESHOLD, JudgedMerger, LexicalMerger, MergeUsage, Merged, PatternMerger,
+    SemanticMerger,
 };
 pub use types::{Alias, ClusterPatterns, ConsolidatedPattern, Support};
 

@@ -138,7 +138,7 @@ impl<Scorer: QualityScorer, Estimator: TokenEstimator, Selector: StrategySelecto
     ///
     /// # Errors
     /// [`PlanError::InvalidStrategy`] when the selector returns a strategy that fails
-    /// [`Strategy::validate`](crate::Strategy::validate): the only way planning fails. Invalid
+    /// [`StrategySettings::validate`](crate::StrategySettings::validate): the only way planning fails. Invalid
     /// clusters are not errors: they are `rejected` entries.
     pub fn plan<'a>(&self, clusters: &'a [Cluster]) -> Result<BatchPlan<'a>, PlanError> {
         let threshold = self.config.quality_threshold();
@@ -258,7 +258,7 @@ impl<Scorer: QualityScorer, Estimator: TokenEstimator, Selector: StrategySelecto
 }
 
 /// The reason given for every `below_threshold` cluster (its quality is in the entry).
-pub const BELOW_THRESHOLD: &str = "quality is below quality_threshold";
+pub(crate) const BELOW_THRESHOLD: &str = "quality is below quality_threshold";
 /// The reason given for every `deferred` cluster.
-pub const OVER_BUDGET: &str =
+pub(crate) const OVER_BUDGET: &str =
     "over the call budget: all max_total_calls calls go to higher-priority clusters";

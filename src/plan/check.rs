@@ -22,9 +22,7 @@ use super::types::{Batch, BatchPlan, ClusterEntry, ClusterState, InvariantViolat
 ///
 /// # Errors
 /// The first violation found.
-// Public through `testing` only.
-#[cfg_attr(not(feature = "testing"), allow(unreachable_pub))]
-pub fn check_batch_shapes<B: AsRef<[u32]>>(
+pub(crate) fn check_batch_shapes<B: AsRef<[u32]>>(
     batches: &[B],
     overhead: u32,
     config: &BatchingConfig,
@@ -160,8 +158,12 @@ impl BatchPlan<'_> {
     ///
     /// - accounting: ids of non-rejected clusters are unique; each batched cluster sits in
     ///   exactly one batch exactly once, the one its entry names; batches hold nothing else;
-    /// - sizes and tokens: as [`check_batch_shapes`], and each batch's `estimated_tokens` and
-    ///   `oversized` agree with its clusters;
+    /// - sizes: no batch is empty or above `max_batch_size`; a batch is below `min_batch_size`
+    ///   only when it cannot reach the minimum with a neighbour (merging with the previous or
+    ///   next batch, or taking clusters from its end or start, would break a size, the token
+    ///   target, or that neighbour's minimum);
+    /// - tokens: no batch above `target_tokens_per_batch`, except one cluster whose own estimate
+    ///   exceeds it; each batch's `estimated_tokens` and `oversized` agree with its clusters;
     /// - budget: at most `max_total_calls` batches;
     /// - order: batches read in order give non-increasing priority, and no deferred cluster
     ///   outranks a batched one;

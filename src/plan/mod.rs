@@ -9,11 +9,13 @@
 mod batcher;
 pub(crate) mod check;
 mod display;
+#[cfg(all(test, feature = "testing"))]
+mod equivalence;
 mod members;
 mod order;
 mod pack;
 mod types;
 
-pub use batcher::{BELOW_THRESHOLD, Batcher, OVER_BUDGET};
+pub use batcher::Batcher;
 pub(crate) use members::batch_members;
 pub use types::{Batch, BatchPlan, ClusterEntry, ClusterState, InvariantViolation, StateCounts};

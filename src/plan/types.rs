@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use crate::model::Rejection;
 use serde::{Deserialize, Serialize};
 
-use crate::strategy::Strategy;
+use crate::strategy::StrategySettings;
 
 /// The result of planning: the strategy, the batches, and every input cluster's state.
 ///
@@ -16,7 +16,7 @@ use crate::strategy::Strategy;
 #[non_exhaustive]
 pub struct BatchPlan<'a> {
     /// The strategy the batches are planned (and will be prompted) with.
-    pub strategy: Strategy,
+    pub strategy: StrategySettings,
     /// Tokens every request carries besides its clusters, included in each batch's
     /// `estimated_tokens` (0 with the design's estimator).
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -77,12 +77,12 @@ pub enum ClusterState<'a> {
     },
     /// Quality below `quality_threshold`: not analysed.
     BelowThreshold {
-        /// [`BELOW_THRESHOLD`](super::BELOW_THRESHOLD).
+        /// "quality is below `quality_threshold`" (the quality is in the entry).
         reason: Cow<'a, str>,
     },
     /// Passed the threshold but did not fit the call budget; the lowest priorities go first.
     Deferred {
-        /// [`OVER_BUDGET`](super::OVER_BUDGET).
+        /// "over the call budget: all `max_total_calls` calls go to higher-priority clusters".
         reason: Cow<'a, str>,
     },
     /// Invalid input.

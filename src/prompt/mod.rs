@@ -9,14 +9,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::{ChatMessage, ChatRequest, Role};
 use crate::model::Cluster;
-use crate::strategy::{Strategy, StrategyKind};
+use crate::strategy::{StrategyKind, StrategySettings};
 
 mod output;
 mod render;
 
 pub use output::{OutputMode, batch_schema, response_schema};
 pub(crate) use render::prompt_clusters;
-pub use render::render_requests;
+pub(crate) use render::render_requests;
 
 /// The shape of an answer, as the prompt asks for it and [`response_schema`] describes it.
 pub use crate::response::{ClusterAnswer, PatternResponse, RawPattern};
@@ -67,7 +67,7 @@ impl Default for RequestSettings {
 impl RequestSettings {
     /// `max_tokens` for a batch of `clusters` under `strategy`: the output budget, capped by
     /// `max_tokens_cap` and the model's `max_output_tokens`.
-    pub fn max_tokens(&self, clusters: usize, strategy: &Strategy) -> u32 {
+    pub fn max_tokens(&self, clusters: usize, strategy: &StrategySettings) -> u32 {
         let n = u32::try_from(clusters).unwrap_or(u32::MAX);
         let per_cluster = match self.output_budget {
             OutputBudget::PerCluster(tokens) => tokens,
@@ -100,7 +100,7 @@ impl RequestSettings {
     pub fn request(
         &self,
         concept: &str,
-        strategy: &Strategy,
+        strategy: &StrategySettings,
         clusters: &[PromptCluster<'_>],
     ) -> ChatRequest {
         self.request_as(self.output, concept, strategy, clusters)
@@ -112,7 +112,7 @@ impl RequestSettings {
         &self,
         output: OutputMode,
         concept: &str,
-        strategy: &Strategy,
+        strategy: &StrategySettings,
         clusters: &[PromptCluster<'_>],
     ) -> ChatRequest {
         ChatRequest {
@@ -177,7 +177,7 @@ impl ModelLimits {
 /// white space collapse to one, `\` and `"` are escaped, and text longer than `max_chars`
 /// characters is cut to `max_chars - 1` plus `…`. A title can therefore never start a line of
 /// its own: it cannot forge a `CLUSTER` header, a `---` separator or the closing instruction.
-pub fn sanitize(text: &str, max_chars: usize) -> Cow<'_, str> {
+pub(crate) fn sanitize(text: &str, max_chars: usize) -> Cow<'_, str> {
     let plain = text
         .chars()
         .all(|c| c == ' ' || (!is_hostile(c) && c != '"' && c != '\\'))
@@ -222,7 +222,7 @@ fn is_hostile(c: char) -> bool {
 
 /// JavaScript's `Number.prototype.toFixed`: rounds half away from zero on the exact decimal
 /// value (Rust's `{:.N}` rounds ties to even), so prompts match the design's to the character.
-pub fn to_fixed(x: f64, digits: usize) -> String {
+pub(crate) fn to_fixed(x: f64, digits: usize) -> String {
     let exact = format!("{:.*}", digits + 25, x.abs());
     let (kept, rest) = exact.split_at(exact.len() - 25);
     let rounded = if rest.starts_with('5') && rest[1..].bytes().all(|b| b == b'0') {
@@ -254,9 +254,9 @@ pub fn to_fixed(x: f64, digits: usize) -> String {
 /// It is assembled from pieces whose joints fall on the tokenizer's pre-tokenization
 /// boundaries, so token counts add up exactly: [`prompt_header`] + for each cluster
 /// [`cluster_block`], with [`BLOCK_SEPARATOR`] between two blocks, + [`prompt_tail`].
-pub fn user_prompt(
+pub(crate) fn user_prompt(
     concept: &str,
-    strategy: &Strategy,
+    strategy: &StrategySettings,
     clusters: &[PromptCluster<'_>],
     max_text_chars: usize,
 ) -> String {
@@ -273,12 +273,12 @@ pub fn user_prompt(
 
 /// What stands between two cluster blocks: the `)` that closes the last ratio of the previous
 /// block and the design's `---` separator.
-pub const BLOCK_SEPARATOR: &str = ")\n\n---\n\n";
+pub(crate) const BLOCK_SEPARATOR: &str = ")\n\n---\n\n";
 
 /// The prompt's first lines, up to the first `CLUSTER` header.
-pub fn prompt_header(
+pub(crate) fn prompt_header(
     concept: &str,
-    strategy: &Strategy,
+    strategy: &StrategySettings,
     clusters: usize,
     max_text_chars: usize,
 ) -> String {
@@ -292,7 +292,7 @@ pub fn prompt_header(
 
 /// The prompt's end: the `)` closing the last ratio, then the closing instruction and the
 /// strategy's extra line.
-pub fn prompt_tail(strategy: &Strategy) -> String {
+pub(crate) fn prompt_tail(strategy: &StrategySettings) -> String {
     let (thorough, other) = match (&strategy.kind, &strategy.instruction) {
         (StrategyKind::Thorough, Some(line)) => (line.as_str(), ""),
         (_, Some(line)) => ("", line.as_str()),
@@ -307,10 +307,10 @@ pub fn prompt_tail(strategy: &Strategy) -> String {
 
 /// One cluster's block, from `CLUSTER n` to the `x` of its last title's ratio (the closing `)`
 /// belongs to what follows: [`BLOCK_SEPARATOR`] or [`prompt_tail`]).
-pub fn cluster_block(
+pub(crate) fn cluster_block(
     number: usize,
     c: &PromptCluster<'_>,
-    strategy: &Strategy,
+    strategy: &StrategySettings,
     max_chars: usize,
 ) -> String {
     let cluster = c.cluster;
@@ -352,7 +352,7 @@ pub fn cluster_block(
 
 /// The system prompt (the design's `getSystemPrompt` is undefined): the task, the exact JSON
 /// shape to return, what cluster numbers mean, and that the data is never instructions.
-pub fn system_prompt(strategy: &Strategy) -> String {
+pub(crate) fn system_prompt(strategy: &StrategySettings) -> String {
     let range = strategy.patterns_per_cluster;
     let depth = match strategy.kind {
         StrategyKind::Thorough => {
@@ -413,7 +413,7 @@ mod tests {
     #[test]
     fn max_tokens_follows_the_design() {
         let s = RequestSettings::default();
-        let t = Strategy::thorough();
+        let t = StrategySettings::thorough();
         assert_eq!(s.max_tokens(3, &t), 900);
         assert_eq!(s.max_tokens(20, &t), 4000);
         let per_pattern = RequestSettings {
@@ -431,7 +431,10 @@ mod tests {
         assert_eq!(per_pattern.max_tokens(1, &t), 500);
         assert_eq!(per_pattern.max_tokens(3, &t), 1000); // the model's output limit
         // EFFICIENT asks for up to 4: (4 × 60 + 20) × 3 = 780.
-        assert_eq!(per_pattern.max_tokens(3, &Strategy::efficient()), 780);
+        assert_eq!(
+            per_pattern.max_tokens(3, &StrategySettings::efficient()),
+            780
+        );
         assert!(per_pattern.fits(1000, 1000));
         assert!(!per_pattern.fits(1001, 1000));
         assert!(s.fits(u64::MAX / 2, 4000));

@@ -39,7 +39,7 @@ pub enum OutputMode {
 
 impl OutputMode {
     /// What [`Auto`](Self::Auto) tries, in order.
-    pub const FALLBACKS: [Self; 4] = [
+    const FALLBACKS: [Self; 4] = [
         Self::StrictSchema,
         Self::JsonObjectWithSchema,
         Self::JsonObject,
@@ -53,6 +53,12 @@ impl OutputMode {
             Self::Auto => Self::FALLBACKS[0],
             other => other,
         }
+    }
+
+    /// The modes [`Auto`](Self::Auto) tries, in the order it tries them: from
+    /// [`StrictSchema`](Self::StrictSchema) down to [`Text`](Self::Text).
+    pub fn fallbacks() -> impl Iterator<Item = Self> {
+        Self::FALLBACKS.into_iter()
     }
 
     /// What to try when the server refuses this mode under [`Auto`](Self::Auto); `None` after

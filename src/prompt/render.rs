@@ -11,7 +11,7 @@ use crate::plan::{BatchPlan, batch_members};
 ///
 /// # Errors
 /// [`Error::PlanMismatch`] when `plan` was not made from `clusters`.
-pub fn render_requests(
+pub(crate) fn render_requests(
     plan: &BatchPlan<'_>,
     clusters: &[Cluster],
     concept: &str,

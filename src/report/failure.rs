@@ -21,7 +21,7 @@ pub enum Failure {
         attempts: u32,
     },
     /// Transient errors or unusable answers used up the extra-call budget
-    /// ([`RunConfig::max_extra_calls`](crate::run::RunConfig::max_extra_calls)).
+    /// ([`RunConfig::max_extra_calls`](crate::RunConfig::max_extra_calls)).
     BudgetExhausted {
         /// The budget.
         cap: u64,
@@ -29,7 +29,7 @@ pub enum Failure {
         last_error: Option<ErrorKind>,
     },
     /// The server asked to wait longer than
-    /// [`RunConfig::max_retry_after`](crate::run::RunConfig::max_retry_after).
+    /// [`RunConfig::max_retry_after`](crate::RunConfig::max_retry_after).
     RetryAfterTooLong {
         /// What it asked, in milliseconds.
         after_ms: u64,
@@ -85,9 +85,9 @@ pub enum StopCause {
         error: ErrorKind,
     },
     /// The rate limit gave no answer for
-    /// [`RunConfig::rate_limit_patience`](crate::run::RunConfig::rate_limit_patience).
+    /// [`RunConfig::rate_limit_patience`](crate::RunConfig::rate_limit_patience).
     RateLimitPatience,
-    /// The caller's interrupt ([`Runner::run_until`](crate::run::Runner::run_until)).
+    /// The caller's interrupt ([`Runner::run_until`](crate::Runner::run_until)).
     Interrupted,
     /// The runner found nothing left to wait for (a bug; never silent).
     Internal,
@@ -96,7 +96,7 @@ pub enum StopCause {
 /// Why a request's clusters went out again in two halves ([`RunEvent::Split`]): what would
 /// have failed a cluster alone in its request.
 ///
-/// [`RunEvent::Split`]: crate::run::RunEvent::Split
+/// [`RunEvent::Split`]: crate::RunEvent::Split
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 #[non_exhaustive]

@@ -41,7 +41,7 @@ impl std::fmt::Display for LimitKind {
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum LimitSource {
-    /// [`RunConfig`](crate::run::RunConfig).
+    /// [`RunConfig`](crate::RunConfig).
     Configured,
     /// What the server reported: its `x-ratelimit-*` headers, or the limit a 429's message
     /// names (`OpenAI`'s "(RPM): Limit 120").

@@ -1,7 +1,7 @@
 //! What a run leaves: the [`DiscoveryReport`] with every cluster's outcome (and, when it
 //! failed, the typed [`Failure`]), the consolidated patterns, the requests, usage and cost at
 //! the [`PriceTable`]'s prices, the rate limits the run paced by, and the check that every
-//! cluster is accounted for. Live runs ([`Runner`](crate::run::Runner)) and batch runs
+//! cluster is accounted for. Live runs ([`Runner`](crate::Runner)) and batch runs
 //! ([`batch`](crate::batch)) make the same report.
 
 use std::collections::BTreeSet;

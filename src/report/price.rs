@@ -50,9 +50,17 @@ impl ModelPrice {
 /// A model is priced by its exact name, else by the longest name in the table it starts with
 /// followed by `-`: `claude-haiku-4-5-20251001` and `gpt-4o-mini-2024-07-18`, as servers
 /// report them, find `claude-haiku-4-5` and `gpt-4o-mini`.
+///
+/// ```
+/// use dynbatch::report::{ModelPrice, PriceTable};
+///
+/// let prices = PriceTable::default().with("my-model", ModelPrice::new(0.5, 1.5));
+/// assert_eq!(prices.price("my-model-2026-01").map(|p| p.output_per_million), Some(1.5));
+/// assert!(PriceTable::empty().price("gpt-4o").is_none());
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct PriceTable(pub BTreeMap<String, ModelPrice>);
+pub struct PriceTable(BTreeMap<String, ModelPrice>);
 
 impl Default for PriceTable {
     fn default() -> Self {
@@ -94,6 +102,23 @@ pub enum PriceTier {
 }
 
 impl PriceTable {
+    /// A table with no prices: every cost is unknown.
+    pub fn empty() -> Self {
+        Self(BTreeMap::new())
+    }
+
+    /// The table with `model` at `price` (replacing its price if it had one).
+    #[must_use]
+    pub fn with(mut self, model: impl Into<String>, price: ModelPrice) -> Self {
+        self.0.insert(model.into(), price);
+        self
+    }
+
+    /// The models priced, with their prices, by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &ModelPrice)> {
+        self.0.iter().map(|(name, price)| (name.as_str(), price))
+    }
+
     /// The same table with every price less `discount` (a fraction: 0.5 halves them), e.g.
     /// the batch APIs' prices (cache prices too: the discounts stack).
     #[must_use]

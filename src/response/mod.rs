@@ -11,7 +11,7 @@ pub(crate) use parse::{parse, salvage};
 pub use validate::Warning;
 pub(crate) use validate::{MAX_EXAMPLES, validate};
 
-/// What the model is asked to return (see [`crate::prompt::system_prompt`]):
+/// What the model is asked to return (the system prompt describes it):
 ///
 /// ```json
 /// {"clusters": [{"cluster": 1, "patterns": [{"pattern": "...", "template": "...",

@@ -28,8 +28,9 @@ use crate::timer::Timer;
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 /// use dynbatch::backend::openai::OpenAiEmbedder;
 /// use dynbatch::patterns::SemanticMerger;
-/// use dynbatch::run::{Embedding, RunConfig};
-/// use dynbatch::{SqliteStore, TokioTimer};
+/// use dynbatch::{Embedding, RunConfig};
+/// use dynbatch::TokioTimer;
+/// use dynbatch::store::SqliteStore;
 ///
 /// let embedder = Embedding::new(OpenAiEmbedder::from_env()?, TokioTimer, RunConfig::default())
 ///     .with_store(SqliteStore::open("run.journal")?);

@@ -155,7 +155,8 @@ impl<Backend: LlmBackend, Clock: Timer> Runner<Backend, Clock> {
     /// # #[cfg(all(feature = "mock", feature = "tokio"))]
     /// # tokio_test_block_on(async {
     /// use futures::StreamExt;
-    /// use dynbatch::{MockBackend, RunEvent, Runner, TokioTimer};
+    /// use dynbatch::{RunEvent, Runner, TokioTimer};
+    /// use dynbatch::backend::mock::MockBackend;
     /// use dynbatch::{Batcher, Cluster, Video};
     ///
     /// let clusters: Vec<Cluster> = (0..3)

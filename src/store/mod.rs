@@ -152,7 +152,8 @@ pub enum StoreError {
 /// one it cannot use) **before** it reports the answer's clusters as succeeded.
 ///
 /// ```
-/// use dynbatch::{ChatRequest, ChatResponse, MemoryStore, RequestKey, ResponseFormat, RunStore};
+/// use dynbatch::backend::{ChatRequest, ChatResponse, ResponseFormat};
+/// use dynbatch::store::{MemoryStore, RequestKey, RunStore};
 ///
 /// let request = ChatRequest {
 ///     model: "gpt-4o-mini".into(),
@@ -167,7 +168,7 @@ pub enum StoreError {
 /// assert!(store.get(&key)?.is_none());
 /// store.put(&key, &ChatResponse { content: "{}".into(), ..ChatResponse::default() })?;
 /// assert_eq!(store.get(&key)?.unwrap().content, "{}");
-/// # Ok::<(), dynbatch::StoreError>(())
+/// # Ok::<(), dynbatch::store::StoreError>(())
 /// ```
 pub trait RunStore: Send + Sync + fmt::Debug {
     /// The answer recorded for `key`, if any.

@@ -31,11 +31,11 @@ const FORMAT_NAME: &str = "dynbatch-journal";
 ///
 /// ```no_run
 /// # #[cfg(feature = "store")] {
-/// use dynbatch::SqliteStore;
+/// use dynbatch::store::SqliteStore;
 /// let journal = SqliteStore::open("discovery.journal")?;
 /// println!("{} answers recorded", journal.len()?);
 /// # }
-/// # Ok::<(), dynbatch::StoreError>(())
+/// # Ok::<(), dynbatch::store::StoreError>(())
 /// ```
 #[derive(Debug)]
 pub struct SqliteStore {

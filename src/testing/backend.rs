@@ -32,7 +32,7 @@ pub async fn run_backend_conformance<B: crate::backend::LlmBackend>(
         future
     }
     let clusters = distinct_clusters(3);
-    let strategy = crate::strategy::Strategy::balanced();
+    let strategy = crate::strategy::StrategySettings::balanced();
     let prompt: Vec<PromptCluster<'_>> = clusters
         .iter()
         .map(|cluster| PromptCluster {
@@ -41,7 +41,7 @@ pub async fn run_backend_conformance<B: crate::backend::LlmBackend>(
         })
         .collect();
     let mut answered = 0;
-    for output in OutputMode::FALLBACKS {
+    for output in OutputMode::fallbacks() {
         let settings = RequestSettings {
             output,
             ..RequestSettings::default()

@@ -23,13 +23,6 @@
 /// plug-ins use the same version without a dependency of their own.
 pub use proptest;
 
-/// The key [`consolidate`](crate::patterns::consolidate()) groups patterns by: lowercase words
-/// of the text, punctuation dropped.
-pub use crate::patterns::consolidate::normalize;
-/// Checks only the batches' shapes (sizes, token targets, the call budget); [`check_plan`] checks
-/// everything.
-pub use crate::plan::check::check_batch_shapes;
-
 mod arb;
 mod backend;
 mod plan;

@@ -33,7 +33,7 @@ pub enum StoreConformanceError {
 ///
 /// ```
 /// # #[cfg(feature = "testing")] {
-/// dynbatch::testing::run_store_conformance(&dynbatch::MemoryStore::default()).unwrap();
+/// dynbatch::testing::run_store_conformance(&dynbatch::store::MemoryStore::default()).unwrap();
 /// # }
 /// ```
 ///

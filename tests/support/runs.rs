@@ -6,11 +6,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use dynbatch::TokioTimer;
 use dynbatch::backend::mock::MockBackend;
 use dynbatch::report::DiscoveryReport;
-use dynbatch::run::{RunConfig, RunEvent, Runner};
-use dynbatch::timer::TokioTimer;
 use dynbatch::{BatchPlan, Batcher, BatchingConfig, Cluster};
+use dynbatch::{RunConfig, RunEvent, Runner};
 use tokio::time::Instant;
 
 /// Plans of one cluster per batch.

@@ -9,7 +9,7 @@ use crate::backend::{LimitStatus, RateLimitInfo};
 /// A rate limit for [`MockBackend::with_rate_limit`](super::MockBackend::with_rate_limit).
 ///
 /// ```
-/// use dynbatch::MockRateLimit;
+/// use dynbatch::backend::mock::MockRateLimit;
 /// // 120 requests per minute, with headers and retry-after (what OpenAI sends):
 /// let limit = MockRateLimit::requests_per_minute(120);
 /// // The same limit from a server that says nothing but 429:
@@ -31,7 +31,7 @@ impl MockRateLimit {
     /// headers, with `retry-after` on 429s.
     ///
     /// ```
-    /// use dynbatch::MockRateLimit;
+    /// use dynbatch::backend::mock::MockRateLimit;
     /// // Anthropic's shape: input and output tokens limited apart.
     /// let claude = MockRateLimit::unlimited()
     ///     .and_input_tokens_per_minute(50_000)

@@ -112,7 +112,7 @@ struct State {
 /// A deterministic backend for tests and offline runs. See the module docs.
 ///
 /// ```
-/// use dynbatch::{MockBackend, MockStep};
+/// use dynbatch::backend::mock::{MockBackend, MockStep};
 /// let mock = MockBackend::scripted([MockStep::ServerError, MockStep::Answer]);
 /// assert_eq!(mock.remaining(), 2);
 /// ```
@@ -187,7 +187,7 @@ impl MockBackend {
     /// of the caller's causes, as overloaded pools and proxies send them.
     ///
     /// ```
-    /// use dynbatch::{MockBackend, MockStep};
+    /// use dynbatch::backend::mock::{MockBackend, MockStep};
     /// // A third of all calls refused with a bare 429, reproducibly.
     /// let mock = MockBackend::new().with_fault_mix(0.33, 7, vec![MockStep::RateLimited(None)]);
     /// # let _ = mock;
@@ -203,7 +203,7 @@ impl MockBackend {
     /// one title trips: the request fails, whatever else it asks.
     ///
     /// ```
-    /// use dynbatch::MockBackend;
+    /// use dynbatch::backend::mock::MockBackend;
     /// let mock = MockBackend::new().with_content_filter("forbidden");
     /// # let _ = mock;
     /// ```

@@ -20,7 +20,7 @@ mod batches;
 mod embed;
 mod wire;
 
-use super::http::{header, is_loopback, read_capped, transport_error};
+use super::http::{default_response_limit, header, is_loopback, read_capped, transport_error};
 pub use batches::{OpenAiBatches, read_batch_file};
 pub use embed::{DEFAULT_EMBEDDING_MODEL, OpenAiEmbedder};
 pub(crate) use wire::{classify, parse_response, request_body};
@@ -121,7 +121,7 @@ impl OpenAiBuilder {
     }
     /// A timeout of the whole HTTP request, for calling the backend on its own. Default: none,
     /// because the runner bounds every call with
-    /// [`RunConfig::request_timeout`](crate::run::RunConfig) (one timeout, in one place).
+    /// [`RunConfig::request_timeout`](crate::RunConfig) (one timeout, in one place).
     #[must_use]
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = Some(timeout);
@@ -135,7 +135,8 @@ impl OpenAiBuilder {
     }
     /// The most bytes of an answer's body read; a larger answer fails the request with
     /// [`BackendError::ResponseTooLarge`] (the runner then splits it). Default:
-    /// [`default_response_limit`] of the request's `max_tokens`.
+    /// 8 bytes per `max_tokens` of the request (a token is about 4 characters, escaped JSON
+    /// can double them) plus 64 KiB for the envelope.
     #[must_use]
     pub fn max_response_bytes(mut self, bytes: usize) -> Self {
         self.max_response_bytes = Some(bytes);
@@ -267,7 +268,7 @@ impl OpenAiBuilder {
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), dynbatch::Error> {
-/// use dynbatch::OpenAiBackend;
+/// use dynbatch::backend::openai::OpenAiBackend;
 /// // OPENAI_API_KEY, and optionally OPENAI_BASE_URL and OPENAI_MODEL
 /// let backend = OpenAiBackend::from_env()?;
 /// // or a local server, no key needed on loopback:
@@ -354,10 +355,4 @@ impl OpenAiBackend {
             .request_timeout
             .unwrap_or(self.config.connect_timeout)
     }
-}
-
-/// The default cap on an answer's body: 8 bytes per `max_tokens` (a token is about 4
-/// characters, escaped JSON can double them) plus 64 KiB for the envelope.
-pub fn default_response_limit(max_tokens: u32) -> usize {
-    super::http::default_response_limit(max_tokens)
 }

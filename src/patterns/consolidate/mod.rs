@@ -20,11 +20,12 @@ use super::{ConsolidatedPattern, Support};
 
 mod index;
 mod normalize;
+#[cfg(test)]
+pub(crate) use normalize::normalize;
 mod prepare;
 
 use index::Index;
 #[cfg(any(test, feature = "testing"))]
-pub use normalize::normalize;
 use prepare::prepare;
 
 /// Hash maps keyed by our own strings and numbers: foldhash is several times faster than

@@ -2,9 +2,8 @@
 
 /// Text reduced for comparison: lower case; placeholders (`[X]`, `{topic}`, `<n>`) and numbers
 /// become one token each; other punctuation dropped; words separated by one space.
-// Public through `testing` only (and used by this module's tests).
-#[cfg_attr(not(feature = "testing"), allow(unreachable_pub, dead_code))]
-pub fn normalize(text: &str) -> String {
+#[cfg(test)]
+pub(crate) fn normalize(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 8);
     normalize_into(text, &mut out);
     out
@@ -60,6 +59,54 @@ pub(super) fn normalize_into(text: &str, out: &mut String) {
                 gap = true;
                 after_number = false;
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::normalize;
+
+    /// `normalize` as it was first written: tokens, then split and joined again.
+    fn reference_normalize(text: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        let mut depth = 0usize;
+        for c in text.chars() {
+            match c {
+                '[' | '{' | '<' => {
+                    if depth == 0 {
+                        out.push_str(" _slot_ ");
+                    }
+                    depth += 1;
+                }
+                ']' | '}' | '>' => depth = depth.saturating_sub(1),
+                _ if depth > 0 => {}
+                c if c.is_ascii_digit() => {
+                    if !out.ends_with("_num_ ") {
+                        out.push_str(" _num_ ");
+                    }
+                }
+                c if c.is_alphanumeric() => out.extend(c.to_lowercase()),
+                '\'' | '’' => {}
+                _ => out.push(' '),
+            }
+        }
+        out.split_whitespace().collect::<Vec<_>>().join(" ")
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        #[test]
+        fn invariant_normalize_equals_the_reference(
+            text in prop_oneof![
+                any::<String>(),
+                "[0-9 a-zA-Zé'’\\[\\]{}<>_.!\u{a0}İ٣-]{0,24}",
+            ],
+        ) {
+            prop_assert_eq!(normalize(&text), reference_normalize(&text));
         }
     }
 }

@@ -21,12 +21,14 @@ use super::{ConsolidatedPattern, Support};
 use crate::error::Error;
 
 mod assemble;
+#[cfg(test)]
+mod grouping_props;
 mod judged;
 mod semantic;
 
 pub(crate) use assemble::{assemble, occurrences};
 pub use judged::JudgedMerger;
-pub use semantic::{DEFAULT_THRESHOLD, EXACT_UP_TO, SemanticMerger, group_by_similarity};
+pub use semantic::{DEFAULT_THRESHOLD, SemanticMerger};
 
 /// Decides which patterns of a run are one pattern.
 ///
@@ -148,7 +150,7 @@ pub struct LexicalMerger {
 
 impl LexicalMerger {
     /// Merges at a Jaccard similarity of `threshold` (the runner's default is 0.6,
-    /// [`RunConfig::merge_similarity`](crate::run::RunConfig::merge_similarity)).
+    /// [`RunConfig::merge_similarity`](crate::RunConfig::merge_similarity)).
     pub fn new(threshold: f64) -> Self {
         Self { threshold }
     }

@@ -26,7 +26,7 @@ use crate::error::Error;
 use crate::patterns::Support;
 
 /// Up to this many vectors, every pair is compared.
-pub const EXACT_UP_TO: usize = 2048;
+pub(crate) const EXACT_UP_TO: usize = 2048;
 /// Blocks a vector joins: its nearest pivots.
 const PROBES: usize = 2;
 /// A block larger than this is split again.
@@ -37,7 +37,11 @@ const MAX_BLOCK: usize = 512;
 pub const DEFAULT_THRESHOLD: f32 = 0.65;
 
 /// Merges patterns whose embeddings are close: an [`Embedder`] embeds each distinct name (with
-/// its template), and [`group_by_similarity`] groups them.
+/// its template), and average linkage over cosine similarity groups them: a pattern joins a
+/// group when its mean similarity to the group's members is at least the threshold, so a chain
+/// of near neighbours never joins far patterns. Up to 2,048 distinct patterns are compared
+/// pairwise; beyond, candidate pairs come from random-hyperplane hashing (a near pair may be
+/// missed, a far one is never joined).
 #[derive(Debug, Clone)]
 pub struct SemanticMerger {
     embedder: Arc<dyn Embedder>,
@@ -148,7 +152,7 @@ pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// The group of each vector (a number per group, groups numbered by their first vector):
 /// average linkage at cosine similarity `threshold` over candidate pairs (see the module
 /// docs). Vectors of different lengths never join.
-pub fn group_by_similarity(vectors: &[Vec<f32>], threshold: f32) -> Vec<usize> {
+pub(crate) fn group_by_similarity(vectors: &[Vec<f32>], threshold: f32) -> Vec<usize> {
     let unit = normalized(vectors);
     let n = unit.len();
     let mut pairs = candidates(&unit, threshold);

@@ -11,15 +11,15 @@ use crate::run::RunConfig;
 use crate::timer::Timer;
 
 /// A rate limiter that runners share: give a clone to each with
-/// [`Runner::with_rate_limiter`](crate::run::Runner::with_rate_limiter), and they pace as one
+/// [`Runner::with_rate_limiter`](crate::Runner::with_rate_limiter), and they pace as one
 /// client of the API key, by the limits of `config` and what the server reports, learnt
 /// once for all of them. Without one, each run has a limiter of its own (and runs in other
 /// processes on the same key are told apart from the server's `remaining`).
 ///
 /// ```
-/// use dynbatch::run::{RateLimiter, RunConfig, Runner};
-/// use dynbatch::timer::TokioTimer;
-/// use dynbatch::MockBackend;
+/// use dynbatch::{RateLimiter, RunConfig, Runner};
+/// use dynbatch::TokioTimer;
+/// use dynbatch::backend::mock::MockBackend;
 ///
 /// let config = RunConfig::default();
 /// let shared = RateLimiter::new(&config, &TokioTimer);

@@ -14,7 +14,7 @@
 //! Hand-written rather than `governor`: the limits change while running, the bucket must be
 //! set to what the server reports, requests and tokens are reserved together (a GCRA cell
 //! cannot be taken back when the other limit says no), and time comes from the run's
-//! [`Timer`](crate::timer::Timer) so a paused clock drives it.
+//! [`Timer`](crate::Timer) so a paused clock drives it.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

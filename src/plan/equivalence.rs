@@ -7,9 +7,9 @@
 
 use std::cell::Cell;
 
-use dynbatch::testing::check_batch_shapes;
-use dynbatch::testing::{arb_clusters, arb_config};
-use dynbatch::{
+use super::check::check_batch_shapes;
+use crate::testing::{arb_clusters, arb_config};
+use crate::{
     Batcher, BatchingConfig, Cluster, QualityScorer, SpecQualityScorer, SpecStrategySelector,
     SpecTokenEstimator, StrategySelector, TokenEstimator,
 };
@@ -133,9 +133,9 @@ fn defaults_reproduce_the_design_wherever_it_is_valid() {
                     .filter(|&(_, q, _)| q >= config.quality_threshold())
                     .collect();
                 scored.sort_by(|a, b| b.2.partial_cmp(&a.2).unwrap());
-                let views: Vec<dynbatch::Scored<'_>> = scored
+                let views: Vec<crate::Scored<'_>> = scored
                     .iter()
-                    .map(|&(index, quality, priority)| dynbatch::Scored {
+                    .map(|&(index, quality, priority)| crate::Scored {
                         index,
                         cluster: &clusters[index],
                         quality,
