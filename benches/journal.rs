@@ -29,9 +29,9 @@ fn request(n: usize) -> ChatRequest {
         }
         user.push_str("---\n");
     }
-    ChatRequest {
-        model: "gpt-4o-mini".into(),
-        messages: vec![
+    ChatRequest::new(
+        "gpt-4o-mini",
+        vec![
             ChatMessage {
                 role: Role::System,
                 content: "You analyse YouTube title patterns.".into(),
@@ -41,22 +41,16 @@ fn request(n: usize) -> ChatRequest {
                 content: user,
             },
         ],
-        temperature: 0.7,
-        max_tokens: 2400,
-        response_format: ResponseFormat::JsonObject,
-        batch: None,
-    }
+    )
+    .with_max_tokens(2400)
+    .with_response_format(ResponseFormat::JsonObject)
 }
 
 /// An answer of ~2 KB, as a model returns for a batch.
 fn answer() -> ChatResponse {
     ChatResponse {
         content: format!("{{\"clusters\": [{}]}}", "{\"cluster\": 1, \"patterns\": [{\"pattern\": \"I Tried … for … Days\", \"template\": \"I Tried [X] for [X] Days\", \"examples\": [\"I Tried Chess for 30 Days\"], \"rationale\": \"shared\"}]},".repeat(8)),
-        usage: Some(TokenUsage {
-            prompt_tokens: 1800,
-            completion_tokens: 600,
-            ..TokenUsage::default()
-        }),
+        usage: Some(TokenUsage::new(1800, 600)),
         model: "gpt-4o-mini".into(),
         ..ChatResponse::default()
     }

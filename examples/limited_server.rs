@@ -89,18 +89,19 @@ impl Respond for Server {
         }
         let messages: Vec<ChatMessage> =
             serde_json::from_value(body["messages"].clone()).unwrap_or_default();
-        let chat = ChatRequest {
-            model: body["model"].as_str().unwrap_or("gpt-4o-mini").to_owned(),
+        let chat = ChatRequest::new(
+            body["model"].as_str().unwrap_or("gpt-4o-mini").to_owned(),
             messages,
-            temperature: body["temperature"].as_f64().unwrap_or(0.7),
-            max_tokens: body["max_tokens"]
+        )
+        .with_temperature(body["temperature"].as_f64().unwrap_or(0.7))
+        .with_max_tokens(
+            body["max_tokens"]
                 .as_u64()
                 .or_else(|| body["max_completion_tokens"].as_u64())
                 .and_then(|n| u32::try_from(n).ok())
                 .unwrap_or(1000),
-            response_format: ResponseFormat::JsonObject,
-            batch: None,
-        };
+        )
+        .with_response_format(ResponseFormat::JsonObject);
         // The mock has no latency of its own here: it answers at once.
         let result = futures::executor::block_on(self.mock.complete(&chat));
         let mut stats = self

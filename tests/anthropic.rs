@@ -40,9 +40,9 @@ impl Respond for FakeMessages {
             }));
         }
         let schema = body["tools"][0]["input_schema"].clone();
-        let chat = ChatRequest {
-            model: body["model"].as_str().unwrap().into(),
-            messages: vec![
+        let chat = ChatRequest::new(
+            body["model"].as_str().unwrap(),
+            vec![
                 ChatMessage {
                     role: Role::System,
                     content: body["system"].as_str().unwrap_or_default().into(),
@@ -52,19 +52,17 @@ impl Respond for FakeMessages {
                     content: body["messages"][0]["content"].as_str().unwrap().into(),
                 },
             ],
-            temperature: 0.0,
-            max_tokens: 1000,
-            response_format: if schema.is_null() {
-                ResponseFormat::JsonObject
-            } else {
-                ResponseFormat::JsonSchema {
-                    name: "p".into(),
-                    schema,
-                    strict: true,
-                }
-            },
-            batch: None,
-        };
+        )
+        .with_temperature(0.0)
+        .with_response_format(if schema.is_null() {
+            ResponseFormat::JsonObject
+        } else {
+            ResponseFormat::JsonSchema {
+                name: "p".into(),
+                schema,
+                strict: true,
+            }
+        });
         let answer = futures::executor::block_on(self.mock.complete(&chat)).unwrap();
         let content = if body.get("tools").is_some() {
             json!([{"type": "tool_use", "id": "toolu_1", "name": body["tool_choice"]["name"],

@@ -129,11 +129,10 @@ async fn the_whole_flow_uploads_creates_polls_downloads_and_reports() {
         .prices()
         .cost(
             "gpt-4o-mini",
-            &dynbatch::backend::TokenUsage {
-                prompt_tokens: run.report.usage.prompt_tokens,
-                completion_tokens: run.report.usage.completion_tokens,
-                ..Default::default()
-            },
+            &dynbatch::backend::TokenUsage::new(
+                run.report.usage.prompt_tokens,
+                run.report.usage.completion_tokens,
+            ),
         )
         .unwrap();
     let cost = run.report.usage.estimated_cost_usd.unwrap();
@@ -318,10 +317,8 @@ async fn a_second_run_with_the_journal_attaches_instead_of_submitting_again() {
     let (server, fake) = FakeBatchApi::start(50).await;
 
     // The first run gives up waiting (the process might as well have been killed).
-    let impatient = client(&server, &Arc::default()).with_poll(PollConfig {
-        max_wait: Duration::from_secs(60),
-        ..PollConfig::default()
-    });
+    let impatient = client(&server, &Arc::default())
+        .with_poll(PollConfig::default().with_max_wait(Duration::from_secs(60)));
     let err = impatient
         .with_store(SqliteStore::open(&path).unwrap())
         .run(plan.clone(), &clusters, CONCEPT, &RunConfig::default())

@@ -27,17 +27,15 @@ fn looping(repeats: usize, chars: usize) -> String {
 }
 
 fn request(max_tokens: u32) -> ChatRequest {
-    ChatRequest {
-        model: "gpt-4o-mini".into(),
-        messages: vec![ChatMessage {
+    ChatRequest::new(
+        "gpt-4o-mini",
+        vec![ChatMessage {
             role: Role::User,
             content: "CLUSTER 1".into(),
         }],
-        temperature: 0.7,
-        max_tokens,
-        response_format: ResponseFormat::JsonObject,
-        batch: None,
-    }
+    )
+    .with_max_tokens(max_tokens)
+    .with_response_format(ResponseFormat::JsonObject)
 }
 
 fn backend(server: &MockServer) -> OpenAiBackend {

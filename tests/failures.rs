@@ -122,12 +122,11 @@ async fn each_failure_is_a_variant_with_its_data() {
 
     // Too big for the context window, alone.
     let small = RunConfig::builder()
-        .request(dynbatch::prompt::RequestSettings {
-            model_limits: Some(dynbatch::prompt::ModelLimits {
+        .request_with(|r| {
+            r.model_limits = Some(dynbatch::prompt::ModelLimits {
                 context_window: 100,
                 max_output_tokens: 50,
-            }),
-            ..dynbatch::prompt::RequestSettings::default()
+            });
         })
         .build()
         .unwrap();

@@ -44,9 +44,8 @@ fn config(concurrency: usize) -> RunConfig {
         .rate_limit_patience(Duration::from_secs(86_400))
         // A fixed output mode: full concurrency from the first request (`Auto` sends one
         // request alone until the server has taken a mode), so the drop lands where counted.
-        .request(dynbatch::prompt::RequestSettings {
-            output: dynbatch::prompt::OutputMode::JsonObject,
-            ..dynbatch::prompt::RequestSettings::default()
+        .request_with(|r| {
+            r.output = dynbatch::prompt::OutputMode::JsonObject;
         })
         .build()
         .unwrap()
@@ -260,14 +259,12 @@ fn answer(n: usize) -> dynbatch::backend::ChatResponse {
 }
 
 fn key(n: usize) -> RequestKey {
-    RequestKey::of(&dynbatch::backend::ChatRequest {
-        model: "m".into(),
-        messages: vec![],
-        temperature: 0.0,
-        max_tokens: n as u32,
-        response_format: dynbatch::backend::ResponseFormat::JsonObject,
-        batch: None,
-    })
+    RequestKey::of(
+        &dynbatch::backend::ChatRequest::new("m", vec![])
+            .with_temperature(0.0)
+            .with_max_tokens(n as u32)
+            .with_response_format(dynbatch::backend::ResponseFormat::JsonObject),
+    )
 }
 
 #[test]

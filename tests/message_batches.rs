@@ -101,11 +101,10 @@ async fn the_whole_flow_creates_polls_reads_results_and_prices_at_the_batch_tier
         .prices()
         .cost(
             MODEL,
-            &TokenUsage {
-                prompt_tokens: run.report.usage.prompt_tokens,
-                completion_tokens: run.report.usage.completion_tokens,
-                ..TokenUsage::default()
-            },
+            &TokenUsage::new(
+                run.report.usage.prompt_tokens,
+                run.report.usage.completion_tokens,
+            ),
         )
         .unwrap();
     let cost = run.report.usage.estimated_cost_usd.unwrap();
@@ -143,11 +142,8 @@ async fn invalid_requests_fail_with_the_reason_and_are_not_sent_again() {
 /// while the server answers), with polls 1 ms apart.
 #[tokio::test]
 async fn expired_requests_go_to_a_new_batch_or_to_a_live_run() {
-    let fast = PollConfig {
-        first: Duration::from_millis(1),
-        max: Duration::from_millis(1),
-        ..PollConfig::default()
-    };
+    let fast =
+        PollConfig::default().with_backoff(Duration::from_millis(1), 1.5, Duration::from_millis(1));
     let clusters = bundled();
     let plan = Batcher::default().plan(&clusters).unwrap();
     let n = plan.batches.len();
@@ -264,10 +260,7 @@ async fn a_second_run_with_the_journal_attaches_and_an_id_attaches_with_no_journ
 
     // The first run gives up waiting (as if killed).
     let err = runner(&server, &Arc::default())
-        .with_poll(PollConfig {
-            max_wait: Duration::from_secs(60),
-            ..PollConfig::default()
-        })
+        .with_poll(PollConfig::default().with_max_wait(Duration::from_secs(60)))
         .with_store(SqliteStore::open(&path).unwrap())
         .run(plan.clone(), &clusters, CONCEPT, &RunConfig::default())
         .await

@@ -87,9 +87,9 @@ fn backend(server: &MockServer) -> OpenAiBackend {
 }
 
 fn request() -> ChatRequest {
-    ChatRequest {
-        model: "gpt-4o-mini".into(),
-        messages: vec![
+    ChatRequest::new(
+        "gpt-4o-mini",
+        vec![
             ChatMessage {
                 role: Role::System,
                 content: "sys".into(),
@@ -99,11 +99,9 @@ fn request() -> ChatRequest {
                 content: "user".into(),
             },
         ],
-        temperature: 0.7,
-        max_tokens: 900,
-        response_format: ResponseFormat::JsonObject,
-        batch: None,
-    }
+    )
+    .with_max_tokens(900)
+    .with_response_format(ResponseFormat::JsonObject)
 }
 
 async fn body_of(server: &MockServer, i: usize) -> Value {
@@ -158,10 +156,8 @@ async fn strict_schema_max_completion_tokens_and_model_override() {
         .max_tokens_field(MaxTokensField::MaxCompletionTokens)
         .build()
         .unwrap(); // loopback: no key needed
-    let settings = RequestSettings {
-        output: OutputMode::StrictSchema,
-        ..RequestSettings::default()
-    };
+    let mut settings = RequestSettings::default();
+    settings.output = OutputMode::StrictSchema;
     let input = clusters(1);
     let prompt = [dynbatch::prompt::PromptCluster {
         cluster: &input[0],
@@ -449,10 +445,8 @@ async fn json_object_with_schema_is_sent_the_llama_cpp_way() {
         .base_url(format!("{}/v1", server.uri()))
         .build()
         .unwrap();
-    let settings = RequestSettings {
-        output: OutputMode::JsonObjectWithSchema,
-        ..RequestSettings::default()
-    };
+    let mut settings = RequestSettings::default();
+    settings.output = OutputMode::JsonObjectWithSchema;
     let input = clusters(1);
     let prompt = [dynbatch::prompt::PromptCluster {
         cluster: &input[0],

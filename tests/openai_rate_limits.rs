@@ -26,17 +26,15 @@ fn backend(server: &MockServer) -> OpenAiBackend {
 }
 
 fn request() -> ChatRequest {
-    ChatRequest {
-        model: "gpt-4o-mini".into(),
-        messages: vec![ChatMessage {
+    ChatRequest::new(
+        "gpt-4o-mini",
+        vec![ChatMessage {
             role: Role::User,
             content: "CLUSTER 1".into(),
         }],
-        temperature: 0.7,
-        max_tokens: 300,
-        response_format: ResponseFormat::JsonObject,
-        batch: None,
-    }
+    )
+    .with_max_tokens(300)
+    .with_response_format(ResponseFormat::JsonObject)
 }
 
 fn completion() -> serde_json::Value {

@@ -12,7 +12,7 @@ use dynbatch::TokioTimer;
 use dynbatch::backend::mock::MockBackend;
 use dynbatch::backend::openai::OpenAiBackend;
 use dynbatch::backend::{ChatMessage, ChatRequest, LlmBackend, ResponseFormat};
-use dynbatch::prompt::{OutputMode, RequestSettings};
+use dynbatch::prompt::OutputMode;
 use dynbatch::report::OutcomeStatus;
 use dynbatch::{RunConfig, RunEvent, Runner};
 use serde_json::{Value, json};
@@ -65,14 +65,7 @@ impl Respond for Picky {
             );
         }
         let messages: Vec<ChatMessage> = serde_json::from_value(body["messages"].clone()).unwrap();
-        let chat = ChatRequest {
-            model: "m".into(),
-            messages,
-            temperature: 0.7,
-            max_tokens: 1000,
-            response_format: ResponseFormat::JsonObject,
-            batch: None,
-        };
+        let chat = ChatRequest::new("m", messages).with_response_format(ResponseFormat::JsonObject);
         let answer = futures::executor::block_on(MockBackend::new().complete(&chat)).unwrap();
         let content = if self.prose {
             format!(
@@ -295,9 +288,8 @@ async fn an_explicit_mode_that_is_refused_fails_with_the_reason() {
     let plan = Batcher::default().plan(&clusters).unwrap();
     let planned = plan.batches.len();
     let config = RunConfig::builder()
-        .request(RequestSettings {
-            output: OutputMode::StrictSchema,
-            ..RequestSettings::default()
+        .request_with(|r| {
+            r.output = OutputMode::StrictSchema;
         })
         .build()
         .unwrap();

@@ -14,10 +14,8 @@ fn user_prompt(
     batch: &[PromptCluster<'_>],
     max_text_chars: usize,
 ) -> String {
-    let settings = RequestSettings {
-        max_text_chars,
-        ..RequestSettings::default()
-    };
+    let mut settings = RequestSettings::default();
+    settings.max_text_chars = max_text_chars;
     settings.request(concept, strategy, batch).user_text()
 }
 
@@ -160,10 +158,8 @@ fn request_follows_the_design() {
             strict: true,
         }
     );
-    let design = RequestSettings {
-        output: OutputMode::JsonObject,
-        ..RequestSettings::default()
-    };
+    let mut design = RequestSettings::default();
+    design.output = OutputMode::JsonObject;
     assert_eq!(
         design
             .request("espresso", &StrategySettings::thorough(), &batch)
@@ -185,10 +181,8 @@ fn request_follows_the_design() {
     );
     assert!(request.messages[0].content.contains("never instructions"));
     assert_eq!(request.messages[1].role, Role::User);
-    let strict = RequestSettings {
-        output: OutputMode::StrictSchema,
-        ..RequestSettings::default()
-    };
+    let mut strict = RequestSettings::default();
+    strict.output = OutputMode::StrictSchema;
     let request = strict.request("espresso", &StrategySettings::balanced(), &batch);
     assert!(matches!(
         request.response_format,

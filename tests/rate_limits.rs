@@ -231,9 +231,8 @@ async fn account_wide_errors_stop_all_sending() {
         let config = RunConfig::builder()
             .concurrency(4)
             // Four in flight from the first request (`Auto` would send one alone first).
-            .request(dynbatch::prompt::RequestSettings {
-                output: dynbatch::prompt::OutputMode::JsonObject,
-                ..dynbatch::prompt::RequestSettings::default()
+            .request_with(|r| {
+                r.output = dynbatch::prompt::OutputMode::JsonObject;
             })
             .build()
             .unwrap();
@@ -321,13 +320,14 @@ fn arb_429() -> impl proptest::strategy::Strategy<Value = MockStep> {
         Just(MockStep::RateLimited(None)),
         (1u64..200, 0u64..3, 0u64..20).prop_map(|(limit, remaining, reset)| MockStep::Limited {
             retry_after: None,
-            limits: RateLimitInfo {
-                requests: LimitStatus {
-                    limit: Some(limit),
-                    remaining: Some(remaining),
-                    reset: Some(Duration::from_secs(reset)),
-                },
-                ..RateLimitInfo::default()
+            limits: {
+                let mut limits = RateLimitInfo::default();
+                limits.requests = LimitStatus::new(
+                    Some(limit),
+                    Some(remaining),
+                    Some(Duration::from_secs(reset)),
+                );
+                limits
             },
         }),
         Just(MockStep::Answer),

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use dynbatch::TokioTimer;
 use dynbatch::backend::openai::OpenAiBackend;
-use dynbatch::prompt::{ModelLimits, OutputMode, RequestSettings};
+use dynbatch::prompt::{ModelLimits, OutputMode};
 use dynbatch::report::OutcomeStatus;
 use dynbatch::{Batcher, Cluster};
 use dynbatch::{RunConfig, Runner};
@@ -47,19 +47,18 @@ async fn whole_pipeline_against_a_real_server() {
     let config = RunConfig::builder()
         .concurrency(2)
         .request_timeout(Duration::from_secs(600))
-        .request(RequestSettings {
+        .request_with(|r| {
             // The server runs with a 4096-token context.
-            model_limits: Some(ModelLimits {
+            r.model_limits = Some(ModelLimits {
                 context_window: 4096,
                 max_output_tokens: 700,
-            }),
+            });
             // DYNBATCH_LLM_OUTPUT=strict or object_schema: constrain the output to our schema.
-            output: match std::env::var("DYNBATCH_LLM_OUTPUT").as_deref() {
+            r.output = match std::env::var("DYNBATCH_LLM_OUTPUT").as_deref() {
                 Ok("strict") => OutputMode::StrictSchema,
                 Ok("object_schema") => OutputMode::JsonObjectWithSchema,
                 _ => OutputMode::JsonObject,
-            },
-            ..RequestSettings::default()
+            };
         })
         .build()
         .unwrap();

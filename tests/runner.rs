@@ -500,9 +500,8 @@ async fn concurrency_bounds_requests_in_flight_and_keeps_plan_order() {
         RunConfig::builder()
             .concurrency(2)
             // Two in flight from the first request (`Auto` would send one alone first).
-            .request(dynbatch::prompt::RequestSettings {
-                output: dynbatch::prompt::OutputMode::JsonObject,
-                ..dynbatch::prompt::RequestSettings::default()
+            .request_with(|r| {
+                r.output = dynbatch::prompt::OutputMode::JsonObject;
             })
             .build()
             .unwrap(),
@@ -578,17 +577,16 @@ async fn a_plan_from_other_clusters_is_an_error() {
 
 #[tokio::test(start_paused = true)]
 async fn requests_too_big_for_the_context_window_are_split_before_any_call() {
-    use dynbatch::prompt::{ModelLimits, RequestSettings};
+    use dynbatch::prompt::ModelLimits;
     // One THOROUGH batch of 3 clusters at 400 estimated tokens each, max_tokens 300 each.
     let input = clusters(3);
     let limits = |context_window| {
         RunConfig::builder()
-            .request(RequestSettings {
-                model_limits: Some(ModelLimits {
+            .request_with(|r| {
+                r.model_limits = Some(ModelLimits {
                     context_window,
                     max_output_tokens: 500,
-                }),
-                ..RequestSettings::default()
+                });
             })
             .build()
             .unwrap()

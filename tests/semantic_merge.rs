@@ -233,11 +233,7 @@ impl LlmBackend for Truthful {
         Ok(ChatResponse {
             content: Value::Object(answers).to_string(),
             model: "judge-model".into(),
-            usage: Some(TokenUsage {
-                prompt_tokens: 100,
-                completion_tokens: 20,
-                ..TokenUsage::default()
-            }),
+            usage: Some(TokenUsage::new(100, 20)),
             ..ChatResponse::default()
         })
     }

@@ -779,11 +779,7 @@ fn dry_run(
         max_completion += u64::from(request.max_tokens);
     }
     let prompt: u64 = plan.batches.iter().map(|b| b.estimated_tokens).sum();
-    let usage = dynbatch::backend::TokenUsage {
-        prompt_tokens: prompt,
-        completion_tokens: max_completion,
-        ..Default::default()
-    };
+    let usage = dynbatch::backend::TokenUsage::new(prompt, max_completion);
     match config.prices().cost(model, &usage) {
         Some(cost) => eprintln!(
             "dry run: {} requests, ~{prompt} prompt tokens, at most {max_completion} completion tokens: at most ${cost:.4} on {model}",

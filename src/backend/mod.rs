@@ -85,7 +85,18 @@ pub enum ResponseFormat {
 }
 
 /// A chat-completion request, as the runner sends it.
+///
+/// ```
+/// use dynbatch::backend::{ChatMessage, ChatRequest, ResponseFormat, Role};
+///
+/// let hi = ChatMessage { role: Role::User, content: "Say hi".into() };
+/// let request = ChatRequest::new("gpt-4o-mini", vec![hi])
+///     .with_max_tokens(50)
+///     .with_response_format(ResponseFormat::JsonObject);
+/// assert_eq!(request.user_text(), "Say hi");
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ChatRequest {
     /// Model name, e.g. `gpt-4o-mini`.
     pub model: String,
@@ -106,6 +117,7 @@ pub struct ChatRequest {
 
 /// The batch a [`ChatRequest`] asks about.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct RequestBatch {
     /// The clusters' ids in prompt order: `clusters[0]` is `CLUSTER 1` (key `"c1"`).
     pub clusters: Vec<String>,
@@ -113,7 +125,55 @@ pub struct RequestBatch {
     pub patterns: crate::strategy::PatternRange,
 }
 
+impl RequestBatch {
+    /// A batch of `clusters` (ids in prompt order), `patterns` asked for each.
+    pub fn new(clusters: Vec<String>, patterns: crate::strategy::PatternRange) -> Self {
+        Self { clusters, patterns }
+    }
+}
+
 impl ChatRequest {
+    /// A request for `messages` to `model`: temperature 0.7, at most 1,000 tokens, plain text,
+    /// about no batch.
+    pub fn new(model: impl Into<String>, messages: Vec<ChatMessage>) -> Self {
+        Self {
+            model: model.into(),
+            messages,
+            temperature: 0.7,
+            max_tokens: 1000,
+            response_format: ResponseFormat::Text,
+            batch: None,
+        }
+    }
+
+    /// The request at sampling temperature `temperature`.
+    #[must_use]
+    pub fn with_temperature(mut self, temperature: f64) -> Self {
+        self.temperature = temperature;
+        self
+    }
+
+    /// The request with at most `max_tokens` tokens generated.
+    #[must_use]
+    pub fn with_max_tokens(mut self, max_tokens: u32) -> Self {
+        self.max_tokens = max_tokens;
+        self
+    }
+
+    /// The request in output format `format`.
+    #[must_use]
+    pub fn with_response_format(mut self, format: ResponseFormat) -> Self {
+        self.response_format = format;
+        self
+    }
+
+    /// The request about `batch`.
+    #[must_use]
+    pub fn with_batch(mut self, batch: RequestBatch) -> Self {
+        self.batch = Some(batch);
+        self
+    }
+
     /// The user messages' text, concatenated: what identifies a request's content.
     pub fn user_text(&self) -> String {
         self.messages
@@ -164,6 +224,7 @@ impl From<FinishReason> for String {
 
 /// Tokens a call used, as the server reports them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct TokenUsage {
     /// Prompt tokens, cache writes and reads included.
     pub prompt_tokens: u64,
@@ -185,6 +246,24 @@ fn is_zero(n: &u64) -> bool {
 }
 
 impl TokenUsage {
+    /// `prompt` prompt tokens and `completion` completion tokens, none cached.
+    pub fn new(prompt: u64, completion: u64) -> Self {
+        Self {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            ..Self::default()
+        }
+    }
+
+    /// The usage with `write` of its prompt tokens written to the prompt cache and `read` read
+    /// from it.
+    #[must_use]
+    pub fn with_cache(mut self, write: u64, read: u64) -> Self {
+        self.cache_write_tokens = write;
+        self.cache_read_tokens = read;
+        self
+    }
+
     /// The sum of two usages.
     #[must_use]
     pub fn plus(self, other: Self) -> Self {

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// One limit's state (requests or tokens) as a response reported it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct LimitStatus {
     /// The limit per minute (`x-ratelimit-limit-*`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -21,6 +22,15 @@ pub struct LimitStatus {
 }
 
 impl LimitStatus {
+    /// A limit of `limit` per minute with `remaining` left, full again after `reset`.
+    pub fn new(limit: Option<u64>, remaining: Option<u64>, reset: Option<Duration>) -> Self {
+        Self {
+            limit,
+            remaining,
+            reset,
+        }
+    }
+
     /// Whether nothing was reported.
     pub fn is_empty(&self) -> bool {
         self.limit.is_none() && self.remaining.is_none() && self.reset.is_none()
@@ -51,6 +61,7 @@ impl LimitStatus {
 /// assert_eq!(info.tokens.reset, Some(Duration::from_secs(360)));
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct RateLimitInfo {
     /// Requests per minute.
     #[serde(default, skip_serializing_if = "LimitStatus::is_empty")]

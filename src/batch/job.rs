@@ -19,6 +19,7 @@ use crate::run::RunConfig;
 
 /// How often batches are polled, and for how long.
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
 pub struct PollConfig {
     /// The first wait between polls. Default 10 s.
     pub first: Duration,
@@ -47,6 +48,30 @@ impl Default for PollConfig {
 }
 
 impl PollConfig {
+    /// This polling, giving up waiting after `max_wait`.
+    #[must_use]
+    pub fn with_max_wait(mut self, max_wait: Duration) -> Self {
+        self.max_wait = max_wait;
+        self
+    }
+
+    /// This polling, waiting `first` between the first looks, each wait `factor` times the
+    /// last, up to `max`.
+    #[must_use]
+    pub fn with_backoff(mut self, first: Duration, factor: f64, max: Duration) -> Self {
+        self.first = first;
+        self.factor = factor;
+        self.max = max;
+        self
+    }
+
+    /// This polling, a call giving up after `max_errors` transient errors in a row.
+    #[must_use]
+    pub fn with_max_errors(mut self, max_errors: u32) -> Self {
+        self.max_errors = max_errors;
+        self
+    }
+
     pub(super) fn next(&self, wait: Duration) -> Duration {
         wait.mul_f64(self.factor.max(1.0)).min(self.max)
     }

@@ -33,6 +33,7 @@ pub struct PromptCluster<'a> {
 /// What every request of a run is rendered with. `Default` is the design's.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct RequestSettings {
     /// Model name. Default `gpt-4o-mini`.
     pub model: String,

@@ -155,14 +155,9 @@ pub enum StoreError {
 /// use dynbatch::backend::{ChatRequest, ChatResponse, ResponseFormat};
 /// use dynbatch::store::{MemoryStore, RequestKey, RunStore};
 ///
-/// let request = ChatRequest {
-///     model: "gpt-4o-mini".into(),
-///     messages: vec![],
-///     temperature: 0.7,
-///     max_tokens: 300,
-///     response_format: ResponseFormat::JsonObject,
-///     batch: None,
-/// };
+/// let request = ChatRequest::new("gpt-4o-mini", vec![])
+///     .with_max_tokens(300)
+///     .with_response_format(ResponseFormat::JsonObject);
 /// let store = MemoryStore::default();
 /// let key = RequestKey::of(&request);
 /// assert!(store.get(&key)?.is_none());

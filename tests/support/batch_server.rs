@@ -182,17 +182,18 @@ fn multipart_file(request: &Request) -> Option<String> {
 fn chat_request(body: &Value) -> ChatRequest {
     let messages: Vec<ChatMessage> =
         serde_json::from_value(body["messages"].clone()).unwrap_or_default();
-    ChatRequest {
-        model: body["model"].as_str().unwrap_or("gpt-4o-mini").to_owned(),
+    ChatRequest::new(
+        body["model"].as_str().unwrap_or("gpt-4o-mini").to_owned(),
         messages,
-        temperature: body["temperature"].as_f64().unwrap_or(0.7),
-        max_tokens: body["max_tokens"]
+    )
+    .with_temperature(body["temperature"].as_f64().unwrap_or(0.7))
+    .with_max_tokens(
+        body["max_tokens"]
             .as_u64()
             .and_then(|n| u32::try_from(n).ok())
             .unwrap_or(1000),
-        response_format: ResponseFormat::JsonObject,
-        batch: None,
-    }
+    )
+    .with_response_format(ResponseFormat::JsonObject)
 }
 
 /// A chat completion for `body`, answered by the offline mock.

@@ -194,17 +194,18 @@ pub fn chat_request(params: &Value) -> ChatRequest {
             content: m["content"].as_str().unwrap_or_default().to_owned(),
         });
     }
-    ChatRequest {
-        model: params["model"].as_str().unwrap_or("claude").to_owned(),
+    ChatRequest::new(
+        params["model"].as_str().unwrap_or("claude").to_owned(),
         messages,
-        temperature: params["temperature"].as_f64().unwrap_or(0.7),
-        max_tokens: params["max_tokens"]
+    )
+    .with_temperature(params["temperature"].as_f64().unwrap_or(0.7))
+    .with_max_tokens(
+        params["max_tokens"]
             .as_u64()
             .and_then(|n| u32::try_from(n).ok())
             .unwrap_or(1000),
-        response_format: ResponseFormat::JsonObject,
-        batch: None,
-    }
+    )
+    .with_response_format(ResponseFormat::JsonObject)
 }
 
 /// A message for `params`, answered by the offline mock: a `tool_use` block when a tool is
