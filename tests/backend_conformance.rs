@@ -11,7 +11,8 @@ use dynbatch::backend::openai::OpenAiBackend;
 use dynbatch::backend::{
     BackendError, ChatRequest, ChatResponse, LlmBackend, ResponseFormat, async_trait,
 };
-use dynbatch::testing::run_backend_conformance;
+use dynbatch::prompt::OutputMode;
+use dynbatch::testing::{BackendConformanceError, run_backend_conformance};
 
 #[tokio::test]
 async fn our_backends_pass() {
@@ -72,11 +73,32 @@ async fn broken_backends_are_caught_by_name() {
         })
         .await
         .unwrap_err();
-        assert!(err.contains(says), "{answer}: {err}");
-        assert!(err.starts_with("output mode strict_schema"), "{err}");
+        let text = err.to_string();
+        assert!(text.contains(says), "{answer}: {text}");
+        assert!(text.starts_with("output mode strict_schema"), "{text}");
+        match (answer, &err) {
+            ("not json", BackendConformanceError::Unparsable { content, .. }) => {
+                assert_eq!(content, "not json");
+            }
+            ("{}", BackendConformanceError::NoCluster { mode }) => {
+                assert_eq!(*mode, OutputMode::StrictSchema);
+            }
+            (_, BackendConformanceError::ForeignCluster { cluster, .. }) => assert_eq!(*cluster, 7),
+            _ => panic!("{answer}: {err:?}"),
+        }
     }
-    // A backend that fails: the failure, named.
+    // A backend that fails: the failure, named, the backend's error as its source.
     let failing = MockBackend::scripted([MockStep::Unauthorized]);
     let err = run_backend_conformance(&failing).await.unwrap_err();
-    assert!(err.contains("the request failed: authentication"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("the request failed: authentication"),
+        "{err}"
+    );
+    let source = std::error::Error::source(&err).unwrap();
+    assert!(
+        source
+            .downcast_ref::<BackendError>()
+            .is_some_and(|e| !e.is_retryable())
+    );
 }

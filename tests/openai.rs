@@ -466,3 +466,26 @@ async fn json_object_with_schema_is_sent_the_llama_cpp_way() {
         )})
     );
 }
+
+#[tokio::test]
+async fn a_refused_connection_keeps_the_transport_error_as_its_source() {
+    // A port nothing listens on: bind one, note it, close it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let backend = OpenAiBackend::builder()
+        .base_url(format!("http://127.0.0.1:{port}/v1"))
+        .build()
+        .unwrap();
+    let err = backend.complete(&request()).await.unwrap_err();
+    assert!(matches!(err, BackendError::Connection { .. }), "{err}");
+    assert!(err.is_retryable());
+    let source = std::error::Error::source(&err).unwrap();
+    assert!(
+        source.downcast_ref::<reqwest::Error>().is_some(),
+        "{source:?}"
+    );
+    assert!(err.to_string().contains(&port.to_string()), "{err}");
+}

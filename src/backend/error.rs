@@ -41,9 +41,12 @@ pub enum BackendError {
     /// The request took too long. Retryable.
     #[error("timed out after {0:?}")]
     Timeout(Duration),
-    /// The connection failed. Retryable.
-    #[error("connection failed: {0}")]
-    Connection(String),
+    /// The connection failed (refused or reset, DNS, TLS, a body cut short). Retryable.
+    #[error("connection failed: {source}")]
+    Connection {
+        /// The transport's error (for an HTTP backend, the `reqwest::Error`, with the URL).
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// 401/403: bad or missing credentials. Permanent.
     #[error("authentication failed: {0}")]
     Authentication(String),
@@ -104,7 +107,7 @@ impl BackendError {
             Self::RateLimited { .. }
             | Self::Overloaded { .. }
             | Self::Timeout(_)
-            | Self::Connection(_) => true,
+            | Self::Connection { .. } => true,
             Self::Authentication(_)
             | Self::BadRequest(_)
             | Self::NotFound(_)
@@ -153,7 +156,7 @@ impl BackendError {
             Self::RateLimited { .. } => ErrorKind::RateLimited,
             Self::Overloaded { .. } => ErrorKind::Overloaded,
             Self::Timeout(_) => ErrorKind::Timeout,
-            Self::Connection(_) => ErrorKind::Connection,
+            Self::Connection { .. } => ErrorKind::Connection,
             Self::Authentication(_) => ErrorKind::Authentication,
             Self::BadRequest(_) => ErrorKind::BadRequest,
             Self::NotFound(_) => ErrorKind::NotFound,

@@ -62,7 +62,7 @@ pub(crate) async fn read_capped(
     while let Some(chunk) = response
         .chunk()
         .await
-        .map_err(|e| transport_error(&e, timeout))?
+        .map_err(|e| transport_error(e, timeout))?
     {
         if body.len() + chunk.len() > limit {
             return Err(too_large());
@@ -75,11 +75,13 @@ pub(crate) async fn read_capped(
 /// A transport failure: a timeout (reported as `timeout`), else a connection error (refused
 /// or reset, DNS, TLS, a body cut short), all worth a retry. The error text names the URL,
 /// never the headers.
-pub(crate) fn transport_error(e: &reqwest::Error, timeout: Duration) -> BackendError {
+pub(crate) fn transport_error(e: reqwest::Error, timeout: Duration) -> BackendError {
     if e.is_timeout() {
         BackendError::Timeout(timeout)
     } else {
-        BackendError::Connection(e.to_string())
+        BackendError::Connection {
+            source: Box::new(e),
+        }
     }
 }
 
@@ -133,13 +135,13 @@ pub(crate) async fn send(
     let response = request
         .send()
         .await
-        .map_err(|e| transport_error(&e, timeout))?;
+        .map_err(|e| transport_error(e, timeout))?;
     let status = response.status().as_u16();
     let headers: HeaderMap = response.headers().clone();
     let body = response
         .text()
         .await
-        .map_err(|e| transport_error(&e, timeout))?;
+        .map_err(|e| transport_error(e, timeout))?;
     if (200..300).contains(&status) {
         Ok(body)
     } else {

@@ -305,23 +305,39 @@ pub struct ChatResponse {
 /// One required method. Implementations are `Send + Sync + Debug`; `&T`, `Box<T>` and `Arc<T>`
 /// forward to `T`, so `Arc<dyn LlmBackend>` works.
 ///
+/// A canned backend that answers each cluster a request asks about (the clusters are in
+/// [`ChatRequest::batch`]), and passes the conformance suite:
+///
 /// ```
-/// use async_trait::async_trait;
-/// use dynbatch::backend::{BackendError, ChatRequest, ChatResponse, LlmBackend};
+/// use dynbatch::backend::{BackendError, ChatRequest, ChatResponse, LlmBackend, async_trait};
 ///
 /// #[derive(Debug)]
-/// struct Echo;
+/// struct Canned;
 ///
 /// #[async_trait]
-/// impl LlmBackend for Echo {
+/// impl LlmBackend for Canned {
 ///     async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, BackendError> {
+///         let asked = request.batch.as_ref().map_or(0, |batch| batch.clusters.len());
+///         let answers: Vec<String> = (1..=asked)
+///             .map(|n| {
+///                 format!(
+///                     r#"{{"cluster": {n}, "patterns": [{{"pattern": "I tried X", "template": "I Tried [X]", "examples": [], "rationale": "a challenge"}}]}}"#
+///                 )
+///             })
+///             .collect();
 ///         Ok(ChatResponse {
-///             content: r#"{"clusters": []}"#.into(),
+///             content: format!(r#"{{"clusters": [{}]}}"#, answers.join(",")),
 ///             model: request.model.clone(),
 ///             ..ChatResponse::default()
 ///         })
 ///     }
 /// }
+///
+/// # #[cfg(feature = "testing")] {
+/// let answered = futures::executor::block_on(dynbatch::testing::run_backend_conformance(&Canned))?;
+/// assert_eq!(answered, 4); // one request per output mode
+/// # }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[async_trait]
 pub trait LlmBackend: Send + Sync + fmt::Debug {

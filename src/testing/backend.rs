@@ -1,6 +1,8 @@
 //! [`run_backend_conformance`]: the suite for `LlmBackend` implementations.
 
 use super::distinct_clusters;
+use crate::backend::{BackendError, ChatResponse, FinishReason};
+use crate::prompt::OutputMode;
 
 /// The conformance suite for [`LlmBackend`](crate::backend::LlmBackend) plug-ins: sends
 /// `backend` the requests the runner renders for a small plan, once in every
@@ -21,12 +23,20 @@ use super::distinct_clusters;
 /// which passes.
 ///
 /// # Errors
-/// The first broken rule, naming the request and the output mode.
+/// The first broken rule, as a [`BackendConformanceError`] naming the output mode.
+///
+/// ```
+/// # #[cfg(feature = "mock")] {
+/// let mock = dynbatch::backend::mock::MockBackend::new();
+/// let answered = futures::executor::block_on(dynbatch::testing::run_backend_conformance(&mock))?;
+/// assert_eq!(answered, 4);
+/// # }
+/// # Ok::<(), dynbatch::testing::BackendConformanceError>(())
+/// ```
 pub async fn run_backend_conformance<B: crate::backend::LlmBackend>(
     backend: &B,
-) -> Result<usize, String> {
-    use crate::backend::BackendError;
-    use crate::prompt::{OutputMode, PromptCluster, RequestSettings};
+) -> Result<usize, BackendConformanceError> {
+    use crate::prompt::{PromptCluster, RequestSettings};
 
     fn send<F: Send>(future: F) -> F {
         future
@@ -41,57 +51,140 @@ pub async fn run_backend_conformance<B: crate::backend::LlmBackend>(
         })
         .collect();
     let mut answered = 0;
-    for output in OutputMode::fallbacks() {
+    for mode in OutputMode::fallbacks() {
         let settings = RequestSettings {
-            output,
+            output: mode,
             ..RequestSettings::default()
         };
         let request = settings.request("conformance", &strategy, &prompt);
-        let at = format!("output mode {output}");
         match send(backend.complete(&request)).await {
             Ok(response) => {
-                let parsed = crate::response::parse(&response.content)
-                    .map_err(|e| format!("{at}: {e}: {:?}", response.content))?;
-                if parsed.clusters.is_empty() {
-                    return Err(format!("{at}: the answer names no cluster"));
-                }
-                if let Some(n) = parsed
-                    .clusters
-                    .iter()
-                    .map(|c| c.cluster)
-                    .find(|n| !(1..=3).contains(n))
-                {
-                    return Err(format!(
-                        "{at}: the answer names cluster {n}; the request has 1-3"
-                    ));
-                }
-                if response.finish_reason != crate::backend::FinishReason::Stop {
-                    return Err(format!(
-                        "{at}: finish_reason {:?} for a complete answer",
-                        response.finish_reason
-                    ));
-                }
-                if response.usage.is_some_and(|u| u.prompt_tokens == 0) {
-                    return Err(format!("{at}: usage reported with 0 prompt tokens"));
-                }
+                check_answer(mode, &response)?;
                 answered += 1;
             }
             Err(BackendError::UnsupportedFormat(_)) => {}
-            Err(e) => {
-                if e.is_retryable() && e.is_account_wide() {
-                    return Err(format!("{at}: {e} is both retryable and account-wide"));
-                }
-                if e.retry_after().is_some()
-                    && !matches!(
-                        e,
-                        BackendError::RateLimited { .. } | BackendError::Overloaded { .. }
-                    )
-                {
-                    return Err(format!("{at}: {e} carries a retry-after"));
-                }
-                return Err(format!("{at}: the request failed: {e}"));
-            }
+            Err(source) => return Err(check_failure(mode, source)),
         }
     }
     Ok(answered)
+}
+
+/// The rules an answer keeps.
+fn check_answer(mode: OutputMode, response: &ChatResponse) -> Result<(), BackendConformanceError> {
+    use BackendConformanceError as E;
+    let parsed = crate::response::parse(&response.content).map_err(|e| E::Unparsable {
+        mode,
+        reason: e.to_string(),
+        content: response.content.clone(),
+    })?;
+    if parsed.clusters.is_empty() {
+        return Err(E::NoCluster { mode });
+    }
+    if let Some(cluster) = parsed
+        .clusters
+        .iter()
+        .map(|c| c.cluster)
+        .find(|n| !(1..=3).contains(n))
+    {
+        return Err(E::ForeignCluster { mode, cluster });
+    }
+    if response.finish_reason != FinishReason::Stop {
+        return Err(E::NotStopped {
+            mode,
+            finish_reason: response.finish_reason.clone(),
+        });
+    }
+    if response.usage.is_some_and(|u| u.prompt_tokens == 0) {
+        return Err(E::NoPromptTokens { mode });
+    }
+    Ok(())
+}
+
+/// A failure: whose class contradicts itself, or which failed a request it should answer.
+fn check_failure(mode: OutputMode, source: BackendError) -> BackendConformanceError {
+    use BackendConformanceError as E;
+    if source.is_retryable() && source.is_account_wide() {
+        return E::Contradiction {
+            mode,
+            rule: "an error is either retryable or account-wide",
+            source,
+        };
+    }
+    if source.retry_after().is_some()
+        && !matches!(
+            source,
+            BackendError::RateLimited { .. } | BackendError::Overloaded { .. }
+        )
+    {
+        return E::Contradiction {
+            mode,
+            rule: "only a rate limit or an overload carries a retry-after",
+            source,
+        };
+    }
+    E::Failed { mode, source }
+}
+
+/// What an [`LlmBackend`](crate::backend::LlmBackend) did that breaks the prompt's contract,
+/// as [`run_backend_conformance`] found it; each names the output mode of the request.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackendConformanceError {
+    /// The answer is not a patterns answer in any shape the prompt allows.
+    #[error("output mode {mode}: {reason}: {content:?}")]
+    Unparsable {
+        /// The request's output mode.
+        mode: OutputMode,
+        /// Why it does not parse.
+        reason: String,
+        /// The answer's content.
+        content: String,
+    },
+    /// The answer parses but answers no cluster.
+    #[error("output mode {mode}: the answer names no cluster")]
+    NoCluster {
+        /// The request's output mode.
+        mode: OutputMode,
+    },
+    /// The answer names a cluster the request did not ask about.
+    #[error("output mode {mode}: the answer names cluster {cluster}; the request has 1-3")]
+    ForeignCluster {
+        /// The request's output mode.
+        mode: OutputMode,
+        /// The cluster number it named.
+        cluster: i64,
+    },
+    /// A complete answer whose `finish_reason` is not `stop`.
+    #[error("output mode {mode}: finish_reason {finish_reason:?} for a complete answer")]
+    NotStopped {
+        /// The request's output mode.
+        mode: OutputMode,
+        /// What the backend said.
+        finish_reason: FinishReason,
+    },
+    /// Usage reported with no prompt tokens.
+    #[error("output mode {mode}: usage reported with 0 prompt tokens")]
+    NoPromptTokens {
+        /// The request's output mode.
+        mode: OutputMode,
+    },
+    /// An error whose classification contradicts itself.
+    #[error("output mode {mode}: {source}: {rule}")]
+    Contradiction {
+        /// The request's output mode.
+        mode: OutputMode,
+        /// The rule it breaks.
+        rule: &'static str,
+        /// The error.
+        source: BackendError,
+    },
+    /// The request failed (with an error other than
+    /// [`BackendError::UnsupportedFormat`]).
+    #[error("output mode {mode}: the request failed: {source}")]
+    Failed {
+        /// The request's output mode.
+        mode: OutputMode,
+        /// The error.
+        source: BackendError,
+    },
 }

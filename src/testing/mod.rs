@@ -32,6 +32,6 @@ pub use arb::{
     arb_cluster, arb_clusters, arb_config, arb_dirty_clusters, arb_title, arb_video,
     distinct_clusters,
 };
-pub use backend::run_backend_conformance;
+pub use backend::{BackendConformanceError, run_backend_conformance};
 pub use plan::{check_plan, run_conformance, run_conformance_with};
 pub use store::{StoreConformanceError, run_store_conformance};

@@ -280,7 +280,7 @@ impl LlmBackend for AnthropicBackend {
             .body(self.body(request).to_string())
             .send()
             .await
-            .map_err(|e| transport_error(&e, self.timeout()))?;
+            .map_err(|e| transport_error(e, self.timeout()))?;
         let status = response.status();
         let headers = response.headers().clone();
         let request_id = header(&headers, "request-id");

@@ -96,7 +96,7 @@ impl OpenAiBatches {
         let part = reqwest::multipart::Part::text(jsonl.to_owned())
             .file_name("dynbatch.jsonl")
             .mime_str("application/jsonl")
-            .map_err(|e| transport_error(&e, self.timeout()))?;
+            .map_err(|e| transport_error(e, self.timeout()))?;
         let form = reqwest::multipart::Form::new()
             .text("purpose", "batch")
             .part("file", part);

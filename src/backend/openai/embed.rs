@@ -113,7 +113,7 @@ impl Embedder for OpenAiEmbedder {
             .body(body.to_string())
             .send()
             .await
-            .map_err(|e| transport_error(&e, self.timeout))?;
+            .map_err(|e| transport_error(e, self.timeout))?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let request_id = header(&headers, "x-request-id");

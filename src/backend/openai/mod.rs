@@ -335,7 +335,7 @@ impl LlmBackend for OpenAiBackend {
             .body(self.body(request).to_string())
             .send()
             .await
-            .map_err(|e| transport_error(&e, self.timeout()))?;
+            .map_err(|e| transport_error(e, self.timeout()))?;
         let status = response.status();
         let headers = response.headers().clone();
         let request_id = header(&headers, "x-request-id");
