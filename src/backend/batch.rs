@@ -299,22 +299,11 @@ pub struct BatchOutput {
 impl BatchOutput {
     /// Reads JSONL `text` (`name` says where it came from in warnings) with `line`, which
     /// reads one line or says why not.
+    /// Blank lines are skipped; a line over 64 MiB is not read (a warning says so).
     pub fn read(name: &str, text: &str, line: impl Fn(&str) -> Result<ResultLine, String>) -> Self {
-        let mut out = Self {
-            bytes: text.len(),
-            ..Self::default()
-        };
-        for (n, raw) in text
-            .lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-        {
-            match line(raw) {
-                Ok(l) => out.lines.push(l),
-                Err(why) => out.warnings.push(format!("{name} line {}: {why}", n + 1)),
-            }
-        }
-        out
+        let mut reader = super::lines::LineReader::new(name, super::lines::MAX_LINE, line);
+        reader.feed(text.as_bytes());
+        reader.finish().into()
     }
 
     /// Adds the lines and warnings of `other`.

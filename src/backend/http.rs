@@ -123,29 +123,67 @@ pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(
     })
 }
 
-/// Sends `request` and reads its whole body (batch APIs' small JSON answers and result
-/// files): a 2xx body as it is, anything else classified by `classify`, with the request id
-/// of the header `id_header` (`x-request-id`, `request-id`).
-pub(crate) async fn send(
-    request: reqwest::RequestBuilder,
-    timeout: Duration,
-    id_header: &str,
-    classify: fn(u16, &HeaderMap, &str, Option<&str>) -> BackendError,
-) -> Result<String, BackendError> {
-    let response = request
-        .send()
-        .await
-        .map_err(|e| transport_error(e, timeout))?;
-    let status = response.status().as_u16();
-    let headers: HeaderMap = response.headers().clone();
-    let body = response
-        .text()
-        .await
-        .map_err(|e| transport_error(e, timeout))?;
-    if (200..300).contains(&status) {
-        Ok(body)
-    } else {
-        let id = header(&headers, id_header);
-        Err(classify(status, &headers, &body, id.as_deref()))
+/// The most bytes of a batch API's JSON answer (a batch, a page of batches, an error) read.
+const MAX_CONTROL_BODY: usize = 16 * 1024 * 1024;
+
+/// How a batch API's client sends a call: the timeout its errors report, the header of the
+/// request id (`x-request-id`, `request-id`), and how it classifies a failed status.
+#[derive(Clone, Copy)]
+pub(crate) struct Calls {
+    pub(crate) timeout: Duration,
+    pub(crate) id_header: &'static str,
+    pub(crate) classify: fn(u16, &HeaderMap, &str, Option<&str>) -> BackendError,
+}
+
+impl Calls {
+    /// Sends `request`: the response when its status is 2xx, else the classified error (its
+    /// body read up to a cap).
+    async fn response(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, BackendError> {
+        let response = request
+            .send()
+            .await
+            .map_err(|e| transport_error(e, self.timeout))?;
+        let status = response.status().as_u16();
+        if (200..300).contains(&status) {
+            return Ok(response);
+        }
+        let headers: HeaderMap = response.headers().clone();
+        let body = read_capped(response, MAX_CONTROL_BODY, self.timeout)
+            .await
+            .unwrap_or_else(|e| e.to_string());
+        let id = header(&headers, self.id_header);
+        Err((self.classify)(status, &headers, &body, id.as_deref()))
+    }
+
+    /// Sends `request` and reads its body, a JSON answer of the batch API (up to 16 MiB).
+    pub(crate) async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<String, BackendError> {
+        let response = self.response(request).await?;
+        read_capped(response, MAX_CONTROL_BODY, self.timeout).await
+    }
+
+    /// Sends `request` and reads its body, a JSONL result file, line by line as it arrives
+    /// (never held whole), each line read with `line`; `name` says which file in warnings.
+    pub(crate) async fn read_lines<T>(
+        &self,
+        request: reqwest::RequestBuilder,
+        name: &str,
+        line: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<super::lines::Lines<T>, BackendError> {
+        let mut response = self.response(request).await?;
+        let mut reader = super::lines::LineReader::new(name, super::lines::MAX_LINE, line);
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| transport_error(e, self.timeout))?
+        {
+            reader.feed(&chunk);
+        }
+        Ok(reader.finish())
     }
 }

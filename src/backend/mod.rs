@@ -19,6 +19,7 @@ mod embed;
 mod error;
 #[cfg(any(feature = "openai", feature = "anthropic"))]
 mod http;
+mod lines;
 #[cfg(feature = "mock")]
 pub mod mock;
 #[cfg(feature = "openai")]

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::AnthropicBuilder;
 use super::wire::{classify, parse_response, request_body};
-use crate::backend::http::{send, snippet};
+use crate::backend::http::{Calls, snippet};
 use crate::backend::rate_limit::parse_rfc3339;
 use crate::backend::{
     BackendError, BatchBackend, BatchInfo, BatchLimits, BatchOutput, BatchPage, BatchStatus,
@@ -69,7 +69,16 @@ impl AnthropicBatches {
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<String, BackendError> {
-        send(request, self.timeout(), "request-id", classify).await
+        self.calls().send(request).await
+    }
+
+    /// How calls are sent: a non-2xx answer is classified as a message's would be.
+    fn calls(&self) -> Calls {
+        Calls {
+            timeout: self.timeout(),
+            id_header: "request-id",
+            classify,
+        }
     }
 
     async fn batch_call(
@@ -137,8 +146,12 @@ impl BatchBackend for AnthropicBatches {
         let Some(url) = batch.location("results") else {
             return Ok(BatchOutput::default());
         };
-        let text = self.send(self.http.get(self.resolve(url)?)).await?;
-        let mut out = read_batch_results(&format!("batch {} results", batch.id), &text);
+        let name = format!("batch {} results", batch.id);
+        let mut out: BatchOutput = self
+            .calls()
+            .read_lines(self.http.get(self.resolve(url)?), &name, read_line)
+            .await?
+            .into();
         if let Some(model) = &self.config.model {
             for line in &mut out.lines {
                 if let LineOutcome::Answered(answer) = &mut line.outcome {
@@ -267,7 +280,12 @@ struct LineResult {
 /// `rate_limit_error`, `timeout_error`); `expired` lines are worth another batch, `canceled`
 /// ones are not. A result type this version does not know is a failure, not worth another.
 pub fn read_batch_results(name: &str, text: &str) -> BatchOutput {
-    BatchOutput::read(name, text, |raw| {
+    BatchOutput::read(name, text, read_line)
+}
+
+/// One line of a results file.
+fn read_line(raw: &str) -> Result<ResultLine, String> {
+    {
         let line: Line =
             serde_json::from_str(raw).map_err(|e| format!("not a message batch result: {e}"))?;
         let failed = |code: &str, message: String, retry: bool| LineOutcome::Failed {
@@ -318,5 +336,5 @@ pub fn read_batch_results(name: &str, text: &str) -> BatchOutput {
             custom_id: line.custom_id,
             outcome,
         })
-    })
+    }
 }

@@ -9,7 +9,7 @@ use reqwest::header::HeaderMap;
 use serde::{Deserialize, Deserializer};
 
 use super::{OpenAiBuilder, classify, parse_response, request_body};
-use crate::backend::http::{send, snippet, transport_error};
+use crate::backend::http::{Calls, snippet, transport_error};
 use crate::backend::{
     BackendError, BatchBackend, BatchErrorInfo, BatchInfo, BatchLimits, BatchOutput, BatchPage,
     BatchStatus, ChatRequest, LineOutcome, RequestCounts, ResultLine,
@@ -72,9 +72,18 @@ impl OpenAiBatches {
             .unwrap_or(self.config.connect_timeout)
     }
 
-    /// Sends `request`; a non-2xx answer is classified as a chat completion's would be.
+    /// How calls are sent: a non-2xx answer is classified as a chat completion's would be.
+    fn calls(&self) -> Calls {
+        Calls {
+            timeout: self.timeout(),
+            id_header: "x-request-id",
+            classify,
+        }
+    }
+
+    /// Sends `request`, reading its JSON answer.
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<String, BackendError> {
-        send(request, self.timeout(), "x-request-id", classify).await
+        self.calls().send(request).await
     }
 
     async fn batch_call(
@@ -109,9 +118,14 @@ impl OpenAiBatches {
     }
 
     /// A file's content (`GET /files/{id}/content`).
-    async fn download(&self, file_id: &str) -> Result<String, BackendError> {
-        self.send(self.http.get(self.url(&format!("files/{file_id}/content"))))
-            .await
+    /// Reads the file `file_id` as it downloads (`name` says which in warnings).
+    async fn download(&self, file_id: &str, name: &str) -> Result<BatchOutput, BackendError> {
+        let request = self.http.get(self.url(&format!("files/{file_id}/content")));
+        Ok(self
+            .calls()
+            .read_lines(request, name, read_line)
+            .await?
+            .into())
     }
 }
 
@@ -159,9 +173,8 @@ impl BatchBackend for OpenAiBatches {
         let mut out = BatchOutput::default();
         for kind in ["output", "errors"] {
             if let Some(file) = batch.location(kind) {
-                let text = self.download(file).await?;
                 let name = format!("batch {} {kind} file {file}", batch.id);
-                out.extend(read_batch_file(&name, &text));
+                out.extend(self.download(file, &name).await?);
             }
         }
         if let Some(model) = self.config.model_override() {
@@ -214,25 +227,20 @@ impl BatchBackend for OpenAiBatches {
         let Some(file) = batch.location("input") else {
             return Ok(None);
         };
-        let text = self.download(file).await?;
-        let mut ids = Vec::new();
-        for (n, line) in text
-            .lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-        {
-            let line: Line = serde_json::from_str(line).map_err(|e| BackendError::Other {
-                retryable: false,
-                source: format!(
-                    "batch {}: line {} of its input file {file} is not a request: {e}",
-                    batch.id,
-                    n + 1
-                )
-                .into(),
-            })?;
-            ids.push(line.custom_id);
+        let name = format!("batch {}: its input file {file}", batch.id);
+        let request = self.http.get(self.url(&format!("files/{file}/content")));
+        let lines = self
+            .calls()
+            .read_lines(request, &name, |raw| {
+                serde_json::from_str::<Line>(raw)
+                    .map(|line| line.custom_id)
+                    .map_err(|e| format!("not a request: {e}"))
+            })
+            .await?;
+        if let Some(first) = lines.warnings.into_iter().next() {
+            return Err(BackendError::InvalidResponse(first));
         }
-        Ok(Some(ids))
+        Ok(Some(lines.items))
     }
 }
 
@@ -333,7 +341,12 @@ struct LineError {
 /// the batch expired or the server failed (408, 409, 429, 5xx, `server_error`, `rate_limit…`,
 /// `timeout`).
 pub fn read_batch_file(name: &str, text: &str) -> BatchOutput {
-    BatchOutput::read(name, text, |raw| {
+    BatchOutput::read(name, text, read_line)
+}
+
+/// One line of an output or error file.
+fn read_line(raw: &str) -> Result<ResultLine, String> {
+    {
         let line: Line =
             serde_json::from_str(raw).map_err(|e| format!("not a Batch API result: {e}"))?;
         let outcome = match (line.response, line.error) {
@@ -370,5 +383,5 @@ pub fn read_batch_file(name: &str, text: &str) -> BatchOutput {
             custom_id: line.custom_id,
             outcome,
         })
-    })
+    }
 }
