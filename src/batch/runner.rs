@@ -151,10 +151,26 @@ impl<B: BatchBackend> BatchRunner<B> {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, BackendError>>,
     {
+        self.retrying(operation, |_| {
+            let answer = call();
+            async move { Ok(answer.await) }
+        })
+        .await
+    }
+
+    /// The one retry loop of the batch client: `call(attempt)` (0 first) is made again after a
+    /// transient error, up to `max_errors` in a row, waiting the server's `retry-after` or a
+    /// wait that grows from 1 s (or `first`, when shorter) by `factor` up to `max`; each retry
+    /// is an event. An `Err` of the outer result (the store, an unsure batch) ends it at once.
+    pub(super) async fn retrying<T, F, Fut>(&self, operation: &str, mut call: F) -> Result<T, Error>
+    where
+        F: FnMut(u32) -> Fut,
+        Fut: Future<Output = Result<Result<T, BackendError>, Error>>,
+    {
         let mut wait = Duration::from_secs(1).min(self.poll.first);
         let mut errors = 0;
         loop {
-            match call().await {
+            match call(errors).await? {
                 Ok(value) => return Ok(value),
                 Err(e) if e.is_retryable() && errors + 1 < self.poll.max_errors => {
                     errors += 1;

@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use super::event::BatchEvent;
 use super::input::{BatchInput, Shard};
 use super::job::SubmittedBatch;
-use super::runner::{BatchRunner, batch_error};
+use super::runner::BatchRunner;
 use crate::backend::{BatchBackend, BatchInfo};
 use crate::error::{Error, FormatError};
 use crate::store::BatchRecord;
@@ -79,28 +79,22 @@ impl<B: BatchBackend> BatchRunner<B> {
         known: &HashSet<String>,
     ) -> Result<(BatchInfo, bool), Error> {
         let key = shard.key.to_string();
-        let mut tries = 0;
-        loop {
-            if tries > 0 {
-                if let Some(found) = self.resolve_lost(shard, Some(sent_at), known).await? {
-                    return Ok((found, true));
+        self.retrying("create batch", |attempt| {
+            let key = &key;
+            async move {
+                if attempt > 0 {
+                    if let Some(found) = self.resolve_lost(shard, Some(sent_at), known).await? {
+                        return Ok(Ok((found, true)));
+                    }
                 }
+                Ok(self
+                    .backend
+                    .create(&shard.jsonl, key)
+                    .await
+                    .map(|batch| (batch, false)))
             }
-            match self.backend.create(&shard.jsonl, &key).await {
-                Ok(batch) => return Ok((batch, false)),
-                Err(e) if e.is_retryable() && tries + 1 < self.poll.max_errors => {
-                    tries += 1;
-                    let retry_in = e.retry_after().unwrap_or(self.poll.first);
-                    self.emit(&BatchEvent::CallFailed {
-                        operation: "create batch".into(),
-                        error: e.to_string(),
-                        retry_in,
-                    });
-                    self.timer.sleep(retry_in).await;
-                }
-                Err(e) => return Err(batch_error("create batch", e)),
-            }
-        }
+        })
+        .await
     }
 
     /// The batch a lost create made, if the account has exactly one that fits; none if it has
