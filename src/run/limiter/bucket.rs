@@ -20,6 +20,38 @@ pub(super) struct Bucket {
     pub(super) at: Instant,
 }
 
+// The level moves only through these: spending, giving back, emptying and capping.
+impl Bucket {
+    /// Spends `cost` (the level may go below zero: a request larger than what is left waits
+    /// for the debt to refill before the next one).
+    #[allow(clippy::cast_precision_loss)] // counts far below 2^52
+    pub(super) fn spend(&mut self, cost: u64) {
+        self.level -= cost as f64;
+    }
+
+    /// Gives back `cost` spent on a request the server refused uncounted, never above the
+    /// limit.
+    #[allow(clippy::cast_precision_loss)]
+    pub(super) fn give_back(&mut self, cost: u64) {
+        self.level = (self.level + cost as f64).min(self.limit.unwrap_or(f64::INFINITY));
+    }
+
+    /// Nothing left now (a refusal says the window is spent); a debt stays a debt.
+    pub(super) fn empty(&mut self) {
+        self.level = self.level.min(0.0);
+    }
+
+    /// At most `level` left (this client's portion of what a shared key has left).
+    pub(super) fn cap(&mut self, level: f64) {
+        self.level = self.level.min(level);
+    }
+
+    /// Owes `debt` more, to spread clients refused at the same moment.
+    pub(super) fn owe(&mut self, debt: f64) {
+        self.level -= debt.max(0.0);
+    }
+}
+
 impl Bucket {
     pub(super) fn new(kind: LimitKind, limit: Option<u32>, now: Instant) -> Self {
         // A limit of 0 would never refill: the least that lets anything through is 1.
@@ -104,4 +136,140 @@ impl Bucket {
 #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // positive, far below 2^64
 pub(super) fn per_minute(limit: f64) -> u64 {
     limit.round() as u64
+}
+
+#[cfg(test)]
+#[allow(clippy::cast_precision_loss)] // test values far below 2^52
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Advance(u64),
+        Spend(u64),
+        GiveBack(u64),
+        Empty,
+        Cap(f64),
+        Owe(f64),
+        SetLimit(f64),
+        Share(Option<f64>),
+        Sync(u64, u64, u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0u64..120_000).prop_map(Op::Advance),
+            (0u64..5_000).prop_map(Op::Spend),
+            (0u64..5_000).prop_map(Op::GiveBack),
+            Just(Op::Empty),
+            (-100.0f64..10_000.0).prop_map(Op::Cap),
+            (0.0f64..3.0).prop_map(Op::Owe),
+            (0.0f64..100_000.0).prop_map(Op::SetLimit),
+            proptest::option::of(1.0f64..10_000.0).prop_map(Op::Share),
+            (0u64..10_000, 0u64..100, 0u64..60_000).prop_map(|(r, s, ms)| Op::Sync(r, s, ms)),
+        ]
+    }
+
+    /// A bucket after `ops`, with the instant they end at.
+    fn run(limit: u32, ops: &[Op]) -> (Bucket, Instant) {
+        let mut now = Instant::now();
+        let mut bucket = Bucket::new(LimitKind::Requests, Some(limit), now);
+        for op in ops {
+            match *op {
+                Op::Advance(ms) => {
+                    now += Duration::from_millis(ms);
+                    bucket.refill(now);
+                }
+                Op::Spend(c) => bucket.spend(c),
+                Op::GiveBack(c) => bucket.give_back(c),
+                Op::Empty => bucket.empty(),
+                Op::Cap(l) => bucket.cap(l),
+                Op::Owe(d) => bucket.owe(d),
+                Op::SetLimit(l) => {
+                    bucket.set_limit(l, LimitSource::Headers);
+                }
+                Op::Share(p) => bucket.share(p),
+                Op::Sync(r, s, ms) => bucket.sync(r, s, Duration::from_millis(ms)),
+            }
+        }
+        (bucket, now)
+    }
+
+    proptest! {
+        #[test]
+        fn invariant_the_level_never_exceeds_the_limit(
+            limit in 1u32..10_000,
+            ops in prop::collection::vec(op(), 0..40),
+        ) {
+            let (bucket, _) = run(limit, &ops);
+            let top = bucket.limit.unwrap_or(f64::INFINITY);
+            prop_assert!(bucket.level <= top + EPSILON, "{} > {top}", bucket.level);
+        }
+
+        #[test]
+        fn invariant_after_its_wait_the_cost_is_there(
+            limit in 1u32..10_000,
+            ops in prop::collection::vec(op(), 0..40),
+            cost in 0u64..20_000,
+        ) {
+            let (mut bucket, now) = run(limit, &ops);
+            let cost = cost as f64;
+            if let Some(wait) = bucket.wait(cost) {
+                bucket.refill(now + wait);
+            }
+            prop_assert_eq!(bucket.wait(cost), None);
+        }
+
+        #[test]
+        fn invariant_refilling_in_steps_equals_refilling_at_once(
+            limit in 1u32..10_000,
+            ops in prop::collection::vec(op(), 0..20),
+            steps in prop::collection::vec(0u64..30_000, 1..8),
+        ) {
+            let (start, now) = run(limit, &ops);
+            let mut stepped = Bucket { ..start };
+            let mut at = now;
+            for ms in &steps {
+                at += Duration::from_millis(*ms);
+                stepped.refill(at);
+            }
+            let (mut once, _) = run(limit, &ops);
+            once.at = now;
+            once.refill(at);
+            prop_assert!((stepped.level - once.level).abs() < 1e-6, "{} vs {}", stepped.level, once.level);
+        }
+
+        #[test]
+        fn invariant_a_sync_leaves_the_level_in_the_servers_band(
+            limit in 1u32..10_000,
+            ops in prop::collection::vec(op(), 0..20),
+            remaining in 0u64..10_000,
+            since in 0u64..100,
+            since_ms in 0u64..60_000,
+        ) {
+            let (mut bucket, _) = run(limit, &ops);
+            bucket.sync(remaining, since, Duration::from_millis(since_ms));
+            let low = (remaining as f64 - since as f64).min(bucket.limit.unwrap_or(f64::INFINITY));
+            let high = remaining as f64 + 1.0
+                + bucket.rate().unwrap_or(0.0) * Duration::from_millis(since_ms).as_secs_f64()
+                - since as f64;
+            prop_assert!(bucket.level >= low - 1e-6 && bucket.level <= high + 1e-6,
+                "{} not in [{low}, {high}]", bucket.level);
+        }
+
+        #[test]
+        fn invariant_giving_back_what_was_spent_restores_the_level(
+            limit in 1u32..10_000,
+            ops in prop::collection::vec(op(), 0..20),
+            cost in 0u64..5_000,
+        ) {
+            let (mut bucket, _) = run(limit, &ops);
+            let before = bucket.level;
+            bucket.spend(cost);
+            bucket.give_back(cost);
+            prop_assert!((bucket.level - before).abs() < 1e-6);
+        }
+    }
 }

@@ -128,7 +128,7 @@ impl Limiter {
         self.before_probe = None;
         self.last_probe = now;
         let change = self.requests.set_limit(estimate, LimitSource::Inferred);
-        self.requests.level = self.requests.level.min(0.0);
+        self.requests.empty();
         change
     }
 

@@ -230,12 +230,9 @@ impl Limiter {
             tokens_before: self.sent_tokens,
             cost,
         };
-        self.requests.level -= 1.0;
+        self.requests.spend(1);
         for bucket in self.token_buckets() {
-            #[allow(clippy::cast_precision_loss)]
-            {
-                bucket.level -= cost.of(bucket.kind) as f64;
-            }
+            bucket.spend(cost.of(bucket.kind));
         }
         self.sent_requests += 1;
         self.sent_tokens = self.sent_tokens.plus(cost);
@@ -349,9 +346,7 @@ impl Limiter {
                 &mut self.input,
                 &mut self.output,
             ] {
-                #[allow(clippy::cast_precision_loss)]
-                let cost = cost.of(bucket.kind) as f64;
-                bucket.level = (bucket.level + cost).min(bucket.limit.unwrap_or(f64::INFINITY));
+                bucket.give_back(cost.of(bucket.kind));
             }
         }
         refusal.rate_caused = verdict == Verdict::RateCaused;
@@ -374,19 +369,19 @@ impl Limiter {
             return self.finish(now, ticket, refusal);
         }
         if requests_out || unknown {
-            self.requests.level = self.requests.level.min(0.0);
+            self.requests.empty();
             if self.requests.pace.is_some() {
                 // Others on the key were refused at the same moment: do not all come back
                 // at the same instant. Up to two requests' worth of the pace later.
                 let x = crate::hash::mix(ticket.requests_before ^ 0x005e_ed0f_5a1e);
                 #[allow(clippy::cast_precision_loss)] // 53 random bits as a fraction
                 let jitter = (x >> 11) as f64 / (1u64 << 53) as f64;
-                self.requests.level -= 2.0 * jitter;
+                self.requests.owe(2.0 * jitter);
             }
         }
         for (bucket, out) in self.token_buckets().into_iter().zip(tokens_out) {
             if out || unknown {
-                bucket.level = bucket.level.min(0.0);
+                bucket.empty();
             }
         }
         if unknown && !told && refusal.rate_caused {
@@ -488,7 +483,7 @@ impl Limiter {
             if let Some(portion) = self.share.portion(limit) {
                 #[allow(clippy::cast_precision_loss)]
                 let mine = remaining as f64 * portion - requests_since as f64;
-                self.requests.level = self.requests.level.min(mine);
+                self.requests.cap(mine);
             }
             // Tokens are shared in the same proportion.
             for bucket in self.token_buckets() {
