@@ -73,6 +73,21 @@ impl Cost {
     }
 }
 
+/// What a 429 says, as [`Limiter::on_rate_limited`] judges it.
+struct Judged {
+    /// The server reported no requests left.
+    requests_out: bool,
+    /// The server reported too few tokens, input tokens, output tokens left for the request.
+    tokens_out: [bool; 3],
+    /// It reported nothing spent.
+    unknown: bool,
+    /// Some limit was ever reported by headers.
+    told: bool,
+    /// The last request of the run of refusals this one is in.
+    run_end: u64,
+    verdict: Verdict,
+}
+
 /// A request's reservation: what was sent before it and what it cost.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Ticket {
@@ -298,15 +313,67 @@ impl Limiter {
         info: Option<&RateLimitInfo>,
         config: &RunConfig,
     ) -> Refusal {
+        let info = info.copied().unwrap_or_default();
+        let mut refusal = Refusal::default();
+        self.take_in(now, ticket, &info, &mut refusal);
+        let judged = self.judge(ticket, &info);
+        refusal.rate_caused = judged.verdict == Verdict::RateCaused;
+        if refusal.rate_caused {
+            // The server did not count a refused request. (A stray one keeps its cost: what
+            // refused it is unknown, and handing the allowance back would send the next
+            // request into the same refusal at once.)
+            for bucket in [
+                &mut self.requests,
+                &mut self.tokens,
+                &mut self.input,
+                &mut self.output,
+            ] {
+                bucket.give_back(ticket.cost.of(bucket.kind));
+            }
+        }
+        if judged.verdict == Verdict::Contradicted {
+            refusal.dropped = self.drop_inferred();
+        }
+        // A server that asks for a long wait means it for everything it serves.
+        let long_wait = retry_after.is_some_and(|after| after > config.max_delay);
+        if !refusal.rate_caused && !long_wait {
+            if self.requests.source == Some(LimitSource::Inferred) {
+                // Scattered 429s far apart while paced: the pace is a little too fast.
+                refusal.changes.extend(self.measure(ticket));
+            }
+            // Stray: this request alone waits, as long as the server asked (up to
+            // `max_delay`) or a quarter of the first back-off (a run of them is evidence, and
+            // holds everything); the others go on at the pace in force.
+            refusal.hold = retry_after
+                .unwrap_or_else(|| super::retry::backoff(config, ticket.requests_before, 1) / 4);
+            return self.finish(now, ticket, refusal);
+        }
+        self.drain(ticket, &judged);
+        if judged.unknown && !judged.told && refusal.rate_caused {
+            refusal
+                .changes
+                .extend(self.infer(now, ticket, judged.run_end + 1));
+        }
+        self.hold_after_429(now, retry_after, config);
+        self.finish(now, ticket, refusal)
+    }
+
+    /// Step 1 of a 429: the request is answered; what the response says of the limits is
+    /// learnt; the buckets are brought up to `now`; a probe of a higher limit is undone.
+    fn take_in(
+        &mut self,
+        now: Instant,
+        ticket: &Ticket,
+        info: &RateLimitInfo,
+        refusal: &mut Refusal,
+    ) {
         self.resolve(ticket);
         self.last_429 = Some(now);
         self.refused.insert(ticket.requests_before, ticket.cost);
-        let mut refusal = Refusal::default();
-        let info = info.copied().unwrap_or_default();
         self.learn(
             now,
             ticket,
-            &info,
+            info,
             LimitSource::Headers,
             &mut refusal.changes,
         );
@@ -315,9 +382,13 @@ impl Limiter {
             bucket.refill(now);
         }
         self.undo_probe(now, &mut refusal.changes);
-        let requests_out = info.requests.remaining == Some(0);
+    }
+
+    /// Step 2: which limits the 429 says are spent, and whether it is a limit's doing at all.
+    fn judge(&mut self, ticket: &Ticket, info: &RateLimitInfo) -> Judged {
         let cost = ticket.cost;
         let out = |status: &LimitStatus, kind| status.remaining.is_some_and(|r| r < cost.of(kind));
+        let requests_out = info.requests.remaining == Some(0);
         let tokens_out = [
             out(&info.tokens, LimitKind::Tokens),
             out(&info.input_tokens, LimitKind::InputTokens),
@@ -336,57 +407,40 @@ impl Limiter {
         } else {
             Verdict::RateCaused
         };
-        if verdict == Verdict::RateCaused {
-            // The server did not count a refused request. (A stray one keeps its cost: what
-            // refused it is unknown, and handing the allowance back would send the next
-            // request into the same refusal at once.)
-            for bucket in [
-                &mut self.requests,
-                &mut self.tokens,
-                &mut self.input,
-                &mut self.output,
-            ] {
-                bucket.give_back(cost.of(bucket.kind));
-            }
+        Judged {
+            requests_out,
+            tokens_out,
+            unknown,
+            told,
+            run_end,
+            verdict,
         }
-        refusal.rate_caused = verdict == Verdict::RateCaused;
-        if verdict == Verdict::Contradicted {
-            refusal.dropped = self.drop_inferred();
-        }
-        // A server that asks for a long wait means it for everything it serves.
-        let long_wait = retry_after.is_some_and(|after| after > config.max_delay);
-        if !refusal.rate_caused && !long_wait {
-            if self.requests.source == Some(LimitSource::Inferred) {
-                // Scattered 429s far apart while paced: the pace is a little too fast.
-                refusal.changes.extend(self.measure(ticket));
-            }
-            // Stray: this request alone waits, as long as the server asked (up to
-            // `max_delay`) or a quarter of
-            // the first back-off (a run of them is evidence, and holds everything); the
-            // others go on at the pace in force.
-            refusal.hold = retry_after
-                .unwrap_or_else(|| super::retry::backoff(config, ticket.requests_before, 1) / 4);
-            return self.finish(now, ticket, refusal);
-        }
-        if requests_out || unknown {
+    }
+
+    /// Step 3, for a limit's 429: the spent buckets are emptied (clients sharing the key
+    /// spread out by a jitter, so they do not all come back at the same instant).
+    fn drain(&mut self, ticket: &Ticket, judged: &Judged) {
+        if judged.requests_out || judged.unknown {
             self.requests.empty();
             if self.requests.pace.is_some() {
-                // Others on the key were refused at the same moment: do not all come back
-                // at the same instant. Up to two requests' worth of the pace later.
+                // Up to two requests' worth of the pace later.
                 let x = crate::hash::mix(ticket.requests_before ^ 0x005e_ed0f_5a1e);
                 #[allow(clippy::cast_precision_loss)] // 53 random bits as a fraction
                 let jitter = (x >> 11) as f64 / (1u64 << 53) as f64;
                 self.requests.owe(2.0 * jitter);
             }
         }
-        for (bucket, out) in self.token_buckets().into_iter().zip(tokens_out) {
+        let unknown = judged.unknown;
+        for (bucket, out) in self.token_buckets().into_iter().zip(judged.tokens_out) {
             if out || unknown {
                 bucket.empty();
             }
         }
-        if unknown && !told && refusal.rate_caused {
-            refusal.changes.extend(self.infer(now, ticket, run_end + 1));
-        }
+    }
+
+    /// Step 4: everything waits as long as the server asked, or, with nothing to pace by
+    /// yet, backs off longer with each 429 in a row.
+    fn hold_after_429(&mut self, now: Instant, retry_after: Option<Duration>, config: &RunConfig) {
         if let Some(after) = retry_after {
             self.hold_all(later(now, after));
         } else if self.requests.limit.is_none()
@@ -394,14 +448,12 @@ impl Limiter {
                 .iter()
                 .all(|b| b.limit.is_none())
         {
-            // Nothing to pace by yet: back off, longer with each 429 in a row.
             self.blind_429s += 1;
             self.hold_all(later(
                 now,
                 super::retry::backoff(config, u64::MAX - 1, self.blind_429s),
             ));
         }
-        self.finish(now, ticket, refusal)
     }
 
     fn finish(&mut self, now: Instant, ticket: &Ticket, mut refusal: Refusal) -> Refusal {
