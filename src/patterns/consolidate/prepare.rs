@@ -86,14 +86,38 @@ pub(super) fn prepare(order: &[&Support]) -> Prepared {
         .next_power_of_two()
         .trailing_zeros()
         .min(8);
-    // Each occurrence's key, in its partition, in the order met.
+    let partitions = partition_keys(order, bits, &mut prepared);
+    let (interned, distinct) = intern(partitions);
+    ids_in_text_order(&interned, &mut prepared.keys);
+    drop(interned);
+    let frequency = word_sets(&mut prepared, distinct);
+    let rank = ranks(&frequency);
+    for i in 0..prepared.ends.len() {
+        let (_, (start, end)) = prepared.spans(i);
+        let words = &mut prepared.words[start..end];
+        for w in words.iter_mut() {
+            *w = rank[*w as usize];
+        }
+        words.sort_unstable();
+    }
+    prepared
+}
+
+fn to_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// Step 1: every occurrence's key, written to the partition (of `2^bits`) it hashes to, in
+/// the order met; `prepared.keys` holds each occurrence's partition (until its id replaces
+/// it) and `prepared.ends` each pattern's end.
+fn partition_keys(order: &[&Support], bits: u32, prepared: &mut Prepared) -> Vec<Vec<[u64; 2]>> {
+    let count = order.iter().map(|s| s.patterns.len()).sum::<usize>();
     let mut partitions: Vec<Vec<[u64; 2]>> = (0..1usize << bits)
         .map(|_| Vec::with_capacity((count * 6) >> bits))
         .collect();
     // Words of more than 15 bytes (few) by their text.
     let mut long_ids: Map<Box<str>, u32> = Map::default();
     let mut text = String::new();
-    let to_u32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
     for p in order.iter().flat_map(|s| &s.patterns) {
         text.clear();
         normalize_into(p.template.as_deref().unwrap_or(&p.pattern), &mut text);
@@ -107,16 +131,19 @@ pub(super) fn prepare(order: &[&Support]) -> Prepared {
                 #[allow(clippy::cast_possible_truncation)] // the two halves, on purpose
                 part.push([key as u64, (key >> 64) as u64]);
             }
-            // Its partition, until the id replaces it.
             prepared.keys.push(to_u32(part));
         }
         prepared.ends.push((to_u32(prepared.keys.len()), 0));
     }
-    drop(long_ids);
+    partitions
+}
+
+/// Step 2: each partition's ids, in the order its occurrences were met, with one map at a
+/// time; and the number of distinct words.
+fn intern(partitions: Vec<Vec<[u64; 2]>>) -> (Vec<Vec<u32>>, u32) {
     let mut ids: Map<u128, u32> = Map::default();
     let mut distinct = 0u32;
-    // Each partition's ids, in the order its occurrences were met.
-    let interned: Vec<Vec<u32>> = partitions
+    let interned = partitions
         .into_iter()
         .map(|part| {
             ids.clear();
@@ -133,19 +160,26 @@ pub(super) fn prepare(order: &[&Support]) -> Prepared {
                 .collect()
         })
         .collect();
-    drop(ids);
-    // Back in the order of the text: each partition's next id is its next occurrence's. One
-    // sequential pass, where writing each id to its place would visit the whole array once
-    // per few partitions.
+    (interned, distinct)
+}
+
+/// Step 3: the ids back in the order of the text: each partition's next id is its next
+/// occurrence's. One sequential pass, where writing each id to its place would visit the
+/// whole array once per few partitions.
+fn ids_in_text_order(interned: &[Vec<u32>], keys: &mut [u32]) {
     let mut next = vec![0usize; interned.len()];
-    for slot in &mut prepared.keys {
+    for slot in keys {
         let part = *slot as usize;
         if let (Some(ids), Some(at)) = (interned.get(part), next.get_mut(part)) {
             *slot = ids.get(*at).copied().unwrap_or(0);
             *at += 1;
         }
     }
-    drop(interned);
+}
+
+/// Step 4: each pattern's distinct words (sorted ids) into `prepared.words`, and how many
+/// patterns each word is in.
+fn word_sets(prepared: &mut Prepared, distinct: u32) -> Vec<u32> {
     let mut frequency = vec![0u32; distinct as usize];
     let mut key_start = 0;
     for i in 0..prepared.ends.len() {
@@ -170,16 +204,7 @@ pub(super) fn prepare(order: &[&Support]) -> Prepared {
         }
         prepared.ends[i].1 = to_u32(prepared.words.len());
     }
-    let rank = ranks(&frequency);
-    for i in 0..prepared.ends.len() {
-        let (_, (start, end)) = prepared.spans(i);
-        let words = &mut prepared.words[start..end];
-        for w in words.iter_mut() {
-            *w = rank[*w as usize];
-        }
-        words.sort_unstable();
-    }
-    prepared
+    frequency
 }
 
 /// Each word's rank by (frequency, id), rarest first: counted rather than sorted, since
