@@ -1,7 +1,7 @@
 //! Checking an answer against its batch: cluster numbers, pattern counts, field lengths, and
 //! which examples are real titles.
 
-use super::{Example, Pattern, PatternResponse};
+use super::{Example, Pattern, PatternResponse, RawPattern};
 use crate::model::Cluster;
 use crate::strategy::PatternRange;
 
@@ -164,46 +164,65 @@ pub(crate) fn validate(
             }
             continue;
         }
-        let titles: Vec<String> = clusters[i]
-            .videos
-            .iter()
-            .map(|v| normalize_title(&v.title))
-            .collect();
-        let patterns: Vec<Pattern> = answer
-            .patterns
-            .into_iter()
-            .filter(|p| !p.pattern.trim().is_empty())
-            .take(room)
-            .map(|p| Pattern {
-                examples: p
-                    .examples
-                    .into_iter()
-                    .take(MAX_EXAMPLES)
-                    .map(cap)
-                    .map(|title| Example {
-                        grounded: titles.contains(&normalize_title(&title)),
-                        title,
-                    })
-                    .collect(),
-                pattern: cap(p.pattern),
-                template: p.template.filter(|t| !t.trim().is_empty()).map(cap),
-                rationale: p.rationale.map(cap),
-            })
-            .collect();
+        let patterns = kept_patterns(answer.patterns, clusters[i], room);
         match &mut out.patterns[i] {
             Some(existing) => existing.extend(patterns),
             slot @ None => *slot = Some(patterns),
         }
     }
-    for (i, p) in out.patterns.iter().enumerate() {
+    let warnings = count_warnings(&out.patterns, &times, &dropped, range);
+    out.warnings.extend(warnings);
+    out
+}
+
+/// The first `room` non-empty patterns of an answer for `cluster`, fields capped, examples
+/// capped and marked grounded when they are the cluster's titles.
+fn kept_patterns(answer: Vec<RawPattern>, cluster: &Cluster, room: usize) -> Vec<Pattern> {
+    let titles: Vec<String> = cluster
+        .videos
+        .iter()
+        .map(|v| normalize_title(&v.title))
+        .collect();
+    answer
+        .into_iter()
+        .filter(|p| !p.pattern.trim().is_empty())
+        .take(room)
+        .map(|p| Pattern {
+            examples: p
+                .examples
+                .into_iter()
+                .take(MAX_EXAMPLES)
+                .map(cap)
+                .map(|title| Example {
+                    grounded: titles.contains(&normalize_title(&title)),
+                    title,
+                })
+                .collect(),
+            pattern: cap(p.pattern),
+            template: p.template.filter(|t| !t.trim().is_empty()).map(cap),
+            rationale: p.rationale.map(cap),
+        })
+        .collect()
+}
+
+/// The warnings on counts, per cluster: answered more than once, patterns dropped over the
+/// range, fewer than the range asks.
+fn count_warnings(
+    patterns: &[Option<Vec<Pattern>>],
+    times: &[usize],
+    dropped: &[usize],
+    range: PatternRange,
+) -> Vec<Warning> {
+    let mut warnings = Vec::new();
+    for (i, p) in patterns.iter().enumerate() {
         if times[i] > 1 {
-            out.warnings.push(Warning::AnsweredMoreThanOnce {
+            warnings.push(Warning::AnsweredMoreThanOnce {
                 position: i,
                 times: times[i],
             });
         }
         if dropped[i] > 0 {
-            out.warnings.push(Warning::PatternsDropped {
+            warnings.push(Warning::PatternsDropped {
                 position: i,
                 kept: p.as_ref().map_or(0, Vec::len),
                 dropped: dropped[i],
@@ -211,7 +230,7 @@ pub(crate) fn validate(
         } else if let Some(p) = p {
             let n = u32::try_from(p.len()).unwrap_or(u32::MAX);
             if n < range.min {
-                out.warnings.push(Warning::PatternCount {
+                warnings.push(Warning::PatternCount {
                     position: i,
                     count: p.len(),
                     range,
@@ -219,7 +238,7 @@ pub(crate) fn validate(
             }
         }
     }
-    out
+    warnings
 }
 
 /// Lower case, quotes and surrounding punctuation dropped, white space collapsed: how examples
