@@ -85,6 +85,15 @@ pub(super) struct Landed {
     pub(super) result: Result<ChatResponse, BackendError>,
 }
 
+/// Whether a request may go now.
+enum Go {
+    Now,
+    /// Not yet: look again then.
+    Wait(Wake),
+    /// The limiter would hold it longer than the patience since the last answer.
+    GiveUp(std::time::Duration),
+}
+
 /// Why the loop is waiting, besides answers.
 #[derive(Debug, Default, Clone, Copy)]
 struct Wake {
@@ -258,15 +267,7 @@ impl<'r, 'p, 'a, Backend: LlmBackend, Clock: Timer> Run<'r, 'p, 'a, Backend, Clo
                 return Wake::default();
             }
             let Some(job) = self.next_job(now) else {
-                let next = self
-                    .delayed
-                    .iter()
-                    .filter_map(|j| j.ready_at.map(|at| (at, j.held_by_429)))
-                    .min_by_key(|(at, _)| *at);
-                return Wake {
-                    at: next.map(|(at, _)| at),
-                    by_limiter: next.is_some_and(|(_, held)| held),
-                };
+                return self.idle_wake();
             };
             let Some(prepared) = self.prepare(job) else {
                 continue; // split or failed before any call
@@ -276,63 +277,88 @@ impl<'r, 'p, 'a, Backend: LlmBackend, Clock: Timer> Run<'r, 'p, 'a, Backend, Clo
             let Some(job) = self.serve_from_store(job, estimated_tokens) else {
                 continue;
             };
-            if flights.len() >= self.window.limit()
-                || (!self.output_confirmed && !flights.is_empty())
-            {
-                self.queue.push_front(job);
-                return Wake::default();
-            }
-            match self.breaker.gate(now) {
-                Gate::Open => {}
-                Gate::Until(at) => {
-                    self.queue.push_front(job);
-                    return Wake {
-                        at: Some(at),
-                        by_limiter: false,
-                    };
-                }
-                Gate::Probing => {
-                    self.queue.push_front(job);
-                    return Wake::default();
-                }
-            }
             let cost = Cost {
                 input: estimated_tokens,
                 output: u64::from(max_tokens),
             };
-            if let Some(at) = self.limiter.ready_at(now, cost) {
-                let patience = self.runner.config.rate_limit_patience;
-                if at.saturating_duration_since(self.last_answer) > patience {
+            match self.gate(now, cost, flights.len()) {
+                Go::Now => {}
+                Go::Wait(wake) => {
+                    self.queue.push_front(job);
+                    return wake;
+                }
+                Go::GiveUp(patience) => {
                     self.queue.push_front(job);
                     self.give_up(patience);
                     continue;
                 }
-                self.queue.push_front(job);
-                return Wake {
-                    at: Some(at),
-                    by_limiter: true,
-                };
             }
             let charged = !job.free;
             if charged && !self.budget.take() {
-                let cap = self.budget.cap();
-                let reason = match &job.last_error {
-                    Some((_, error)) => {
-                        format!("{error}; extra-call budget exhausted ({cap} calls)")
-                    }
-                    None => format!("extra-call budget exhausted ({cap} calls)"),
-                };
-                let failure = Failure::BudgetExhausted {
-                    cap,
-                    last_error: job.last_error.as_ref().map(|(kind, _)| *kind),
-                };
-                self.fail(job.batch, &job.members, &reason, &failure);
+                self.fail_over_budget(&job);
                 continue;
             }
             let ticket = self.limiter.take(now, cost);
             self.breaker.on_send();
             flights.push(self.send(job, ticket, charged, estimated_tokens));
         }
+    }
+
+    /// When to look again with nothing to send now: the first retry's back-off end.
+    fn idle_wake(&self) -> Wake {
+        let next = self
+            .delayed
+            .iter()
+            .filter_map(|j| j.ready_at.map(|at| (at, j.held_by_429)))
+            .min_by_key(|(at, _)| *at);
+        Wake {
+            at: next.map(|(at, _)| at),
+            by_limiter: next.is_some_and(|(_, held)| held),
+        }
+    }
+
+    /// Whether a request costing `cost` may go now, with `in_flight` requests out: a free
+    /// slot of the window (one at a time until the server has taken an output mode), the
+    /// breaker closed, the limiter's allowance there (or coming within the patience).
+    fn gate(&mut self, now: Instant, cost: Cost, in_flight: usize) -> Go {
+        if in_flight >= self.window.limit() || (!self.output_confirmed && in_flight > 0) {
+            return Go::Wait(Wake::default());
+        }
+        match self.breaker.gate(now) {
+            Gate::Open => {}
+            Gate::Until(at) => {
+                return Go::Wait(Wake {
+                    at: Some(at),
+                    by_limiter: false,
+                });
+            }
+            Gate::Probing => return Go::Wait(Wake::default()),
+        }
+        let Some(at) = self.limiter.ready_at(now, cost) else {
+            return Go::Now;
+        };
+        let patience = self.runner.config.rate_limit_patience;
+        if at.saturating_duration_since(self.last_answer) > patience {
+            return Go::GiveUp(patience);
+        }
+        Go::Wait(Wake {
+            at: Some(at),
+            by_limiter: true,
+        })
+    }
+
+    /// Fails `job` for want of extra calls, naming its last error.
+    fn fail_over_budget(&mut self, job: &Job) {
+        let cap = self.budget.cap();
+        let reason = match &job.last_error {
+            Some((_, error)) => format!("{error}; extra-call budget exhausted ({cap} calls)"),
+            None => format!("extra-call budget exhausted ({cap} calls)"),
+        };
+        let failure = Failure::BudgetExhausted {
+            cap,
+            last_error: job.last_error.as_ref().map(|(kind, _)| *kind),
+        };
+        self.fail(job.batch, &job.members, &reason, &failure);
     }
 
     /// The next job that may go: a retry whose back-off is over, else the head of the queue.
