@@ -204,24 +204,36 @@ fn group(
             if let Some(assignment) = assignment.as_deref_mut() {
                 assignment.push(g);
             }
-            let out = &mut groups[g];
-            out.occurrences += 1;
-            if out.template.is_none() {
-                out.template.clone_from(&p.template);
-            }
-            if clusters.insert(g, &mut out.clusters, &s.id) {
-                out.evidence += s.priority * s.avg_performance;
-                evidence[g] = out.evidence;
-            }
-            // WIDE when a supporting cluster is, or when it spans several clusters.
-            out.wide |= s.is_wide || out.clusters.len() > 1;
-            for e in p.examples.iter().filter(|e| e.grounded) {
-                examples.insert(g, &mut out.examples, &e.title);
-            }
+            credit(&mut groups[g], g, s, p, &mut clusters, &mut examples);
+            evidence[g] = groups[g].evidence;
         }
     }
     sort_by_evidence(&mut groups, &heads, &evidence);
     groups
+}
+
+/// Counts an occurrence of pattern `p` of cluster `s` in group `g` (`out`): its template when
+/// the group has none, its cluster's evidence once per cluster, WIDE when a supporting cluster
+/// is or when it spans several clusters, its grounded examples once each.
+fn credit(
+    out: &mut ConsolidatedPattern,
+    g: usize,
+    s: &Support,
+    p: &crate::response::Pattern,
+    clusters: &mut Members,
+    examples: &mut Members,
+) {
+    out.occurrences += 1;
+    if out.template.is_none() {
+        out.template.clone_from(&p.template);
+    }
+    if clusters.insert(g, &mut out.clusters, &s.id) {
+        out.evidence += s.priority * s.avg_performance;
+    }
+    out.wide |= s.is_wide || out.clusters.len() > 1;
+    for e in p.examples.iter().filter(|e| e.grounded) {
+        examples.insert(g, &mut out.examples, &e.title);
+    }
 }
 
 /// Sorts by evidence (each group's in `evidence`), highest first, then by pattern text, then by
