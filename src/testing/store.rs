@@ -42,28 +42,45 @@ pub enum StoreConformanceError {
 pub fn run_store_conformance(
     store: &dyn crate::store::RunStore,
 ) -> Result<(), StoreConformanceError> {
-    use crate::backend::{
-        ChatMessage, ChatRequest, ChatResponse, FinishReason, ResponseFormat, Role, TokenUsage,
-    };
+    use crate::backend::{ChatMessage, ChatRequest, ResponseFormat, Role};
     use crate::store::RequestKey;
 
-    let wrong = |check, what: String| StoreConformanceError::Wrong { check, what };
-    let call = |check| move |source| StoreConformanceError::Store { check, source };
-    let request = |text: &str| ChatRequest {
-        model: "gpt-4o-mini".into(),
-        messages: vec![ChatMessage {
-            role: Role::User,
-            content: text.into(),
-        }],
-        temperature: 0.7,
-        max_tokens: 100,
-        response_format: ResponseFormat::JsonObject,
-        batch: None,
+    let request = |text: &str| {
+        ChatRequest::new(
+            "gpt-4o-mini",
+            vec![ChatMessage {
+                role: Role::User,
+                content: text.into(),
+            }],
+        )
+        .with_max_tokens(100)
+        .with_response_format(ResponseFormat::JsonObject)
     };
     let a = RequestKey::of(&request("conformance: a"));
     let b = RequestKey::of(&request("conformance: b"));
+    check_answers(store, &a, &b)?;
+    check_batch_records(store)
+}
+
+fn wrong(check: &'static str, what: String) -> StoreConformanceError {
+    StoreConformanceError::Wrong { check, what }
+}
+
+fn call(check: &'static str) -> impl Fn(crate::store::StoreError) -> StoreConformanceError {
+    move |source| StoreConformanceError::Store { check, source }
+}
+
+/// The answer part of [`run_store_conformance`]: absent before a put, exactly as written
+/// after, under its key only, replaced by a second put.
+fn check_answers(
+    store: &dyn crate::store::RunStore,
+    a: &crate::store::RequestKey,
+    b: &crate::store::RequestKey,
+) -> Result<(), StoreConformanceError> {
+    use crate::backend::{ChatResponse, FinishReason, TokenUsage};
+
     if store
-        .get(&a)
+        .get(a)
         .map_err(call("get of a key never written"))?
         .is_some()
     {
@@ -75,19 +92,14 @@ pub fn run_store_conformance(
     let answer = ChatResponse {
         content: format!("{{\"c1\": [\"é漢字🙂\"]}}{}", " ".repeat(1 << 20)),
         finish_reason: FinishReason::Length,
-        usage: Some(TokenUsage {
-            prompt_tokens: 12,
-            completion_tokens: 34,
-            cache_write_tokens: 5,
-            cache_read_tokens: 6,
-        }),
+        usage: Some(TokenUsage::new(12, 34).with_cache(5, 6)),
         model: "gpt-4o-mini-2024-07-18".into(),
         refusal: Some("no".into()),
         request_id: Some("req_1".into()),
         rate_limits: None,
     };
-    store.put(&a, &answer).map_err(call("put"))?;
-    match store.get(&a).map_err(call("get after put"))? {
+    store.put(a, &answer).map_err(call("put"))?;
+    match store.get(a).map_err(call("get after put"))? {
         Some(got) if got == answer => {}
         Some(got) => {
             return Err(wrong(
@@ -97,7 +109,7 @@ pub fn run_store_conformance(
         }
         None => return Err(wrong("get after put", "no answer".into())),
     }
-    if store.get(&b).map_err(call("get of another key"))?.is_some()
+    if store.get(b).map_err(call("get of another key"))?.is_some()
         || store
             .get(&a.occurrence(1))
             .map_err(call("get of a later occurrence"))?
@@ -110,25 +122,23 @@ pub fn run_store_conformance(
     }
     let second = ChatResponse {
         content: "{}".into(),
-        ..answer.clone()
+        ..answer
     };
-    store.put(&a, &second).map_err(call("second put"))?;
+    store.put(a, &second).map_err(call("second put"))?;
     if store
-        .get(&a)
+        .get(a)
         .map_err(call("get after a second put"))?
         .as_ref()
         != Some(&second)
     {
         return Err(wrong("a second put", "did not replace the first".into()));
     }
-    check_batch_records(store)
+    Ok(())
 }
 
 /// The batch-record part of [`run_store_conformance`].
 fn check_batch_records(store: &dyn crate::store::RunStore) -> Result<(), StoreConformanceError> {
     use crate::store::{BatchRecord, RequestKey, StoreError};
-    let wrong = |check, what: String| StoreConformanceError::Wrong { check, what };
-    let call = |check| move |source| StoreConformanceError::Store { check, source };
     let key = RequestKey::of_batch_input(b"conformance batch input");
     let pending = BatchRecord {
         batch_id: None,
