@@ -161,7 +161,10 @@ impl BatchingConfigBuilder {
     }
 }
 
-/// An invalid [`BatchingConfig`] field.
+/// An invalid configuration field, of a [`BatchingConfig`] or a
+/// [`RunConfig`](crate::RunConfig) (their builders' `build`, their serde forms, and
+/// [`RunConfig::validate`](crate::RunConfig::validate)). Its text names the field, the value
+/// and the rule: `invalid config: min_batch_size = 0: must be at least 1`.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("invalid config: {field} = {value}: {rule}")]
 #[non_exhaustive]

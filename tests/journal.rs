@@ -18,7 +18,6 @@ use dynbatch::report::{DiscoveryReport, OutcomeStatus};
 use dynbatch::store::{MemoryStore, RequestKey, RunStore, SqliteStore, StoreError};
 use dynbatch::{BatchPlan, Batcher, BatchingConfig, Cluster};
 use dynbatch::{RunConfig, RunEvent, Runner};
-use futures::StreamExt;
 use proptest::prelude::*;
 
 const LATENCY: Duration = Duration::from_secs(1);

@@ -28,9 +28,10 @@ impl fmt::Display for BatchPlan<'_> {
         for (i, batch) in self.batches.iter().enumerate() {
             writeln!(
                 f,
-                "  batch {}: {} clusters, ~{} tokens{}: {}",
+                "  batch {}: {} cluster{}, ~{} tokens{}: {}",
                 i + 1,
                 batch.clusters.len(),
+                if batch.clusters.len() == 1 { "" } else { "s" },
                 batch.estimated_tokens,
                 if batch.oversized { " (oversized)" } else { "" },
                 batch.clusters.join(", ")

@@ -241,39 +241,39 @@ impl RunConfig {
             self.concurrency >= 1,
             "concurrency",
             self.concurrency.to_string(),
-            "at least 1",
+            "must be at least 1",
         )?;
         for (field, limit) in [
             ("requests_per_minute", self.requests_per_minute),
             ("tokens_per_minute", self.tokens_per_minute),
         ] {
             if let Some(n) = limit {
-                check(n >= 1, field, n.to_string(), "at least 1 when set")?;
+                check(n >= 1, field, n.to_string(), "must be at least 1 when set")?;
             }
         }
         check(
             self.breaker_threshold >= 1,
             "breaker_threshold",
             self.breaker_threshold.to_string(),
-            "at least 1",
+            "must be at least 1",
         )?;
         check(
             !self.request_timeout.is_zero(),
             "request_timeout",
             format!("{:?}", self.request_timeout),
-            "more than 0",
+            "must be more than 0",
         )?;
         check(
             self.base_delay <= self.max_delay,
             "base_delay",
             format!("{:?}", self.base_delay),
-            "at most max_delay",
+            "must be at most max_delay",
         )?;
         check(
             (0.0..=1.0).contains(&self.merge_similarity),
             "merge_similarity",
             self.merge_similarity.to_string(),
-            "within 0..=1",
+            "must be within 0..=1",
         )
     }
 }

@@ -178,13 +178,22 @@ pub enum RunEvent {
 /// Where events go.
 pub(super) type EventSink = Arc<dyn Fn(&RunEvent) + Send + Sync>;
 
-/// A run's events as a [`Stream`](futures::Stream), from [`Runner::event_stream`]: results
-/// arrive as each request is validated ([`RunEvent::Succeeded`] carries the patterns), and
-/// [`RunEvent::Finished`] comes last.
+/// A run's events, from [`Runner::event_stream`]: results arrive as each request is validated
+/// ([`RunEvent::Succeeded`] carries the patterns), and [`RunEvent::Finished`] comes last.
+///
+/// Read it with [`next`](EventStream::next), which needs no other crate; it is also a
+/// [`Stream`](futures::Stream) of the `futures` 0.3 crate, for its combinators.
 ///
 /// [`Runner::event_stream`]: super::Runner::event_stream
 #[derive(Debug)]
 pub struct EventStream(pub(super) futures::channel::mpsc::UnboundedReceiver<RunEvent>);
+
+impl EventStream {
+    /// The next event; `None` once the run has ended and every event was read.
+    pub async fn next(&mut self) -> Option<RunEvent> {
+        futures::StreamExt::next(&mut self.0).await
+    }
+}
 
 impl futures::Stream for EventStream {
     type Item = RunEvent;

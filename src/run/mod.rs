@@ -134,7 +134,9 @@ impl<Backend: LlmBackend, Clock: Timer> Runner<Backend, Clock> {
     }
 
     /// Calls `sink` with every [`RunEvent`]. Handlers add up: each one added gets every
-    /// event, after those added before it.
+    /// event, after those added before it. A handler outlives the call that adds it (it is
+    /// kept by the runner), hence `'static`; to collect events into local state, read
+    /// [`event_stream`](Runner::event_stream) instead.
     #[must_use]
     pub fn on_event(mut self, sink: impl Fn(&RunEvent) + Send + Sync + 'static) -> Self {
         // Every handler gets every event, in the order they were added.
@@ -148,13 +150,13 @@ impl<Backend: LlmBackend, Clock: Timer> Runner<Backend, Clock> {
         self
     }
 
-    /// The runner's events as a stream too (after any `on_event` sink): results as they
-    /// arrive, `RunEvent::Finished` last. Poll it while the run goes, e.g. with `join`.
+    /// The runner's events as a stream too (after any `on_event` handler): results as they
+    /// arrive, `RunEvent::Finished` last. Read it while the run goes (e.g. with `join!`); this
+    /// is also how to collect events without `'static` handlers or a `Mutex`.
     ///
     /// ```
     /// # #[cfg(all(feature = "mock", feature = "tokio"))]
     /// # tokio_test_block_on(async {
-    /// use futures::StreamExt;
     /// use dynbatch::{RunEvent, Runner, TokioTimer};
     /// use dynbatch::backend::mock::MockBackend;
     /// use dynbatch::{Batcher, Cluster, Video};
@@ -178,7 +180,7 @@ impl<Backend: LlmBackend, Clock: Timer> Runner<Backend, Clock> {
     ///         }
     ///     }
     /// };
-    /// let (report, ()) = futures::join!(runner.run(plan, &clusters, "espresso"), consume);
+    /// let (report, ()) = tokio::join!(runner.run(plan, &clusters, "espresso"), consume);
     /// assert!(report.is_ok());
     /// # });
     /// # #[cfg(all(feature = "mock", feature = "tokio"))]
