@@ -18,9 +18,6 @@ pub use output::{OutputMode, batch_schema, response_schema};
 pub(crate) use render::prompt_clusters;
 pub(crate) use render::render_requests;
 
-/// The shape of an answer, as the prompt asks for it and [`response_schema`] describes it.
-pub use crate::response::{ClusterAnswer, PatternResponse, RawPattern};
-
 /// A cluster as a prompt shows it: the cluster and its quality from the plan.
 #[derive(Debug, Clone, Copy)]
 pub struct PromptCluster<'a> {

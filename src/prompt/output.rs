@@ -179,7 +179,7 @@ pub fn batch_schema(clusters: usize, range: PatternRange, length_caps: bool) -> 
 }
 
 /// The schema of the design's answer shape, `{"clusters": [{"cluster": n, "patterns": [...]}]}`
-/// ([`crate::response::PatternResponse`]), every field required and no others allowed. Not
+/// every field required and no others allowed. Not
 /// tied to a batch: [`batch_schema`] is what the schema modes send.
 pub fn response_schema() -> Value {
     json!({
@@ -214,4 +214,66 @@ pub fn response_schema() -> Value {
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::response_schema;
+    use crate::response::{ClusterAnswer, PatternResponse, RawPattern};
+
+    /// The strict schema is tied to the response type: a fully populated `PatternResponse`
+    /// serializes with exactly the properties the schema lists, all required, and reads back.
+    #[test]
+    fn strict_schema_matches_the_response_type() {
+        let full = PatternResponse {
+            clusters: vec![ClusterAnswer {
+                cluster: 1,
+                patterns: vec![RawPattern {
+                    pattern: "p".into(),
+                    template: Some("t".into()),
+                    examples: vec!["e".into()],
+                    rationale: Some("r".into()),
+                }],
+            }],
+        };
+        let value = serde_json::to_value(&full).unwrap();
+        let schema = response_schema();
+        let keys = |v: &serde_json::Value| -> Vec<String> {
+            let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+            k.sort();
+            k
+        };
+        let required = |s: &serde_json::Value| -> Vec<String> {
+            let mut r: Vec<String> = s["required"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap().to_owned())
+                .collect();
+            r.sort();
+            r
+        };
+        assert_eq!(keys(&value), keys(&schema["properties"]));
+        assert_eq!(keys(&value), required(&schema));
+        let cluster_schema = &schema["properties"]["clusters"]["items"];
+        assert_eq!(
+            keys(&value["clusters"][0]),
+            keys(&cluster_schema["properties"])
+        );
+        assert_eq!(keys(&value["clusters"][0]), required(cluster_schema));
+        let pattern_schema = &cluster_schema["properties"]["patterns"]["items"];
+        assert_eq!(
+            keys(&value["clusters"][0]["patterns"][0]),
+            keys(&pattern_schema["properties"])
+        );
+        assert_eq!(
+            keys(&value["clusters"][0]["patterns"][0]),
+            required(pattern_schema)
+        );
+        for s in [&schema, cluster_schema, pattern_schema] {
+            assert_eq!(s["additionalProperties"], false);
+        }
+        let back: PatternResponse = serde_json::from_value(value).unwrap();
+        assert_eq!(back, full);
+    }
 }

@@ -20,14 +20,14 @@ pub(crate) use validate::{MAX_EXAMPLES, validate};
 ///
 /// Only `clusters`, `cluster` and `pattern` are required; the rest may be missing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PatternResponse {
+pub(crate) struct PatternResponse {
     /// One entry per cluster answered.
     pub clusters: Vec<ClusterAnswer>,
 }
 
 /// The patterns found for one cluster of the batch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ClusterAnswer {
+pub(crate) struct ClusterAnswer {
     /// The number of the cluster's `CLUSTER n` header (1-based).
     pub cluster: i64,
     /// Its patterns.
@@ -37,7 +37,7 @@ pub struct ClusterAnswer {
 
 /// One pattern as the model wrote it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RawPattern {
+pub(crate) struct RawPattern {
     /// A short name of the pattern.
     pub pattern: String,
     /// The title formula, with placeholders.

@@ -11,7 +11,9 @@ use crate::prompt::OutputMode;
 ///
 /// Checked, per request:
 /// - the call's future is `Send` (checked when this compiles: the runner spawns on any runtime);
-/// - an answer parses (in either shape the prompt allows: [`PatternResponse`](crate::prompt::PatternResponse) or the keyed schema), names only the request's clusters, and
+/// - an answer parses (in either shape the prompt allows: the design's
+///   `{"clusters": [...]}`, [`response_schema`](crate::prompt::response_schema), or a batch's keyed
+///   schema), names only the request's clusters, and
 ///   answers at least one; its `finish_reason` is `stop`; its usage, when reported, has prompt
 ///   tokens;
 /// - a failure is a [`BackendError`](crate::backend::BackendError) whose class agrees with
