@@ -9,32 +9,7 @@ use dynbatch::patterns::{ConsolidatedPattern, Support, consolidate};
 use dynbatch::patterns::{Example, Pattern};
 use proptest::prelude::*;
 
-/// The consolidation key as it was first written: tokens, then split and joined again.
-fn reference_normalize(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut depth = 0usize;
-    for c in text.chars() {
-        match c {
-            '[' | '{' | '<' => {
-                if depth == 0 {
-                    out.push_str(" _slot_ ");
-                }
-                depth += 1;
-            }
-            ']' | '}' | '>' => depth = depth.saturating_sub(1),
-            _ if depth > 0 => {}
-            c if c.is_ascii_digit() => {
-                if !out.ends_with("_num_ ") {
-                    out.push_str(" _num_ ");
-                }
-            }
-            c if c.is_alphanumeric() => out.extend(c.to_lowercase()),
-            '\'' | '’' => {}
-            _ => out.push(' '),
-        }
-    }
-    out.split_whitespace().collect::<Vec<_>>().join(" ")
-}
+include!("support/reference_normalize.rs");
 
 /// The scan as it was: each pattern against every group so far.
 fn reference(support: &[Support], threshold: f64) -> Vec<ConsolidatedPattern> {

@@ -27,6 +27,8 @@ use dynbatch::patterns::{
 };
 use serde_json::Value;
 
+include!("support/noise.rs");
+
 #[derive(Debug, Clone)]
 struct Item {
     pattern: String,
@@ -101,22 +103,6 @@ fn score(items: &[Item], merged: &[ConsolidatedPattern]) -> (f64, f64, usize) {
         tp as f64 / (tp + fp) as f64
     };
     (precision, tp as f64 / (tp + fn_) as f64, tp + fp)
-}
-
-fn splitmix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
-
-fn noise(seed: u64, dim: usize) -> Vec<f32> {
-    (0..dim)
-        .map(|k| {
-            let x = splitmix(seed ^ (k as u64).wrapping_mul(0x1000_0001));
-            ((x >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) as f32
-        })
-        .collect()
 }
 
 fn fnv(text: &str) -> u64 {

@@ -69,32 +69,10 @@ mod tests {
 
     use super::normalize;
 
-    /// `normalize` as it was first written: tokens, then split and joined again.
-    fn reference_normalize(text: &str) -> String {
-        let mut out = String::with_capacity(text.len());
-        let mut depth = 0usize;
-        for c in text.chars() {
-            match c {
-                '[' | '{' | '<' => {
-                    if depth == 0 {
-                        out.push_str(" _slot_ ");
-                    }
-                    depth += 1;
-                }
-                ']' | '}' | '>' => depth = depth.saturating_sub(1),
-                _ if depth > 0 => {}
-                c if c.is_ascii_digit() => {
-                    if !out.ends_with("_num_ ") {
-                        out.push_str(" _num_ ");
-                    }
-                }
-                c if c.is_alphanumeric() => out.extend(c.to_lowercase()),
-                '\'' | '’' => {}
-                _ => out.push(' '),
-            }
-        }
-        out.split_whitespace().collect::<Vec<_>>().join(" ")
-    }
+    include!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/support/reference_normalize.rs"
+    ));
 
     proptest! {
         #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
