@@ -25,7 +25,6 @@ pub(crate) use normalize::normalize;
 mod prepare;
 
 use index::Index;
-#[cfg(any(test, feature = "testing"))]
 use prepare::prepare;
 
 /// Hash maps keyed by our own strings and numbers: foldhash is several times faster than
