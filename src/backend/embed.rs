@@ -10,7 +10,7 @@ use super::{BackendError, RateLimitInfo};
 
 /// Embeds texts. Implement `embed`; split a long input into requests within
 /// [`limits`](Embedder::limits) or leave that to a wrapper that does
-/// ([`run::Embedding`](crate::Embedding) batches, paces, retries and journals).
+/// ([`Embedding`](crate::Embedding) batches, paces, retries and journals).
 #[async_trait]
 pub trait Embedder: Send + Sync + fmt::Debug {
     /// The vectors of `texts`, in order, one each.

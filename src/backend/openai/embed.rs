@@ -17,7 +17,7 @@ pub const DEFAULT_EMBEDDING_MODEL: &str = "text-embedding-3-small";
 /// `data[i].embedding`), with the configuration and auth of an
 /// [`OpenAiBackend`](super::OpenAiBackend). One call is one request: split long inputs within
 /// [`Embedder::limits`] (2,048 inputs, 300,000 tokens), or let a wrapper that batches, paces,
-/// retries and journals do it ([`run::Embedding`](crate::Embedding)).
+/// retries and journals do it ([`Embedding`](crate::Embedding)).
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
