@@ -158,13 +158,21 @@ impl Calls {
         Err((self.classify)(status, &headers, &body, id.as_deref()))
     }
 
-    /// Sends `request` and reads its body, a JSON answer of the batch API (up to 16 MiB).
-    pub(crate) async fn send(
+    /// Sends `request` and reads its body (up to 16 MiB) as `T`, the JSON answer of the batch
+    /// API; a 2xx body that is not one (`what` it should be) is an invalid response.
+    pub(crate) async fn json<T: serde::de::DeserializeOwned>(
         &self,
         request: reqwest::RequestBuilder,
-    ) -> Result<String, BackendError> {
+        what: &str,
+    ) -> Result<T, BackendError> {
         let response = self.response(request).await?;
-        read_capped(response, MAX_CONTROL_BODY, self.timeout).await
+        let body = read_capped(response, MAX_CONTROL_BODY, self.timeout).await?;
+        serde_json::from_str(&body).map_err(|e| {
+            BackendError::InvalidResponse(format!(
+                "the server's answer is not {what} ({e}): {}",
+                snippet(&body)
+            ))
+        })
     }
 
     /// Sends `request` and reads its body, a JSONL result file, line by line as it arrives

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::AnthropicBuilder;
 use super::wire::{classify, parse_response, request_body};
-use crate::backend::http::{Calls, snippet};
+use crate::backend::http::Calls;
 use crate::backend::rate_limit::parse_rfc3339;
 use crate::backend::{
     BackendError, BatchBackend, BatchInfo, BatchLimits, BatchOutput, BatchPage, BatchStatus,
@@ -68,10 +68,6 @@ impl AnthropicBatches {
         self.config.timeout()
     }
 
-    async fn send(&self, request: reqwest::RequestBuilder) -> Result<String, BackendError> {
-        self.calls().send(request).await
-    }
-
     /// How calls are sent: a non-2xx answer is classified as a message's would be.
     fn calls(&self) -> Calls {
         Calls {
@@ -85,10 +81,8 @@ impl AnthropicBatches {
         &self,
         request: reqwest::RequestBuilder,
     ) -> Result<BatchInfo, BackendError> {
-        let body = self.send(request).await?;
-        serde_json::from_str::<WireBatch>(&body)
-            .map(BatchInfo::from)
-            .map_err(|e| malformed("a message batch", &e, &body))
+        let batch: WireBatch = self.calls().json(request, "a message batch").await?;
+        Ok(batch.into())
     }
 
     /// `results_url` resolved against the base URL as a browser would: Anthropic gives it
@@ -181,21 +175,15 @@ impl BatchBackend for AnthropicBatches {
         if let Some(after) = after {
             request = request.query(&[("after_id", after)]);
         }
-        let body = self.send(request).await?;
-        let page: Page = serde_json::from_str(&body)
-            .map_err(|e| malformed("a list of message batches", &e, &body))?;
+        let page: Page = self
+            .calls()
+            .json(request, "a list of message batches")
+            .await?;
         Ok(BatchPage {
             batches: page.data.into_iter().map(BatchInfo::from).collect(),
             has_more: page.has_more,
         })
     }
-}
-
-fn malformed(what: &str, e: &serde_json::Error, body: &str) -> BackendError {
-    BackendError::InvalidResponse(format!(
-        "the server's answer is not {what} ({e}): {}",
-        snippet(body)
-    ))
 }
 
 /// A message batch as the API returns it.

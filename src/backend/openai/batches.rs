@@ -9,7 +9,7 @@ use reqwest::header::HeaderMap;
 use serde::{Deserialize, Deserializer};
 
 use super::{OpenAiBuilder, classify, parse_response, request_body};
-use crate::backend::http::{Calls, snippet, transport_error};
+use crate::backend::http::{Calls, transport_error};
 use crate::backend::{
     BackendError, BatchBackend, BatchErrorInfo, BatchInfo, BatchLimits, BatchOutput, BatchPage,
     BatchStatus, ChatRequest, LineOutcome, RequestCounts, ResultLine,
@@ -81,19 +81,12 @@ impl OpenAiBatches {
         }
     }
 
-    /// Sends `request`, reading its JSON answer.
-    async fn send(&self, request: reqwest::RequestBuilder) -> Result<String, BackendError> {
-        self.calls().send(request).await
-    }
-
     async fn batch_call(
         &self,
         request: reqwest::RequestBuilder,
     ) -> Result<BatchInfo, BackendError> {
-        let body = self.send(request).await?;
-        serde_json::from_str::<WireBatch>(&body)
-            .map(BatchInfo::from)
-            .map_err(|e| malformed("a batch", &e, &body))
+        let batch: WireBatch = self.calls().json(request, "a batch").await?;
+        Ok(batch.into())
     }
 
     /// Uploads an input file (`POST /files`, purpose `batch`); returns its id.
@@ -109,12 +102,11 @@ impl OpenAiBatches {
         let form = reqwest::multipart::Form::new()
             .text("purpose", "batch")
             .part("file", part);
-        let body = self
-            .send(self.http.post(self.url("files")).multipart(form))
+        let file: File = self
+            .calls()
+            .json(self.http.post(self.url("files")).multipart(form), "a file")
             .await?;
-        serde_json::from_str::<File>(&body)
-            .map(|f| f.id)
-            .map_err(|e| malformed("a file", &e, &body))
+        Ok(file.id)
     }
 
     /// A file's content (`GET /files/{id}/content`).
@@ -209,9 +201,7 @@ impl BatchBackend for OpenAiBatches {
         if let Some(after) = after {
             request = request.query(&[("after", after)]);
         }
-        let body = self.send(request).await?;
-        let page: Page =
-            serde_json::from_str(&body).map_err(|e| malformed("a list of batches", &e, &body))?;
+        let page: Page = self.calls().json(request, "a list of batches").await?;
         Ok(BatchPage {
             batches: page.data.into_iter().map(BatchInfo::from).collect(),
             has_more: page.has_more,
@@ -242,14 +232,6 @@ impl BatchBackend for OpenAiBatches {
         }
         Ok(Some(lines.items))
     }
-}
-
-/// A 2xx body that is not what the endpoint returns.
-fn malformed(what: &str, e: &serde_json::Error, body: &str) -> BackendError {
-    BackendError::InvalidResponse(format!(
-        "the server's answer is not {what} ({e}): {}",
-        snippet(body)
-    ))
 }
 
 /// A batch as `/v1/batches` returns it.
