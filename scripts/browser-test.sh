@@ -14,7 +14,7 @@ if ! command -v chromium >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 fi
 DYNBATCH_CHROMIUM=$(command -v chromium) \
-  cargo test --features html,mock,tokio --test html -- --ignored --nocapture
+  cargo test --features html,mock,tokio --test suite html:: -- --ignored --nocapture
 if [ "${1:-}" = "--docs" ]; then
   mkdir -p docs
   cp target/html-test/bundled.png docs/report.png

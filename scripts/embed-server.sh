@@ -9,7 +9,7 @@
 #   scripts/embed-server.sh stop
 #
 # Then: DYNBATCH_EMBED_BASE_URL=http://127.0.0.1:8766/v1 \
-#   cargo test --all-features --test semantic_merge -- --ignored --nocapture
+#   cargo test --all-features --test suite semantic_merge -- --ignored --nocapture
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv="${DYNBATCH_EMBED_VENV:-$root/target/embed-venv}"

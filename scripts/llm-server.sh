@@ -6,7 +6,7 @@
 #   scripts/llm-server.sh start   # starts the server, waits until it answers, prints the export
 #   scripts/llm-server.sh stop
 #
-# Then: DYNBATCH_LLM_BASE_URL=http://127.0.0.1:8765/v1 cargo test --features openai --test real_server
+# Then: DYNBATCH_LLM_BASE_URL=http://127.0.0.1:8765/v1 cargo test --features openai --test suite real_server
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv="${DYNBATCH_VENV:-$root/target/llm-venv}"

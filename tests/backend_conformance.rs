@@ -3,8 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-#[path = "support/batch_server.rs"]
-mod batch_server;
+use crate::batch_server;
 
 use dynbatch::backend::mock::{MockBackend, MockStep};
 use dynbatch::backend::openai::OpenAiBackend;

@@ -15,8 +15,7 @@ use dynbatch::batch::{BatchInput, export, import};
 use dynbatch::report::OutcomeStatus;
 use serde_json::{Value, json};
 
-#[path = "support/bundled.rs"]
-mod support_bundled;
+use crate::support_bundled;
 use support_bundled::bundled;
 
 fn completion(content: &str, finish: &str) -> Value {

@@ -4,8 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::too_many_lines)]
 
-#[path = "support/batch_server.rs"]
-mod batch_server;
+use crate::batch_server;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,8 +20,7 @@ use dynbatch::{Batcher, Cluster, Error};
 use dynbatch::{RunConfig, Runner};
 use dynbatch::{Sleep, Timer, TokioTimer};
 
-#[path = "support/bundled.rs"]
-mod support_bundled;
+use crate::support_bundled;
 use support_bundled::bundled;
 
 /// The Tokio clock (paused in these tests), recording every wait asked for.

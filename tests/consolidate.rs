@@ -369,7 +369,7 @@ fn small_vocabulary(seed: u64, patterns: usize, vocabulary: u64) -> Vec<Support>
 #[test]
 fn size_lists_of_frequent_words_find_the_scan_groups() {
     for (seed, vocabulary) in [(1, 12), (2, 30), (3, 80)] {
-        let support = small_vocabulary(seed, 1_600, vocabulary);
+        let support = small_vocabulary(seed, 800, vocabulary);
         for threshold in [0.3, 0.5, 0.6, 2.0 / 3.0, 0.75, 0.9, 1.0] {
             assert_eq!(
                 consolidate(&support, threshold),
@@ -390,7 +390,7 @@ proptest! {
         vocabulary in 4u64..60,
         threshold in 0.05f64..=1.0,
     ) {
-        let support = small_vocabulary(seed, 700, vocabulary);
+        let support = small_vocabulary(seed, 450, vocabulary);
         prop_assert_eq!(consolidate(&support, threshold), reference(&support, threshold));
     }
 }

@@ -21,8 +21,7 @@ use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-#[path = "support/bundled.rs"]
-mod support_bundled;
+use crate::support_bundled;
 use support_bundled::bundled;
 
 /// Embeds each text as a vector of its letters' counts (26 dimensions), answering in reverse

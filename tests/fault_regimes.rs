@@ -13,8 +13,7 @@ use dynbatch::{BatchPlan, Batcher, BatchingConfig, Cluster};
 use dynbatch::{RunConfig, RunEvent};
 use proptest::prelude::*;
 
-#[path = "support/runs.rs"]
-mod runs;
+use crate::runs;
 
 use runs::{Outcome, one_per_batch, run};
 
@@ -50,7 +49,11 @@ fn with_and_without(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    // 24 cases in the suite; `PROPTEST_CASES=400` for a measurement.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(24),
+        ..ProptestConfig::default()
+    })]
 
     /// With up to half of all answers a bare 429 and no real limit behind them, the run
     /// takes at most half again as long as without them, and loses nothing.

@@ -16,7 +16,7 @@ fn plan<'a>(config: &BatchingConfig, clusters: &'a [Cluster]) -> dynbatch::Batch
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
     #[test]
     fn invariant_accounting_every_cluster_has_exactly_one_state(

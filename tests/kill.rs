@@ -125,6 +125,8 @@ fn killed_with_sigkill_half_way_it_resumes_without_paying_twice() {
     let dir = scratch("sigkill");
     let (input, config) = inputs(&dir);
     let journal = dir.join("run.journal");
+    // The run it must match, alongside (it shares nothing with the interrupted one).
+    let uninterrupted = command(&input, &config, None).spawn().unwrap();
 
     let mut first = command(&input, &config, Some(&journal)).spawn().unwrap();
     wait_for_answers(&mut first, &journal, 16);
@@ -153,7 +155,7 @@ fn killed_with_sigkill_half_way_it_resumes_without_paying_twice() {
     );
     assert_eq!(SqliteStore::open(&journal).unwrap().len().unwrap(), 40);
 
-    let uninterrupted = report(&command(&input, &config, None).output().unwrap());
+    let uninterrupted = report(&uninterrupted.wait_with_output().unwrap());
     assert_eq!(results(&resumed_report), results(&uninterrupted));
     assert_eq!(uninterrupted["usage"]["calls_made"], 40);
 }
@@ -198,8 +200,7 @@ fn interrupted_with_sigint_it_waits_for_what_is_in_flight_and_says_how_to_resume
     assert_eq!(resumed["usage"]["calls_made"], 40 - answered);
 }
 
-#[path = "support/batch_server.rs"]
-mod batch_server;
+use crate::batch_server;
 
 /// With `--batch-api`, a process killed while it waits for its batch leaves the batch id in
 /// the journal: the next run attaches to it, and nothing is uploaded, created or answered twice.
@@ -264,8 +265,7 @@ async fn killed_while_a_batch_runs_it_attaches_again_and_pays_once() {
     assert_eq!(resumed_report["usage"]["price_tier"], "batch");
 }
 
-#[path = "support/message_batches.rs"]
-mod message_batches;
+use crate::support_message_batches as message_batches;
 
 /// The same with Claude's Message Batches: a process killed while its batch runs leaves the id
 /// in the journal, and the next run attaches to it and pays for every request once, at the

@@ -6,8 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::too_many_lines)]
 
-#[path = "support/message_batches.rs"]
-mod message_batches;
+use crate::support_message_batches as message_batches;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,8 +21,7 @@ use dynbatch::{Batcher, Error};
 use dynbatch::{RunConfig, Runner};
 use message_batches::{FakeMessageBatches, Fate};
 
-#[path = "support/bundled.rs"]
-mod support_bundled;
+use crate::support_bundled;
 use support_bundled::bundled;
 
 const CONCEPT: &str = "home espresso";

@@ -18,8 +18,7 @@ use dynbatch::{RunConfig, RunEvent, Runner};
 use serde_json::{Value, json};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-#[path = "support/bundled.rs"]
-mod support_bundled;
+use crate::support_bundled;
 use support_bundled::bundled;
 
 /// A server that refuses some `response_format` types (as named), records every body, and

@@ -17,8 +17,7 @@ use dynbatch::{BatchPlan, Batcher, BatchingConfig, Cluster};
 use dynbatch::{RunConfig, RunEvent, Runner};
 use tokio::time::Instant;
 
-#[path = "support/runs.rs"]
-mod runs;
+use crate::runs;
 
 use runs::{Outcome, one_per_batch, run};
 

@@ -164,7 +164,7 @@ proptest! {
     /// the threads get work.
     #[test]
     fn parallel_same_as_serial(
-        n in 0usize..1_500,
+        n in 0usize..600,
         pretty in any::<bool>(),
         threads in 1usize..5,
     ) {

@@ -11,8 +11,7 @@ use dynbatch::backend::mock::{MockBackend, MockRateLimit};
 use dynbatch::{RateLimiter, RunConfig, Runner};
 use tokio::time::Instant;
 
-#[path = "support/runs.rs"]
-mod runs;
+use crate::runs;
 
 use runs::one_per_batch;
 

@@ -1,7 +1,7 @@
 //! Two `discover` processes on one API key, against `examples/limited_server.rs` on loopback
 //! enforcing the key's limit with `x-ratelimit-*` headers (as providers do), neither told the
 //! limit: nothing lost, the last done near the least time the shared limit allows, few 429s.
-//! Real time: about 30 s.
+//! Real time: about 10 s.
 
 #![cfg(feature = "openai")]
 #![allow(clippy::unwrap_used, clippy::cast_precision_loss)]
@@ -12,8 +12,9 @@ use std::time::Instant;
 use dynbatch::BatchingConfig;
 use serde_json::Value;
 
-const RPM: u32 = 600;
-const PER_PROCESS: usize = 450;
+const RPM: u32 = 1200;
+const PER_PROCESS: usize = 700;
+const LATENCY_MS: u64 = 100;
 
 #[path = "support/loopback.rs"]
 mod loopback;
@@ -22,7 +23,8 @@ use loopback::{example, limited_server};
 #[test]
 fn two_processes_on_one_key_share_it_politely() {
     let rpm = RPM.to_string();
-    let (_server, port) = limited_server(&["--rpm", &rpm, "--latency-ms", "300"]);
+    let latency = LATENCY_MS.to_string();
+    let (_server, port) = limited_server(&["--rpm", &rpm, "--latency-ms", &latency]);
 
     let dir = std::env::temp_dir().join(format!("dynbatch-shared-key-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -79,7 +81,7 @@ fn two_processes_on_one_key_share_it_politely() {
     }
     let last = start.elapsed();
     let total = (2 * PER_PROCESS) as f64;
-    let least_time = (total - f64::from(RPM)) * 60.0 / f64::from(RPM) + 0.3;
+    let least_time = (total - f64::from(RPM)) * 60.0 / f64::from(RPM) + LATENCY_MS as f64 / 1000.0;
     let ratio = last.as_secs_f64() / least_time;
     let share = refused as f64 / calls as f64;
     eprintln!(

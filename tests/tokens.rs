@@ -20,8 +20,7 @@ impl StrategySelector for Fixed {
     }
 }
 
-#[path = "support/bundled.rs"]
-mod support_bundled;
+use crate::support_bundled;
 use support_bundled::bundled;
 
 /// Plans `clusters` with the exact estimator under `strategy` and checks every batch.

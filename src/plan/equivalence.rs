@@ -114,7 +114,7 @@ fn defaults_reproduce_the_design_wherever_it_is_valid() {
     let compared = Cell::new(0u32);
     let skipped = Cell::new(0u32);
     let mut runner = TestRunner::new(Config {
-        cases: 1500,
+        cases: 500,
         failure_persistence: None,
         ..Config::default()
     });
@@ -179,8 +179,8 @@ fn defaults_reproduce_the_design_wherever_it_is_valid() {
         skipped.get()
     );
     assert!(
-        compared.get() >= 300,
-        "only {} of 1500 cases were comparable",
+        compared.get() >= 100,
+        "only {} of 500 cases were comparable",
         compared.get()
     );
 }
