@@ -21,9 +21,7 @@ const PER_MINUTE: u64 = 1200;
 const REQUESTS: usize = 1300;
 const LATENCY_MS: u64 = 50;
 
-#[path = "support/loopback.rs"]
-mod loopback;
-use loopback::{example, limited_server};
+use crate::loopback::{example, limited_server};
 
 #[test]
 fn paced_by_the_output_token_limit_it_learns_from_anthropic_headers() {

@@ -16,9 +16,7 @@ const RPM: u32 = 1200;
 const PER_PROCESS: usize = 700;
 const LATENCY_MS: u64 = 100;
 
-#[path = "support/loopback.rs"]
-mod loopback;
-use loopback::{example, limited_server};
+use crate::loopback::{example, limited_server};
 
 #[test]
 fn two_processes_on_one_key_share_it_politely() {

@@ -2,9 +2,9 @@
 //! tests of every file run side by side. Each module is a file of this directory, with its
 //! own documentation; `cargo test --all-features --test suite <module>` runs one of them.
 //!
-//! Two files stay binaries of their own (`Cargo.toml`'s `[[test]]` entries):
 //! `shared_key_loopback` and `anthropic_loopback` time real processes against a loopback
-//! server, and must not share the machine with the CPU-bound properties here.
+//! server and must not share the machine with the CPU-bound properties here: they are the
+//! `loopback` binary (`tests/loopback.rs`).
 //!
 //! A new test file is not found by itself (`autotests = false`): add it below.
 

@@ -2,7 +2,12 @@
 //! processes: the example binaries `cargo test` builds, a free port, a server killed when the
 //! test ends however it ends.
 
-#![allow(dead_code, unreachable_pub, clippy::missing_panics_doc)]
+#![allow(
+    dead_code,
+    unreachable_pub,
+    clippy::missing_panics_doc,
+    clippy::unwrap_used
+)]
 
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
