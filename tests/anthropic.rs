@@ -171,23 +171,12 @@ async fn through_the_runner_overload_is_waited_out_and_a_bad_key_stops_the_run()
     assert_eq!(bodies.lock().unwrap().len(), 1);
 }
 
-/// The `discover` example, built by `cargo test` next to the test binaries.
-fn discover() -> std::path::PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join("discover")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discover_picks_claude_from_the_environment() {
     let (server, bodies) = fake(Vec::new()).await;
     let uri = server.uri();
     let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(discover())
+        std::process::Command::new(crate::loopback::example("discover"))
             .arg("--json")
             .env_remove("OPENAI_API_KEY")
             .env_remove("OPENAI_BASE_URL")

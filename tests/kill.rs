@@ -13,18 +13,7 @@ use std::time::Duration;
 use dynbatch::store::SqliteStore;
 use serde_json::Value;
 
-/// The example binary, built by `cargo test` next to the test binaries.
-fn discover() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let debug = exe.parent().and_then(Path::parent).unwrap();
-    let path = debug.join("examples").join("discover");
-    assert!(
-        path.exists(),
-        "{} (cargo test builds the examples)",
-        path.display()
-    );
-    path
-}
+use crate::loopback::example;
 
 /// 40 clusters planned one per call: 10 rounds of the mock's 400 ms at concurrency 4.
 fn inputs(dir: &Path) -> (PathBuf, PathBuf) {
@@ -62,7 +51,7 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 fn command(input: &Path, config: &Path, journal: Option<&Path>) -> Command {
-    let mut c = Command::new(discover());
+    let mut c = Command::new(example("discover"));
     c.arg(input)
         .args(["--config"])
         .arg(config)

@@ -11,6 +11,8 @@
 // Helpers several test files share, each compiled once.
 #[path = "support/batch_server.rs"]
 mod batch_server;
+#[path = "support/loopback.rs"]
+mod loopback;
 #[path = "support/runs.rs"]
 mod runs;
 #[path = "support/bundled.rs"]
