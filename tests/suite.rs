@@ -58,6 +58,8 @@ mod message_batches;
 mod openai;
 #[path = "openai_rate_limits.rs"]
 mod openai_rate_limits;
+#[path = "origin.rs"]
+mod origin;
 #[path = "output_modes.rs"]
 mod output_modes;
 #[path = "prompt.rs"]

@@ -1,12 +1,175 @@
-//! What the HTTP backends share: reading a header, the server's `retry-after`, a body read no
-//! further than a cap, and one mapping of transport errors.
+//! What the HTTP backends share: the [`Transport`] that keeps credentials on their origin,
+//! reading a header, the server's `retry-after`, a body read no further than a cap, and one
+//! mapping of transport errors.
 
+use std::fmt;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
-use reqwest::header::HeaderMap;
+use reqwest::header::{HeaderMap, LOCATION};
+use reqwest::{Method, Url};
 
 use super::BackendError;
+
+/// The most redirects one request follows, on its origin and off it together.
+const MAX_REDIRECTS: usize = 10;
+
+/// The HTTP client of one configuration, and the one place its credentials are attached.
+///
+/// Credentials (and every other configured header: a custom header may be a key too) belong to
+/// the configured origin (scheme, host, port). They are added per request, only when the URL is
+/// on that origin; the client has no default headers. Redirects on the origin are followed by
+/// reqwest as usual. One to another origin is not followed by reqwest (it would carry custom
+/// headers such as `x-api-key` or `api-key` along): [`Transport::send`] follows a `GET` there
+/// itself, with no configured header (a pre-signed download URL needs none), and refuses any
+/// other method, whose body (a prompt) must not leave the origin either.
+#[derive(Clone)]
+pub(crate) struct Transport {
+    client: reqwest::Client,
+    base: Url,
+    headers: HeaderMap,
+}
+
+impl fmt::Debug for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Transport")
+            .field("origin", &self.base.origin().ascii_serialization())
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Transport {
+    /// A transport for `base`, whose requests on its origin carry `headers`.
+    pub(crate) fn new(
+        base: Url,
+        headers: HeaderMap,
+        connect_timeout: Duration,
+        request_timeout: Option<Duration>,
+    ) -> Result<Self, reqwest::Error> {
+        let policy = reqwest::redirect::Policy::custom(|attempt| {
+            let same_origin = attempt
+                .previous()
+                .last()
+                .is_some_and(|from| from.origin() == attempt.url().origin());
+            if attempt.previous().len() > MAX_REDIRECTS {
+                attempt.error("too many redirects")
+            } else if same_origin {
+                attempt.follow()
+            } else {
+                // `send` decides: the response reaches it as the 3xx it is.
+                attempt.stop()
+            }
+        });
+        let mut client = reqwest::Client::builder()
+            .redirect(policy)
+            .connect_timeout(connect_timeout);
+        if let Some(timeout) = request_timeout {
+            client = client.timeout(timeout);
+        }
+        Ok(Self {
+            client: client.build()?,
+            base,
+            headers,
+        })
+    }
+
+    /// Whether `url` is on the configured origin.
+    fn is_home(&self, url: &Url) -> bool {
+        url.origin() == self.base.origin()
+    }
+
+    /// A request to `url`, with the configured headers only when it is on the origin. A URL
+    /// that does not parse goes without them too (reqwest reports it when it is sent).
+    pub(crate) fn request(&self, method: Method, url: impl AsRef<str>) -> reqwest::RequestBuilder {
+        let url = url.as_ref();
+        match Url::parse(url) {
+            Ok(url) if self.is_home(&url) => self
+                .client
+                .request(method, url)
+                .headers(self.headers.clone()),
+            Ok(url) => self.client.request(method, url),
+            Err(_) => self.client.request(method, url),
+        }
+    }
+
+    /// A `GET` of `url` (see [`Transport::request`]).
+    pub(crate) fn get(&self, url: impl AsRef<str>) -> reqwest::RequestBuilder {
+        self.request(Method::GET, url)
+    }
+
+    /// A `POST` to `url` (see [`Transport::request`]).
+    pub(crate) fn post(&self, url: impl AsRef<str>) -> reqwest::RequestBuilder {
+        self.request(Method::POST, url)
+    }
+
+    /// Sends `request` (built by this transport), following a redirect to another origin as
+    /// the type's docs say; `timeout` is what a timed-out call reports.
+    pub(crate) async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, BackendError> {
+        let request = request.build().map_err(|e| transport_error(e, timeout))?;
+        let method = request.method().clone();
+        let mut response = self
+            .client
+            .execute(request)
+            .await
+            .map_err(|e| transport_error(e, timeout))?;
+        for _ in 0..MAX_REDIRECTS {
+            let Some(next) = cross_origin_redirect(&response) else {
+                return Ok(response);
+            };
+            if method != Method::GET && method != Method::HEAD {
+                return Err(BackendError::Other {
+                    retryable: false,
+                    source: format!(
+                        "the server at {} redirected a {method} to another origin ({}); not \
+                         followed: credentials and request bodies go only to the configured \
+                         origin ({})",
+                        response.url().origin().ascii_serialization(),
+                        next.origin().ascii_serialization(),
+                        self.base.origin().ascii_serialization(),
+                    )
+                    .into(),
+                });
+            }
+            tracing::debug!(
+                to = %next.origin().ascii_serialization(),
+                "following a redirect to another origin without credentials"
+            );
+            let request = self
+                .request(method.clone(), next.as_str())
+                .build()
+                .map_err(|e| transport_error(e, timeout))?;
+            response = self
+                .client
+                .execute(request)
+                .await
+                .map_err(|e| transport_error(e, timeout))?;
+        }
+        Err(BackendError::Other {
+            retryable: false,
+            source: format!(
+                "more than {MAX_REDIRECTS} redirects from {}",
+                response.url()
+            )
+            .into(),
+        })
+    }
+}
+
+/// Where a redirect that the client's policy stopped points, when that is another origin than
+/// the response's.
+fn cross_origin_redirect(response: &reqwest::Response) -> Option<Url> {
+    if !response.status().is_redirection() {
+        return None;
+    }
+    let location = response.headers().get(LOCATION)?.to_str().ok()?;
+    let next = response.url().join(location).ok()?;
+    (next.origin() != response.url().origin()).then_some(next)
+}
 
 pub(crate) fn header(headers: &HeaderMap, name: &str) -> Option<String> {
     headers.get(name)?.to_str().ok().map(str::to_owned)
@@ -129,23 +292,21 @@ const MAX_CONTROL_BODY: usize = 16 * 1024 * 1024;
 /// How a batch API's client sends a call: the timeout its errors report, the header of the
 /// request id (`x-request-id`, `request-id`), and how it classifies a failed status.
 #[derive(Clone, Copy)]
-pub(crate) struct Calls {
+pub(crate) struct Calls<'a> {
+    pub(crate) transport: &'a Transport,
     pub(crate) timeout: Duration,
     pub(crate) id_header: &'static str,
     pub(crate) classify: fn(u16, &HeaderMap, &str, Option<&str>) -> BackendError,
 }
 
-impl Calls {
+impl Calls<'_> {
     /// Sends `request`: the response when its status is 2xx, else the classified error (its
     /// body read up to a cap).
     async fn response(
         &self,
         request: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, BackendError> {
-        let response = request
-            .send()
-            .await
-            .map_err(|e| transport_error(e, self.timeout))?;
+        let response = self.transport.send(request, self.timeout).await?;
         let status = response.status().as_u16();
         if (200..300).contains(&status) {
             return Ok(response);

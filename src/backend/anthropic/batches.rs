@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::AnthropicBuilder;
 use super::wire::{classify, parse_response, request_body};
-use crate::backend::http::Calls;
+use crate::backend::http::{Calls, Transport};
 use crate::backend::rate_limit::parse_rfc3339;
 use crate::backend::{
     BackendError, BatchBackend, BatchInfo, BatchLimits, BatchOutput, BatchPage, BatchStatus,
@@ -28,7 +28,7 @@ use crate::error::Error;
 /// was made and how many requests it holds ([`BatchRunner::submit`](crate::batch::BatchRunner::submit)).
 #[derive(Debug, Clone)]
 pub struct AnthropicBatches {
-    http: reqwest::Client,
+    http: Transport,
     config: AnthropicBuilder,
 }
 
@@ -69,8 +69,9 @@ impl AnthropicBatches {
     }
 
     /// How calls are sent: a non-2xx answer is classified as a message's would be.
-    fn calls(&self) -> Calls {
+    fn calls(&self) -> Calls<'_> {
         Calls {
+            transport: &self.http,
             timeout: self.timeout(),
             id_header: "request-id",
             classify,

@@ -14,7 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
-use super::http::{default_response_limit, header, is_loopback, read_capped, transport_error};
+use super::http::{Transport, default_response_limit, header, is_loopback, read_capped};
 use super::{BackendError, ChatRequest, ChatResponse, LlmBackend};
 use crate::error::{Error, SetupError};
 
@@ -165,9 +165,10 @@ impl AnthropicBuilder {
         })
     }
 
-    /// The HTTP client every request of this configuration goes through: the key, version
-    /// and beta headers, the timeouts. Checked as [`AnthropicBuilder::build`] says.
-    pub(crate) fn http_client(&self) -> Result<reqwest::Client, Error> {
+    /// The transport every request of this configuration goes through: the key, version and
+    /// beta headers (on the base URL's origin only), the timeouts. Checked as
+    /// [`AnthropicBuilder::build`] says.
+    pub(crate) fn http_client(&self) -> Result<Transport, Error> {
         let url = reqwest::Url::parse(&self.base_url).map_err(|e| SetupError::BaseUrl {
             url: self.base_url.clone(),
             source: Box::new(e),
@@ -194,15 +195,10 @@ impl AnthropicBuilder {
         if !self.betas.is_empty() {
             add("anthropic-beta", &self.betas.join(","), false)?;
         }
-        let mut client = reqwest::Client::builder()
-            .default_headers(headers)
-            .connect_timeout(self.connect_timeout);
-        if let Some(timeout) = self.request_timeout {
-            client = client.timeout(timeout);
-        }
-        Ok(client
-            .build()
-            .map_err(|e| SetupError::HttpClient(Box::new(e)))?)
+        Ok(
+            Transport::new(url, headers, self.connect_timeout, self.request_timeout)
+                .map_err(|e| SetupError::HttpClient(Box::new(e)))?,
+        )
     }
 
     /// The base URL without a trailing `/` or `/v1`.
@@ -227,7 +223,7 @@ impl AnthropicBuilder {
 /// # let _ = backend; Ok(()) }
 /// ```
 pub struct AnthropicBackend {
-    client: reqwest::Client,
+    client: Transport,
     endpoint: String,
     config: AnthropicBuilder,
 }
@@ -273,14 +269,12 @@ impl AnthropicBackend {
 #[async_trait]
 impl LlmBackend for AnthropicBackend {
     async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, BackendError> {
-        let response = self
+        let call = self
             .client
             .post(&self.endpoint)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(self.body(request).to_string())
-            .send()
-            .await
-            .map_err(|e| transport_error(e, self.timeout()))?;
+            .body(self.body(request).to_string());
+        let response = self.client.send(call, self.timeout()).await?;
         let status = response.status();
         let headers = response.headers().clone();
         let request_id = header(&headers, "request-id");

@@ -9,7 +9,7 @@ use reqwest::header::HeaderMap;
 use serde::{Deserialize, Deserializer};
 
 use super::{OpenAiBuilder, classify, parse_response, request_body};
-use crate::backend::http::{Calls, transport_error};
+use crate::backend::http::{Calls, Transport, transport_error};
 use crate::backend::{
     BackendError, BatchBackend, BatchErrorInfo, BatchInfo, BatchLimits, BatchOutput, BatchPage,
     BatchStatus, ChatRequest, LineOutcome, RequestCounts, ResultLine,
@@ -30,7 +30,7 @@ const KEY_FIELD: &str = "dynbatch_key";
 /// with `/v1/files` and `/v1/batches` in `OpenAI`'s shape (e.g. Groq, the `LiteLLM` proxy).
 #[derive(Debug, Clone)]
 pub struct OpenAiBatches {
-    http: reqwest::Client,
+    http: Transport,
     config: OpenAiBuilder,
 }
 
@@ -73,8 +73,9 @@ impl OpenAiBatches {
     }
 
     /// How calls are sent: a non-2xx answer is classified as a chat completion's would be.
-    fn calls(&self) -> Calls {
+    fn calls(&self) -> Calls<'_> {
         Calls {
+            transport: &self.http,
             timeout: self.timeout(),
             id_header: "x-request-id",
             classify,

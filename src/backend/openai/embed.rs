@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 
 use super::{OpenAiBuilder, classify};
-use crate::backend::http::{header, parse_body, read_capped, transport_error};
+use crate::backend::http::{Transport, header, parse_body, read_capped};
 use crate::backend::{BackendError, EmbedLimits, Embedder, Embeddings, RateLimitInfo};
 use crate::error::Error;
 
@@ -33,7 +33,7 @@ pub const DEFAULT_EMBEDDING_MODEL: &str = "text-embedding-3-small";
 /// ```
 #[derive(Debug, Clone)]
 pub struct OpenAiEmbedder {
-    http: reqwest::Client,
+    http: Transport,
     endpoint: String,
     model: String,
     timeout: Duration,
@@ -106,14 +106,12 @@ impl Embedder for OpenAiEmbedder {
             return Ok(Embeddings::default());
         }
         let body = serde_json::json!({"model": self.model, "input": texts});
-        let response = self
+        let call = self
             .http
             .post(&self.endpoint)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body.to_string())
-            .send()
-            .await
-            .map_err(|e| transport_error(e, self.timeout))?;
+            .body(body.to_string());
+        let response = self.http.send(call, self.timeout).await?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let request_id = header(&headers, "x-request-id");

@@ -20,7 +20,7 @@ mod batches;
 mod embed;
 mod wire;
 
-use super::http::{default_response_limit, header, is_loopback, read_capped, transport_error};
+use super::http::{Transport, default_response_limit, header, is_loopback, read_capped};
 pub use batches::{OpenAiBatches, read_batch_file};
 pub use embed::{DEFAULT_EMBEDDING_MODEL, OpenAiEmbedder};
 pub(crate) use wire::{classify, parse_response, request_body};
@@ -166,9 +166,10 @@ impl OpenAiBuilder {
         })
     }
 
-    /// The HTTP client every request of this configuration goes through: auth and extra
-    /// headers, timeouts. Checked as [`OpenAiBuilder::build`] says.
-    pub(crate) fn http_client(&self) -> Result<reqwest::Client, Error> {
+    /// The transport every request of this configuration goes through: auth and extra
+    /// headers (on the base URL's origin only), timeouts. Checked as [`OpenAiBuilder::build`]
+    /// says.
+    pub(crate) fn http_client(&self) -> Result<Transport, Error> {
         let url = reqwest::Url::parse(&self.base_url).map_err(|e| SetupError::BaseUrl {
             url: self.base_url.clone(),
             source: Box::new(e),
@@ -210,15 +211,10 @@ impl OpenAiBuilder {
                 name.eq_ignore_ascii_case("api-key") || name.eq_ignore_ascii_case("authorization");
             add(name, value, secret)?;
         }
-        let mut client = reqwest::Client::builder()
-            .default_headers(headers)
-            .connect_timeout(self.connect_timeout);
-        if let Some(timeout) = self.request_timeout {
-            client = client.timeout(timeout);
-        }
-        Ok(client
-            .build()
-            .map_err(|e| SetupError::HttpClient(Box::new(e)))?)
+        Ok(
+            Transport::new(url, headers, self.connect_timeout, self.request_timeout)
+                .map_err(|e| SetupError::HttpClient(Box::new(e)))?,
+        )
     }
 
     /// The base URL, without a trailing `/`.
@@ -276,7 +272,7 @@ impl OpenAiBuilder {
 /// # Ok(()) }
 /// ```
 pub struct OpenAiBackend {
-    client: reqwest::Client,
+    client: Transport,
     endpoint: String,
     config: OpenAiBuilder,
 }
@@ -328,14 +324,12 @@ impl OpenAiBackend {
 #[async_trait]
 impl LlmBackend for OpenAiBackend {
     async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, BackendError> {
-        let response = self
+        let call = self
             .client
             .post(&self.endpoint)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(self.body(request).to_string())
-            .send()
-            .await
-            .map_err(|e| transport_error(e, self.timeout()))?;
+            .body(self.body(request).to_string());
+        let response = self.client.send(call, self.timeout()).await?;
         let status = response.status();
         let headers = response.headers().clone();
         let request_id = header(&headers, "x-request-id");
