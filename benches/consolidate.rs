@@ -69,6 +69,7 @@ fn support(patterns: usize) -> Vec<Support> {
                             grounded: true,
                         }],
                         rationale: None,
+                        coverage: None,
                     }
                 })
                 .collect(),
@@ -127,6 +128,7 @@ fn copy_out(input: &[Support]) -> Vec<ConsolidatedPattern> {
                 wide: s.is_wide,
                 occurrences: 1,
                 aliases: Vec::new(),
+                coverage: None,
             });
         }
     }

@@ -32,11 +32,11 @@ pub fn response(data: &[u8]) {
     let members: Vec<&Cluster> = clusters.iter().collect();
     let range = PatternRange { min: 1, max: 3 };
     if let Ok(parsed) = crate::response::parse(content) {
-        let validated = crate::response::validate(parsed, &members, range);
+        let validated = crate::response::validate(parsed, &members, range, 10);
         assert_eq!(validated.patterns.len(), members.len());
     }
     if let Some(salvaged) = crate::response::salvage(content) {
-        let _ = crate::response::validate(salvaged, &members, range);
+        let _ = crate::response::validate(salvaged, &members, range, 10);
     }
 }
 

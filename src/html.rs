@@ -281,7 +281,9 @@ fn patterns(report: &DiscoveryReport<'_>, max: usize) -> Markup {
     html! {
         h2 { "Patterns, by evidence" }
         table {
-            tr { th { "#" } th { "pattern" } th { "evidence" } th { "clusters" } th { "behind it" } }
+            tr { th { "#" } th { "pattern" } th { "evidence" } th { "clusters" }
+                th title="shown titles of its clusters that its templates match, counted by dynbatch" { "covers" }
+                th { "behind it" } }
             @for (n, p) in report.patterns.iter().take(max).enumerate() {
                 @let names: Vec<(&str, &str)> = p.aliases.iter().map(|a| (a.cluster.as_str(), a.pattern.as_str())).collect();
                 @let batches: std::collections::BTreeSet<usize> = p.aliases.iter().filter_map(|a| a.batch).collect();
@@ -296,6 +298,7 @@ fn patterns(report: &DiscoveryReport<'_>, max: usize) -> Markup {
                     }
                     td.n { (format!("{:.2}", p.evidence)) }
                     td.n { (p.clusters.len()) }
+                    td.n { @if let Some(c) = p.coverage { (c) } @else { "–" } }
                     td {
                         details {
                             summary { (count(p.examples.len(), "title", "titles")) ", " (count(p.clusters.len(), "cluster", "clusters")) ", " (count(batches.len(), "batch", "batches"))

@@ -59,6 +59,7 @@ fn reference(support: &[Support], threshold: f64) -> Vec<ConsolidatedPattern> {
                         wide: false,
                         occurrences: 0,
                         aliases: Vec::new(),
+                        coverage: None,
                     },
                 });
                 groups.len() - 1
@@ -142,6 +143,7 @@ fn arb_support() -> impl Strategy<Value = Vec<Support>> {
                 })
                 .collect(),
             rationale: None,
+            coverage: None,
         });
     prop::collection::vec(
         (
@@ -236,6 +238,7 @@ fn degenerate_thresholds_keep_their_meaning() {
                 template: Some((*t).to_owned()),
                 examples: vec![],
                 rationale: None,
+                coverage: None,
             })
             .collect(),
     }];
@@ -283,6 +286,7 @@ fn indexed_equals_the_scan_on_many_patterns() {
                         template: None,
                         examples: vec![],
                         rationale: None,
+                        coverage: None,
                     }
                 })
                 .collect(),
@@ -360,6 +364,7 @@ fn small_vocabulary(seed: u64, patterns: usize, vocabulary: u64) -> Vec<Support>
                     template: None,
                     examples: vec![],
                     rationale: None,
+                    coverage: None,
                 })
                 .collect(),
         })

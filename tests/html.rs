@@ -27,17 +27,13 @@ const HOSTILE: [&str; 4] = [
     "<style>body{display:none}</style> I Tried Cold Brew",
 ];
 
-/// Clusters whose titles are hostile, with ids that are too.
+/// Clusters whose titles are hostile (each cluster's share one, so that the mock finds it as a
+/// formula and it reaches the patterns), with ids that are too.
 fn hostile() -> Vec<Cluster> {
     (0..4)
         .map(|i| {
             let videos = (0..4)
-                .map(|k| {
-                    Video::new(
-                        format!("{} #{k}", HOSTILE[(i + k) % 4]),
-                        5.0 - k as f64 * 0.3,
-                    )
-                })
+                .map(|k| Video::new(format!("{} #{k}", HOSTILE[i % 4]), 5.0 - f64::from(k) * 0.3))
                 .collect();
             let mut c = Cluster::new(format!("<i>c{i}</i>"), videos);
             c.is_wide = i % 2 == 0;

@@ -70,6 +70,7 @@ fn support(items: &[Item]) -> Vec<Support> {
                     grounded: true,
                 }],
                 rationale: None,
+                coverage: None,
             }],
         })
         .collect()

@@ -34,6 +34,8 @@ mod batch_api_http;
 mod big_answers;
 #[path = "consolidate.rs"]
 mod consolidate;
+#[path = "coverage.rs"]
+mod coverage;
 #[path = "embeddings.rs"]
 mod embeddings;
 #[path = "failures.rs"]

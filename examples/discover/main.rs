@@ -797,17 +797,20 @@ fn summary(report: &DiscoveryReport<'_>) {
         report.concept
     );
     eprintln!(
-        "  {:<44} {:>8} {:>4}  {:<5} example",
-        "template", "evidence", "#", "wide"
+        "  {:<44} {:>8} {:>4} {:>7}  {:<5} example",
+        "template", "evidence", "#", "covers", "wide"
     );
     for p in report.patterns.iter().take(10) {
         let template = p.template.as_deref().unwrap_or(&p.pattern);
         let example = p.examples.first().map_or("", String::as_str);
+        // Shown titles of its clusters that its templates match: computed, not claimed.
+        let covers = p.coverage.map_or_else(|| "-".to_owned(), |c| c.to_string());
         eprintln!(
-            "  {:<44} {:>8.2} {:>4}  {:<5} {}",
+            "  {:<44} {:>8.2} {:>4} {:>7}  {:<5} {}",
             truncate(template, 44),
             p.evidence,
             p.clusters.len(),
+            covers,
             if p.wide { "WIDE" } else { "" },
             truncate(example, 50)
         );
@@ -882,6 +885,12 @@ fn summary(report: &DiscoveryReport<'_>) {
     }
     for w in report.warnings.iter().take(5) {
         eprintln!("warning: {w}");
+    }
+    if report.warnings.len() > 5 {
+        eprintln!(
+            "... and {} more warnings (--json lists them all)",
+            report.warnings.len() - 5
+        );
     }
 }
 

@@ -17,6 +17,7 @@ pub mod anthropic;
 mod batch;
 mod embed;
 mod error;
+pub mod formulas;
 #[cfg(any(feature = "openai", feature = "anthropic"))]
 mod http;
 mod lines;

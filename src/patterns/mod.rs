@@ -6,7 +6,7 @@ pub(crate) mod consolidate;
 mod merge;
 mod types;
 
-pub use crate::response::{Example, Pattern, Warning};
+pub use crate::response::{Coverage, Example, Pattern, Template, Warning};
 pub use consolidate::consolidate;
 pub use merge::{
     DEFAULT_THRESHOLD, JudgedMerger, LexicalMerger, MergeUsage, Merged, PatternMerger,
@@ -31,6 +31,7 @@ mod tests {
                 })
                 .collect(),
             rationale: None,
+            coverage: None,
         }
     }
 

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::response::Pattern;
+use crate::response::{Coverage, Pattern};
 
 /// The validated patterns of one cluster.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -54,6 +54,21 @@ pub struct ConsolidatedPattern {
     /// `clusters`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub aliases: Vec<Alias>,
+    /// The template coverage of the patterns merged into it, summed: shown titles their
+    /// templates match over titles shown. `None` when none had a template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coverage: Option<Coverage>,
+}
+
+impl ConsolidatedPattern {
+    /// Adds a merged pattern's coverage to the sum.
+    pub(crate) fn add_coverage(&mut self, coverage: Option<Coverage>) {
+        if let Some(c) = coverage {
+            let sum = self.coverage.get_or_insert_with(Coverage::default);
+            sum.matched = sum.matched.saturating_add(c.matched);
+            sum.shown = sum.shown.saturating_add(c.shown);
+        }
+    }
 }
 
 /// One raw pattern merged into a [`ConsolidatedPattern`]: its name and template as the model

@@ -5,9 +5,12 @@
 use serde::{Deserialize, Serialize};
 
 mod parse;
+mod template;
 mod validate;
 
 pub(crate) use parse::{parse, salvage};
+pub(crate) use template::fold;
+pub use template::{Coverage, Template};
 pub use validate::Warning;
 pub(crate) use validate::{MAX_EXAMPLES, validate};
 
@@ -51,6 +54,22 @@ pub(crate) struct RawPattern {
     pub rationale: Option<String>,
 }
 
+/// How much a pattern whose template matches none of its cluster's shown titles counts as
+/// evidence in consolidation, against 1 for any other.
+pub(crate) const UNGROUNDED_WEIGHT: f64 = 0.5;
+
+impl Pattern {
+    /// What the pattern weighs as evidence in consolidation: [`UNGROUNDED_WEIGHT`] when its
+    /// template matches none of its cluster's shown titles, else 1.
+    pub(crate) fn evidence_weight(&self) -> f64 {
+        if self.coverage.is_some_and(|c| c.is_ungrounded()) {
+            UNGROUNDED_WEIGHT
+        } else {
+            1.0
+        }
+    }
+}
+
 /// An example title, checked against the cluster's titles.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Example {
@@ -73,4 +92,8 @@ pub struct Pattern {
     /// Why it performs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rationale: Option<String>,
+    /// How many of the cluster's shown titles the template matches, computed by dynbatch;
+    /// `None` without a template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coverage: Option<Coverage>,
 }

@@ -1,7 +1,7 @@
 //! Checking an answer against its batch: cluster numbers, pattern counts, field lengths, and
 //! which examples are real titles.
 
-use super::{Example, Pattern, PatternResponse, RawPattern};
+use super::{Coverage, Example, Pattern, PatternResponse, RawPattern, Template, fold};
 use crate::model::Cluster;
 use crate::strategy::PatternRange;
 
@@ -53,6 +53,17 @@ pub enum Warning {
         /// Patterns dropped.
         dropped: usize,
     },
+    /// The template of the cluster's pattern at `pattern` (0-based, among those kept)
+    /// matches none of the titles the prompt showed for it. The pattern is kept, and weighs
+    /// less as evidence in consolidation.
+    UngroundedTemplate {
+        /// Position in the batch (0-based).
+        position: usize,
+        /// The pattern's index among the cluster's kept patterns.
+        pattern: usize,
+        /// Titles shown for the cluster.
+        shown: u32,
+    },
 }
 
 impl Warning {
@@ -63,7 +74,8 @@ impl Warning {
             Self::PatternCount { position, .. }
             | Self::AnsweredTwice { position }
             | Self::AnsweredMoreThanOnce { position, .. }
-            | Self::PatternsDropped { position, .. } => position,
+            | Self::PatternsDropped { position, .. }
+            | Self::UngroundedTemplate { position, .. } => position,
         }
     }
 }
@@ -83,6 +95,11 @@ impl std::fmt::Display for Warning {
                 f,
                 "{} patterns, more than the {kept} asked for at most: {dropped} dropped",
                 kept + dropped
+            ),
+            Self::UngroundedTemplate { pattern, shown, .. } => write!(
+                f,
+                "the template of pattern {} matches none of the {shown} titles shown",
+                pattern + 1
             ),
         }
     }
@@ -122,12 +139,15 @@ fn cap(text: String) -> String {
 /// must exist (others are reported, not used; a repeated number is merged into the first, with
 /// one warning per cluster), at most `range.max` patterns are kept per cluster (the first; one
 /// warning with the count dropped), fewer than `range.min` are kept with a warning, fields are
-/// cut at [`MAX_FIELD_CHARS`] and examples at [`MAX_EXAMPLES`], and each example is marked
-/// grounded when it is one of that cluster's titles.
+/// cut at [`MAX_FIELD_CHARS`] and examples at [`MAX_EXAMPLES`], each example is marked
+/// grounded when it is one of that cluster's titles, and each template gets its
+/// [`Coverage`] of the cluster's shown titles (the first `min(size, videos_per_cluster)`),
+/// with one warning per template that matches none.
 pub(crate) fn validate(
     response: PatternResponse,
     clusters: &[&Cluster],
     range: PatternRange,
+    videos_per_cluster: usize,
 ) -> Validated {
     let mut out = Validated {
         patterns: vec![None; clusters.len()],
@@ -164,7 +184,7 @@ pub(crate) fn validate(
             }
             continue;
         }
-        let patterns = kept_patterns(answer.patterns, clusters[i], room);
+        let patterns = kept_patterns(answer.patterns, clusters[i], room, videos_per_cluster);
         match &mut out.patterns[i] {
             Some(existing) => existing.extend(patterns),
             slot @ None => *slot = Some(patterns),
@@ -172,17 +192,54 @@ pub(crate) fn validate(
     }
     let warnings = count_warnings(&out.patterns, &times, &dropped, range);
     out.warnings.extend(warnings);
+    for (position, patterns) in out.patterns.iter().enumerate() {
+        for (pattern, p) in patterns.iter().flatten().enumerate() {
+            if let Some(c) = p.coverage.filter(Coverage::is_ungrounded) {
+                out.warnings.push(Warning::UngroundedTemplate {
+                    position,
+                    pattern,
+                    shown: c.shown,
+                });
+            }
+        }
+    }
     out
+}
+
+/// The titles the prompt shows for `cluster`, folded for template matching: the first
+/// `min(size, videos_per_cluster)`, in input order.
+pub(crate) fn shown_titles(cluster: &Cluster, videos_per_cluster: usize) -> Vec<String> {
+    let shown = usize::try_from(cluster.size)
+        .unwrap_or(usize::MAX)
+        .min(videos_per_cluster);
+    cluster
+        .videos
+        .iter()
+        .take(shown)
+        .map(|v| fold(&v.title))
+        .collect()
+}
+
+/// The coverage of `template` over `shown` (folded titles).
+pub(crate) fn coverage(template: &str, shown: &[String]) -> Coverage {
+    let matched = Template::new(template).count_folded(shown.iter().map(String::as_str));
+    Coverage::new(matched, u32::try_from(shown.len()).unwrap_or(u32::MAX))
 }
 
 /// The first `room` non-empty patterns of an answer for `cluster`, fields capped, examples
 /// capped and marked grounded when they are the cluster's titles.
-fn kept_patterns(answer: Vec<RawPattern>, cluster: &Cluster, room: usize) -> Vec<Pattern> {
+fn kept_patterns(
+    answer: Vec<RawPattern>,
+    cluster: &Cluster,
+    room: usize,
+    videos_per_cluster: usize,
+) -> Vec<Pattern> {
     let titles: Vec<String> = cluster
         .videos
         .iter()
         .map(|v| normalize_title(&v.title))
         .collect();
+    let shown = shown_titles(cluster, videos_per_cluster);
     answer
         .into_iter()
         .filter(|p| !p.pattern.trim().is_empty())
@@ -199,6 +256,11 @@ fn kept_patterns(answer: Vec<RawPattern>, cluster: &Cluster, room: usize) -> Vec
                 })
                 .collect(),
             pattern: cap(p.pattern),
+            coverage: p
+                .template
+                .as_deref()
+                .filter(|t| !t.trim().is_empty())
+                .map(|t| coverage(t, &shown)),
             template: p.template.filter(|t| !t.trim().is_empty()).map(cap),
             rationale: p.rationale.map(cap),
         })
@@ -287,7 +349,7 @@ mod tests {
             ]}"#,
         )
         .unwrap();
-        let v = validate(response, &[&a, &b], PatternRange { min: 3, max: 5 });
+        let v = validate(response, &[&a, &b], PatternRange { min: 3, max: 5 }, 10);
         assert_eq!(v.unknown_clusters, vec![7]);
         assert_eq!(v.missing(), vec![1]);
         let p = &v.patterns[0].as_ref().unwrap()[0];
@@ -318,6 +380,7 @@ mod tests {
             parse(&text).unwrap(),
             &[&a],
             PatternRange { min: 3, max: 5 },
+            10,
         );
         let kept = v.patterns[0].as_ref().unwrap();
         assert_eq!(kept.len(), 5, "the most asked for, the first ones");

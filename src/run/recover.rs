@@ -159,8 +159,13 @@ impl<Backend: LlmBackend, Clock: Timer> Run<'_, '_, '_, Backend, Clock> {
     ) {
         let batch = job.batch;
         let members: Vec<&Cluster> = job.members.iter().map(|&m| &self.clusters[m]).collect();
-        let validated =
-            response::validate(parsed, &members, self.plan.strategy.patterns_per_cluster);
+        let strategy = &self.plan.strategy;
+        let validated = response::validate(
+            parsed,
+            &members,
+            strategy.patterns_per_cluster,
+            strategy.videos_per_cluster,
+        );
         for n in &validated.unknown_clusters {
             self.tally.warnings.push(format!(
                 "batch {}: the answer names cluster {n}, which the request did not have",
@@ -169,9 +174,24 @@ impl<Backend: LlmBackend, Clock: Timer> Run<'_, '_, '_, Backend, Clock> {
         }
         for w in &validated.warnings {
             let id = &self.clusters[job.members[w.position()]].id;
+            let text = match *w {
+                response::Warning::UngroundedTemplate {
+                    position,
+                    pattern,
+                    shown,
+                } => {
+                    let template = validated.patterns[position]
+                        .as_ref()
+                        .and_then(|p| p.get(pattern))
+                        .and_then(|p| p.template.as_deref())
+                        .unwrap_or_default();
+                    format!("template {template:?} matches none of the {shown} titles shown")
+                }
+                _ => w.to_string(),
+            };
             self.tally
                 .warnings
-                .push(format!("batch {}: cluster {id}: {w}", batch + 1));
+                .push(format!("batch {}: cluster {id}: {text}", batch + 1));
         }
         let missing: Vec<usize> = validated
             .missing()

@@ -1,7 +1,8 @@
 //! [`MockBackend`] (feature `mock`): a deterministic, scriptable backend that records every
-//! request. By default it answers from the prompt itself — it reads the `CLUSTER` blocks and
-//! returns, per cluster, the word skeletons its titles share (differing words become `[X]`) — so
-//! offline runs look real. It can enforce a rate limit as providers do ([`MockRateLimit`]).
+//! request. By default it answers as [`FormulaFinder`](super::formulas::FormulaFinder) does —
+//! it reads the `CLUSTER` blocks back out of the prompt and returns, per cluster, the title
+//! formulas its titles share — so offline runs look real. It can enforce a rate limit as
+//! providers do ([`MockRateLimit`]).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -9,17 +10,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{
-    BackendError, ChatRequest, ChatResponse, FinishReason, LlmBackend, RateLimitInfo,
-    ResponseFormat, TokenUsage,
-};
+use super::{BackendError, ChatRequest, ChatResponse, FinishReason, LlmBackend, RateLimitInfo};
 use crate::hash::{fnv, mix};
 use crate::timer::Timer;
 
-mod answer;
 mod limit;
 
-use answer::answer_from_prompt;
+use super::formulas::{answer as answer_from_prompt, usage};
 pub use limit::MockRateLimit;
 
 /// What one scripted call does.
@@ -334,15 +331,7 @@ impl MockBackend {
 /// [`MockBackend`] answers, for canned and test backends of your own: a backend that answers
 /// with it passes [`run_backend_conformance`](crate::testing::run_backend_conformance).
 pub fn canned_answer(request: &ChatRequest) -> String {
-    answer_from_prompt(
-        &request.user_text(),
-        &[],
-        None,
-        matches!(
-            request.response_format,
-            ResponseFormat::JsonSchema { .. } | ResponseFormat::JsonObjectWithSchema { .. }
-        ),
-    )
+    answer_from_prompt(request, &[], None)
 }
 
 #[async_trait]
@@ -350,17 +339,8 @@ impl LlmBackend for MockBackend {
     async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, BackendError> {
         let (step, mut rate_limits) = self.next_step(request)?;
         self.wait(&step).await;
-        let answer = |missing: &[i64], extra: Option<i64>| {
-            answer_from_prompt(
-                &request.user_text(),
-                missing,
-                extra,
-                matches!(
-                    request.response_format,
-                    ResponseFormat::JsonSchema { .. } | ResponseFormat::JsonObjectWithSchema { .. }
-                ),
-            )
-        };
+        let answer =
+            |missing: &[i64], extra: Option<i64>| answer_from_prompt(request, missing, extra);
         let (content, finish_reason, refusal) = match step {
             MockStep::Answer => (answer(&[], None), FinishReason::Stop, None),
             MockStep::AnswerWithLimits(limits) => {
@@ -388,13 +368,8 @@ impl LlmBackend for MockBackend {
             MockStep::Content(text) => (text, FinishReason::Stop, None),
             error => return Err(error_of(error)),
         };
-        let prompt_chars: usize = request.messages.iter().map(|m| m.content.len()).sum();
         Ok(ChatResponse {
-            usage: Some(TokenUsage {
-                prompt_tokens: (prompt_chars / 4) as u64,
-                completion_tokens: (content.len() / 4) as u64,
-                ..TokenUsage::default()
-            }),
+            usage: Some(usage(request, &content)),
             content,
             finish_reason,
             model: request.model.clone(),

@@ -197,6 +197,7 @@ fn group(
                     wide: false,
                     occurrences: 0,
                     aliases: Vec::new(),
+                    coverage: None,
                 });
                 g
             });
@@ -213,7 +214,8 @@ fn group(
 
 /// Counts an occurrence of pattern `p` of cluster `s` in group `g` (`out`): its template when
 /// the group has none, its cluster's evidence once per cluster, WIDE when a supporting cluster
-/// is or when it spans several clusters, its grounded examples once each.
+/// is or when it spans several clusters, its grounded examples once each, its coverage. A
+/// pattern whose template matches none of its cluster's titles weighs less as evidence.
 fn credit(
     out: &mut ConsolidatedPattern,
     g: usize,
@@ -227,8 +229,9 @@ fn credit(
         out.template.clone_from(&p.template);
     }
     if clusters.insert(g, &mut out.clusters, &s.id) {
-        out.evidence += s.priority * s.avg_performance;
+        out.evidence += s.priority * s.avg_performance * p.evidence_weight();
     }
+    out.add_coverage(p.coverage);
     out.wide |= s.is_wide || out.clusters.len() > 1;
     for e in p.examples.iter().filter(|e| e.grounded) {
         examples.insert(g, &mut out.examples, &e.title);

@@ -68,6 +68,7 @@ pub(crate) fn assemble(
                 wide: false,
                 occurrences: 0,
                 aliases: Vec::with_capacity(members.len()),
+                coverage: None,
             };
             let mut clusters = HashSet::new();
             let mut examples = HashSet::new();
@@ -79,8 +80,11 @@ pub(crate) fn assemble(
                 }
                 if clusters.insert(o.support.id.as_str()) {
                     c.clusters.push(o.support.id.clone());
-                    c.evidence += o.support.priority * o.support.avg_performance;
+                    c.evidence += o.support.priority
+                        * o.support.avg_performance
+                        * o.pattern.evidence_weight();
                 }
+                c.add_coverage(o.pattern.coverage);
                 c.wide |= o.support.is_wide || c.clusters.len() > 1;
                 for e in o.pattern.examples.iter().filter(|e| e.grounded) {
                     if examples.insert(e.title.as_str()) {

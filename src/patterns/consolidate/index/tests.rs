@@ -63,6 +63,7 @@ fn prepared(texts: &[Vec<u64>]) -> Prepared {
                 template: None,
                 examples: vec![],
                 rationale: None,
+                coverage: None,
             })
             .collect(),
     };

@@ -1,0 +1,439 @@
+//! Finding one cluster's title formulas.
+//!
+//! 1. **Slots first.** Numbers become `[N]`. The cluster's topic becomes `[Topic]`: the words
+//!    (not stop words, not numbers) that at least 60% of its titles share, in varied places.
+//!    Words with the same thing just before them in 80% of the titles they are in, or just
+//!    after (the start or end of the title, `|`, a colon, a word), are not a topic but part of
+//!    a formula (a channel's `… Eats Spicy Wings | Hot Ones`, a series' `SNL: …`), and stay
+//!    literal. Titles of different topics that follow one formula then read the same.
+//! 2. **Skeletons.** For each pair of titles, their longest common subsequence of words, with
+//!    `[X]` wherever either has words in between.
+//! 3. **Selection.** A skeleton is a candidate when it has a slot, at least two literal words,
+//!    and its template matches at least two of the titles. Candidates are chosen greedily by
+//!    what they explain: each title is worth the literal words of the most specific template
+//!    chosen that matches it, and the next template chosen is the one that adds the most to
+//!    that sum. A generic template that spans two formulas adds nothing once the two are
+//!    chosen, and is not.
+
+use std::collections::{BTreeMap, HashSet};
+
+use super::prompt::Found;
+use crate::response::{Template, fold};
+
+/// Share of the titles a word must be in to be part of the topic.
+const TOPIC_SHARE: f64 = 0.6;
+/// Share of a word's titles with the same thing before it (or after it) that makes it part of a
+/// formula rather than of the topic.
+const FIXED_SHARE: f64 = 0.8;
+/// Least literal words of a template.
+const MIN_LITERAL_WORDS: usize = 2;
+/// Least a template must add to what the chosen ones explain to be chosen too.
+const MIN_GAIN: usize = 2;
+
+const TOPIC: &str = "[Topic]";
+const NUMBER: &str = "[N]";
+const GAP: &str = "[X]";
+
+const STOP_WORDS: &[&str] = &[
+    "a", "an", "the", "and", "or", "but", "of", "to", "in", "on", "for", "with", "at", "by",
+    "from", "is", "are", "was", "be", "it", "its", "this", "that", "my", "your", "our", "i", "you",
+    "we", "he", "she", "they", "me", "how", "why", "what", "who", "when", "vs", "vs.", "not", "no",
+    "do", "does", "so", "if", "as", "all", "&", "-", "|", "+",
+];
+
+/// A word of a title: its text as written and its key (lower case) for comparison.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Word {
+    text: String,
+    key: String,
+}
+
+impl Word {
+    fn new(text: String) -> Self {
+        let key = text.to_lowercase();
+        Self { text, key }
+    }
+}
+
+/// The word without the punctuation around it, lower case.
+fn core(word: &str) -> String {
+    word.trim_matches(|c: char| !c.is_alphanumeric())
+        .to_lowercase()
+}
+
+/// `word` split around its core: (leading punctuation, trailing punctuation).
+fn punctuation(word: &str) -> (&str, &str) {
+    let start = word.find(char::is_alphanumeric).unwrap_or(word.len());
+    let end = word.rfind(char::is_alphanumeric).map_or(start, |i| {
+        i + word[i..].chars().next().map_or(1, char::len_utf8)
+    });
+    (&word[..start], &word[end.max(start)..])
+}
+
+/// A number, as titles write them: `7`, `1,000`, `4.5`, `100k`, `2x`, `1st`, `90s`.
+fn is_number(core: &str) -> bool {
+    let digits = core
+        .find(|c: char| !(c.is_ascii_digit() || c == ',' || c == '.'))
+        .unwrap_or(core.len());
+    digits > 0
+        && core.starts_with(|c: char| c.is_ascii_digit())
+        && matches!(
+            &core[digits..],
+            "" | "k" | "m" | "b" | "x" | "s" | "th" | "st" | "nd" | "rd"
+        )
+}
+
+/// `word` with its core replaced by `slot`, its punctuation kept.
+fn slotted(word: &str, slot: &str) -> String {
+    let (lead, trail) = punctuation(word);
+    format!("{lead}{slot}{trail}")
+}
+
+/// The words of the topic: in at least [`TOPIC_SHARE`] of the titles (at least 2, of 3 or
+/// more titles), not stop words or numbers, and not in a fixed place. A word's place is what
+/// stands just before and just after its run of such words (the start or the end of the
+/// title, punctuation, a number, a word); when [`FIXED_SHARE`] of its titles have the same
+/// thing on one side, the word is part of a formula (`… Eats Spicy Wings | Hot Ones`), not of
+/// the topic, which the cluster's formulas put in varied places.
+fn topic_words(titles: &[Vec<&str>]) -> HashSet<String> {
+    let n = titles.len();
+    if n < 3 {
+        return HashSet::new();
+    }
+    #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)]
+    #[allow(clippy::cast_sign_loss)]
+    let need = ((n as f64 * TOPIC_SHARE).ceil() as usize).max(2);
+    let mut titles_with: BTreeMap<String, usize> = BTreeMap::new();
+    for words in titles {
+        let distinct: HashSet<String> = words.iter().map(|w| core(w)).collect();
+        for key in distinct {
+            if !key.is_empty() && !is_number(&key) && !STOP_WORDS.contains(&key.as_str()) {
+                *titles_with.entry(key).or_default() += 1;
+            }
+        }
+    }
+    let frequent: HashSet<String> = titles_with
+        .into_iter()
+        .filter(|&(_, count)| count >= need)
+        .map(|(key, _)| key)
+        .collect();
+    // Per frequent word: what stands before and after its run, once per title.
+    let mut sides: BTreeMap<&str, (Vec<String>, Vec<String>)> = BTreeMap::new();
+    for words in titles {
+        let keys: Vec<String> = words.iter().map(|w| core(w)).collect();
+        let context = |i: usize| {
+            let key = &keys[i];
+            if is_number(key) {
+                NUMBER.to_owned()
+            } else if key.is_empty() {
+                words[i].to_owned()
+            } else {
+                key.clone()
+            }
+        };
+        let mut seen: HashSet<&str> = HashSet::new();
+        let mut i = 0;
+        while i < keys.len() {
+            if !frequent.contains(&keys[i]) {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < keys.len() && frequent.contains(&keys[i]) {
+                i += 1;
+            }
+            let (lead, _) = punctuation(words[start]);
+            let (_, trail) = punctuation(words[i - 1]);
+            let before = if !lead.is_empty() {
+                lead.to_owned()
+            } else if start == 0 {
+                "^".to_owned()
+            } else {
+                context(start - 1)
+            };
+            let after = if !trail.is_empty() {
+                trail.to_owned()
+            } else if i == keys.len() {
+                "$".to_owned()
+            } else {
+                context(i)
+            };
+            for key in &keys[start..i] {
+                if let Some(key) = frequent.get(key) {
+                    if seen.insert(key) {
+                        let entry = sides.entry(key).or_default();
+                        entry.0.push(before.clone());
+                        entry.1.push(after.clone());
+                    }
+                }
+            }
+        }
+    }
+    let fixed = |side: &[String]| {
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for s in side {
+            *counts.entry(s).or_default() += 1;
+        }
+        let most = counts.values().copied().max().unwrap_or(0);
+        #[allow(clippy::cast_precision_loss)]
+        let share = most as f64 / side.len().max(1) as f64;
+        share >= FIXED_SHARE
+    };
+    sides
+        .into_iter()
+        .filter(|(_, (before, after))| !fixed(before) && !fixed(after))
+        .map(|(key, _)| key.to_owned())
+        .collect()
+}
+
+/// A title's words with its numbers as `[N]` and each run of topic words as one `[Topic]`.
+fn slot_title(words: &[&str], topic: &HashSet<String>) -> Vec<Word> {
+    let mut out = Vec::with_capacity(words.len());
+    let mut i = 0;
+    while i < words.len() {
+        let key = core(words[i]);
+        if topic.contains(&key) {
+            let start = i;
+            while i < words.len() && topic.contains(&core(words[i])) {
+                i += 1;
+            }
+            let lead = punctuation(words[start]).0;
+            let trail = punctuation(words[i - 1]).1;
+            out.push(Word::new(format!("{lead}{TOPIC}{trail}")));
+            continue;
+        }
+        out.push(Word::new(if is_number(&key) {
+            slotted(words[i], NUMBER)
+        } else {
+            words[i].to_owned()
+        }));
+        i += 1;
+    }
+    out
+}
+
+/// Whether a word of a skeleton is a slot (`[N]`, `[Topic]:`, `$[N]`, …).
+fn is_slot(text: &str) -> bool {
+    text.contains('[') && text.contains(']')
+}
+
+/// The longest common subsequence of two titles' words (by key), with `[X]` wherever both
+/// have words in between. Where only one has (an optional word), `[X]` too, unless a slot
+/// stands beside the gap: the slot's wildcard takes the extra words, and the template then
+/// matches both titles.
+#[allow(clippy::many_single_char_names)] // the textbook LCS names
+fn skeleton(a: &[Word], b: &[Word]) -> Vec<String> {
+    let (n, m) = (a.len(), b.len());
+    let width = m + 1;
+    // table[i * width + j]: LCS length of a[i..] and b[j..].
+    let mut table = vec![0usize; (n + 1) * width];
+    for i in (0..n).rev() {
+        for j in (0..m).rev() {
+            table[i * width + j] = if a[i].key == b[j].key {
+                table[(i + 1) * width + j + 1] + 1
+            } else {
+                table[(i + 1) * width + j].max(table[i * width + j + 1])
+            };
+        }
+    }
+    let (mut i, mut j) = (0, 0);
+    let mut parts: Vec<String> = Vec::new();
+    // Words skipped since the last common word, in `a` and in `b`.
+    let (mut in_a, mut in_b) = (false, false);
+    let gap = |parts: &mut Vec<String>, in_a: bool, in_b: bool, next: Option<&str>| {
+        if !in_a && !in_b {
+            return;
+        }
+        let beside_slot = parts.last().is_some_and(|p| is_slot(p)) || next.is_some_and(is_slot);
+        if (in_a && in_b) || !beside_slot {
+            parts.push(GAP.to_owned());
+        }
+    };
+    while i < n && j < m {
+        if a[i].key == b[j].key {
+            gap(&mut parts, in_a, in_b, Some(&a[i].text));
+            (in_a, in_b) = (false, false);
+            parts.push(a[i].text.clone());
+            i += 1;
+            j += 1;
+        } else if table[(i + 1) * width + j] >= table[i * width + j + 1] {
+            in_a = true;
+            i += 1;
+        } else {
+            in_b = true;
+            j += 1;
+        }
+    }
+    gap(&mut parts, in_a || i < n, in_b || j < m, None);
+    parts
+}
+
+/// A candidate template: its text, literal words, and which titles it matches.
+struct Candidate {
+    template: String,
+    literal: usize,
+    matched: Vec<usize>,
+}
+
+/// The formulas of one cluster's titles, at most `most`, each with the titles it matches.
+pub(super) fn formulas(titles: &[String], most: usize) -> Vec<Found> {
+    let words: Vec<Vec<&str>> = titles
+        .iter()
+        .map(|t| t.split_whitespace().collect())
+        .collect();
+    let topic = topic_words(&words);
+    let slotted: Vec<Vec<Word>> = words.iter().map(|w| slot_title(w, &topic)).collect();
+    let folded: Vec<String> = titles.iter().map(|t| fold(t)).collect();
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut candidates: Vec<Candidate> = Vec::new();
+    for (i, a) in slotted.iter().enumerate() {
+        for b in &slotted[i + 1..] {
+            let template = skeleton(a, b).join(" ");
+            if !seen.insert(template.to_lowercase()) {
+                continue;
+            }
+            let compiled = Template::new(&template);
+            let literal = compiled.literal_words();
+            if compiled.wildcards() == 0 || literal < MIN_LITERAL_WORDS {
+                continue;
+            }
+            let matched: Vec<usize> = (0..titles.len())
+                .filter(|&t| compiled.matches_folded(&folded[t]))
+                .collect();
+            if matched.len() >= 2 {
+                candidates.push(Candidate {
+                    template,
+                    literal,
+                    matched,
+                });
+            }
+        }
+    }
+    choose(&candidates, titles.len(), most)
+        .into_iter()
+        .map(|c| {
+            let examples = c.matched.iter().map(|&t| titles[t].clone()).collect();
+            (c.template.clone(), examples)
+        })
+        .collect()
+}
+
+/// The greedy choice of the module docs: up to `most` candidates, each adding at least
+/// [`MIN_GAIN`] to the literal words explained.
+fn choose(candidates: &[Candidate], titles: usize, most: usize) -> Vec<&Candidate> {
+    let mut worth = vec![0usize; titles];
+    let mut chosen: Vec<&Candidate> = Vec::new();
+    let mut taken = vec![false; candidates.len()];
+    while chosen.len() < most {
+        let gain = |c: &Candidate| -> usize {
+            c.matched
+                .iter()
+                .map(|&t| c.literal.saturating_sub(worth[t]))
+                .sum()
+        };
+        let best = candidates
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !taken[*i])
+            .map(|(i, c)| (i, c, gain(c)))
+            .max_by(|(_, a, ga), (_, b, gb)| {
+                ga.cmp(gb)
+                    .then(a.matched.len().cmp(&b.matched.len()))
+                    .then(a.literal.cmp(&b.literal))
+                    .then(b.template.cmp(&a.template))
+            });
+        let Some((i, c, g)) = best else { break };
+        if g < MIN_GAIN {
+            break;
+        }
+        taken[i] = true;
+        for &t in &c.matched {
+            worth[t] = worth[t].max(c.literal);
+        }
+        chosen.push(c);
+    }
+    chosen
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn titles(list: &[&str]) -> Vec<String> {
+        list.iter().map(|t| (*t).to_owned()).collect()
+    }
+
+    #[test]
+    fn the_topic_becomes_a_slot_and_formulas_read_the_same_across_topics() {
+        let cars = titles(&[
+            "7 Electric Cars Hacks That Actually Work",
+            "Why Electric Cars Are Overrated",
+            "12 Electric Cars Hacks That Actually Work",
+            "Why Electric Cars Are Overrated (Honestly)",
+            "The Truth About Electric Cars",
+            "Electric Cars: What Nobody Tells You",
+        ]);
+        let bread = titles(&[
+            "Why Sourdough Bread Is Overrated",
+            "5 Sourdough Bread Hacks That Actually Work",
+            "3 Sourdough Bread Hacks That Actually Work",
+            "Sourdough Bread: What Nobody Tells You",
+            "Sourdough Bread: What Nobody Tells You About Flour",
+        ]);
+        let a = formulas(&cars, 5);
+        let b = formulas(&bread, 5);
+        assert_eq!(a[0].0, "[N] [Topic] Hacks That Actually Work");
+        assert_eq!(a[0].1.len(), 2);
+        assert!(b.iter().any(|f| f.0 == a[0].0), "{b:?}");
+        assert!(a.iter().all(|f| !f.0.contains("Electric")), "{a:?}");
+    }
+
+    #[test]
+    fn words_anchored_at_the_end_are_a_formula_not_a_topic() {
+        let hot_ones = titles(&[
+            "Gordon Ramsay Eats Spicy Wings | Hot Ones",
+            "Kevin Hart Eats Spicy Wings | Hot Ones",
+            "Shaq Tries Not to Cry | Hot Ones",
+            "Scarlett Johansson Eats Spicy Wings | Hot Ones",
+        ]);
+        let found = formulas(&hot_ones, 5);
+        assert_eq!(found[0].0, "[X] Eats Spicy Wings | Hot Ones");
+        assert_eq!(found[0].1.len(), 3);
+        assert!(found.iter().all(|f| !f.0.contains(TOPIC)), "{found:?}");
+    }
+
+    #[test]
+    fn a_generic_template_across_two_formulas_is_not_chosen() {
+        let mixed = titles(&[
+            "How to Fix a Flat Tire Fast",
+            "How to Fix a Leaking Tap Fast",
+            "How to Paint Like a Pro",
+            "How to Cook Like a Pro",
+        ]);
+        let found: Vec<String> = formulas(&mixed, 5).into_iter().map(|f| f.0).collect();
+        assert!(
+            found.contains(&"How to [X] Like a Pro".to_owned()),
+            "{found:?}"
+        );
+        assert!(
+            found.contains(&"How to Fix a [X] Fast".to_owned()),
+            "{found:?}"
+        );
+        assert!(!found.contains(&"How to [X]".to_owned()), "{found:?}");
+    }
+
+    #[test]
+    fn numbers_and_their_punctuation() {
+        assert!(is_number("1,000") && is_number("100k") && is_number("90s") && is_number("2x"));
+        assert!(!is_number("x2") && !is_number("") && !is_number("5star"));
+        assert_eq!(slotted("$1,000!", NUMBER), "$[N]!");
+        assert_eq!(punctuation("(Honestly)"), ("(", ")"));
+        assert_eq!(punctuation("--"), ("--", ""));
+    }
+
+    #[test]
+    fn no_shared_formula_gives_no_pattern() {
+        let found = formulas(&titles(&["Alpha beta gamma", "Delta epsilon zeta"]), 5);
+        assert!(found.is_empty());
+    }
+}
