@@ -6,10 +6,11 @@
 //!    after (the start or end of the title, `|`, a colon, a word), are not a topic but part of
 //!    a formula (a channel's `… Eats Spicy Wings | Hot Ones`, a series' `SNL: …`), and stay
 //!    literal. Titles of different topics that follow one formula then read the same.
-//! 2. **Skeletons.** For each pair of titles, their longest common subsequence of words, with
-//!    `[X]` wherever either has words in between.
+//! 2. **Skeletons.** For each pair of titles of the request (of one cluster or of two), their
+//!    longest common subsequence of words, with `[X]` wherever either has words in between.
 //! 3. **Selection.** A skeleton is a candidate when it has a slot, at least two literal words,
-//!    and its template matches at least two of the titles. Candidates are chosen greedily by
+//!    and its template matches at least two of the request's titles. Each cluster chooses
+//!    among the candidates that match its own titles, greedily by
 //!    what they explain: each title is worth the literal words of the most specific template
 //!    chosen that matches it, and the next template chosen is the one that adds the most to
 //!    that sum. A generic template that spans two formulas adds nothing once the two are
@@ -268,22 +269,35 @@ fn skeleton(a: &[Word], b: &[Word]) -> Vec<String> {
     parts
 }
 
-/// A candidate template: its text, literal words, and which titles it matches.
+/// A candidate template: its text, literal words, and which titles of the request it matches.
 struct Candidate {
     template: String,
     literal: usize,
     matched: Vec<usize>,
 }
 
-/// The formulas of one cluster's titles, at most `most`, each with the titles it matches.
-pub(super) fn formulas(titles: &[String], most: usize) -> Vec<Found> {
-    let words: Vec<Vec<&str>> = titles
-        .iter()
-        .map(|t| t.split_whitespace().collect())
-        .collect();
-    let topic = topic_words(&words);
-    let slotted: Vec<Vec<Word>> = words.iter().map(|w| slot_title(w, &topic)).collect();
-    let folded: Vec<String> = titles.iter().map(|t| fold(t)).collect();
+/// The formulas of each cluster of a request (`clusters`: each one's titles), at most `most`
+/// per cluster, each with the cluster's titles it matches. Skeletons come from every pair of
+/// titles of the request, within a cluster and across clusters, so a formula that recurs
+/// across the clusters of a batch is found even where a cluster shows it once; each cluster
+/// then chooses among the candidates that match its own titles.
+pub(super) fn formulas(clusters: &[Vec<String>], most: usize) -> Vec<Vec<Found>> {
+    // Every title of the request, with its cluster, its slotted words and its folded text.
+    let mut owner: Vec<usize> = Vec::new();
+    let mut slotted: Vec<Vec<Word>> = Vec::new();
+    let mut folded: Vec<String> = Vec::new();
+    for (c, titles) in clusters.iter().enumerate() {
+        let words: Vec<Vec<&str>> = titles
+            .iter()
+            .map(|t| t.split_whitespace().collect())
+            .collect();
+        let topic = topic_words(&words);
+        for (title, words) in titles.iter().zip(&words) {
+            owner.push(c);
+            slotted.push(slot_title(words, &topic));
+            folded.push(fold(title));
+        }
+    }
     let mut seen: HashSet<String> = HashSet::new();
     let mut candidates: Vec<Candidate> = Vec::new();
     for (i, a) in slotted.iter().enumerate() {
@@ -297,7 +311,7 @@ pub(super) fn formulas(titles: &[String], most: usize) -> Vec<Found> {
             if compiled.wildcards() == 0 || literal < MIN_LITERAL_WORDS {
                 continue;
             }
-            let matched: Vec<usize> = (0..titles.len())
+            let matched: Vec<usize> = (0..folded.len())
                 .filter(|&t| compiled.matches_folded(&folded[t]))
                 .collect();
             if matched.len() >= 2 {
@@ -309,11 +323,37 @@ pub(super) fn formulas(titles: &[String], most: usize) -> Vec<Found> {
             }
         }
     }
-    choose(&candidates, titles.len(), most)
-        .into_iter()
-        .map(|c| {
-            let examples = c.matched.iter().map(|&t| titles[t].clone()).collect();
-            (c.template.clone(), examples)
+    let mut first = 0;
+    clusters
+        .iter()
+        .enumerate()
+        .map(|(c, titles)| {
+            let offset = first;
+            first += titles.len();
+            // The candidates as this cluster sees them: the titles of its own they match.
+            let own: Vec<Candidate> = candidates
+                .iter()
+                .filter_map(|k| {
+                    let matched: Vec<usize> = k
+                        .matched
+                        .iter()
+                        .filter(|&&t| owner[t] == c)
+                        .map(|&t| t - offset)
+                        .collect();
+                    (!matched.is_empty()).then(|| Candidate {
+                        template: k.template.clone(),
+                        literal: k.literal,
+                        matched,
+                    })
+                })
+                .collect();
+            choose(&own, titles.len(), most)
+                .into_iter()
+                .map(|k| {
+                    let examples = k.matched.iter().map(|&t| titles[t].clone()).collect();
+                    (k.template.clone(), examples)
+                })
+                .collect()
         })
         .collect()
 }
@@ -363,6 +403,11 @@ mod tests {
         list.iter().map(|t| (*t).to_owned()).collect()
     }
 
+    /// One cluster alone in its request.
+    fn alone(titles: &[String], most: usize) -> Vec<Found> {
+        formulas(&[titles.to_vec()], most).remove(0)
+    }
+
     #[test]
     fn the_topic_becomes_a_slot_and_formulas_read_the_same_across_topics() {
         let cars = titles(&[
@@ -380,8 +425,8 @@ mod tests {
             "Sourdough Bread: What Nobody Tells You",
             "Sourdough Bread: What Nobody Tells You About Flour",
         ]);
-        let a = formulas(&cars, 5);
-        let b = formulas(&bread, 5);
+        let a = alone(&cars, 5);
+        let b = alone(&bread, 5);
         assert_eq!(a[0].0, "[N] [Topic] Hacks That Actually Work");
         assert_eq!(a[0].1.len(), 2);
         assert!(b.iter().any(|f| f.0 == a[0].0), "{b:?}");
@@ -396,7 +441,7 @@ mod tests {
             "Shaq Tries Not to Cry | Hot Ones",
             "Scarlett Johansson Eats Spicy Wings | Hot Ones",
         ]);
-        let found = formulas(&hot_ones, 5);
+        let found = alone(&hot_ones, 5);
         assert_eq!(found[0].0, "[X] Eats Spicy Wings | Hot Ones");
         assert_eq!(found[0].1.len(), 3);
         assert!(found.iter().all(|f| !f.0.contains(TOPIC)), "{found:?}");
@@ -410,7 +455,7 @@ mod tests {
             "How to Paint Like a Pro",
             "How to Cook Like a Pro",
         ]);
-        let found: Vec<String> = formulas(&mixed, 5).into_iter().map(|f| f.0).collect();
+        let found: Vec<String> = alone(&mixed, 5).into_iter().map(|f| f.0).collect();
         assert!(
             found.contains(&"How to [X] Like a Pro".to_owned()),
             "{found:?}"
@@ -433,7 +478,35 @@ mod tests {
 
     #[test]
     fn no_shared_formula_gives_no_pattern() {
-        let found = formulas(&titles(&["Alpha beta gamma", "Delta epsilon zeta"]), 5);
+        let found = alone(&titles(&["Alpha beta gamma", "Delta epsilon zeta"]), 5);
         assert!(found.is_empty());
+    }
+
+    #[test]
+    fn a_formula_shown_once_per_cluster_is_found_across_the_batch() {
+        let batch = [
+            titles(&[
+                "7 Sourdough Hacks That Actually Work",
+                "Why Sourdough Is Overrated",
+                "Sourdough: A Love Story",
+            ]),
+            titles(&[
+                "The Truth About Chess",
+                "12 Chess Hacks That Actually Work",
+                "Chess at Midnight",
+            ]),
+        ];
+        let found = formulas(&batch, 5);
+        for (cluster, own) in found.iter().enumerate() {
+            let hacks = own
+                .iter()
+                .find(|f| f.0 == "[N] [Topic] Hacks That Actually Work");
+            let hacks = hacks.unwrap_or_else(|| panic!("cluster {cluster}: {own:?}"));
+            assert_eq!(
+                hacks.1.len(),
+                1,
+                "only the cluster's own titles are its examples"
+            );
+        }
     }
 }

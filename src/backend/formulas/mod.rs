@@ -7,8 +7,10 @@
 //!
 //! It is a baseline to run on your own data before paying for a model, and what
 //! [`MockBackend`](super::mock::MockBackend) answers with (the mock adds scripted faults and
-//! recording). It finds formulas that at least two titles of a cluster share, word for word
-//! but for the slots; a model also finds formulas in paraphrase, and names them.
+//! recording). It finds formulas that at least two titles of a request share, word for word
+//! but for the slots, in one cluster or across the clusters of a batch (so what it finds
+//! depends on what is batched together, as a model's answers do); a model also finds
+//! formulas in paraphrase, and names them.
 
 use async_trait::async_trait;
 
@@ -45,9 +47,15 @@ mod prompt;
 /// let runner = Runner::new(FormulaFinder::new(), TokioTimer);
 /// let rt = tokio::runtime::Builder::new_current_thread().enable_time().build()?;
 /// let report = rt.block_on(Batcher::default().discover(&clusters, "hobbies", &runner))?;
-/// let top = &report.patterns[0];
-/// assert_eq!(top.template.as_deref(), Some("[N] [Topic] Hacks That Actually Work"));
-/// assert_eq!(top.clusters.len(), 3); // one formula, found in three topics
+/// let found: Vec<(&str, usize)> = report
+///     .patterns
+///     .iter()
+///     .map(|p| (p.template.as_deref().unwrap_or_default(), p.clusters.len()))
+///     .collect();
+/// // One formula, found in three topics.
+/// assert!(found.contains(&("[N] [Topic] Hacks That Actually Work", 3)));
+/// // Shown once per cluster, found across the batch.
+/// assert!(found.contains(&("Why [Topic] Is Overrated", 3)));
 /// # }
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```

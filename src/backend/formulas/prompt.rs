@@ -48,15 +48,16 @@ pub(super) fn answer(
     missing: &[i64],
     extra: Option<i64>,
     keyed: bool,
-    find: impl Fn(&[String], usize) -> Vec<Found>,
+    find: impl Fn(&[Vec<String>], usize) -> Vec<Vec<Found>>,
 ) -> String {
     let (_, most) = pattern_range(prompt);
     let mut out = String::from(if keyed { "{" } else { "{\"clusters\": [" });
     let mut first = true;
-    let mut entries: Vec<(i64, Vec<Found>)> = read_clusters(prompt)
+    let (numbers, titles): (Vec<i64>, Vec<Vec<String>>) = read_clusters(prompt).into_iter().unzip();
+    let mut entries: Vec<(i64, Vec<Found>)> = numbers
         .into_iter()
+        .zip(find(&titles, most))
         .filter(|(n, _)| !missing.contains(n))
-        .map(|(n, titles)| (n, find(&titles, most)))
         .collect();
     if let Some(n) = extra {
         entries.push((
