@@ -7,6 +7,8 @@ pub mod batch;
 mod config;
 mod discover;
 mod error;
+#[cfg(feature = "eval")]
+pub mod eval;
 #[cfg(all(fuzzing, feature = "testing"))]
 #[doc(hidden)]
 pub mod fuzzing;

@@ -9,10 +9,10 @@ mod template;
 mod validate;
 
 pub(crate) use parse::{parse, salvage};
-pub(crate) use template::fold;
 pub use template::{Coverage, Template};
+pub(crate) use template::{Overlap, TitleIndex, fold};
 pub use validate::Warning;
-pub(crate) use validate::{MAX_EXAMPLES, validate};
+pub(crate) use validate::{MAX_EXAMPLES, shown_titles, validate};
 
 /// What the model is asked to return (the system prompt describes it):
 ///

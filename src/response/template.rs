@@ -206,6 +206,23 @@ impl Template {
         !tail.is_empty()
     }
 
+    /// The literal words that a matching title has as whole words (between spaces or at its
+    /// ends): those not glued to a wildcard.
+    pub(crate) fn whole_words(&self) -> impl Iterator<Item = &str> {
+        let last = self.parts.len() - 1;
+        self.parts.iter().enumerate().flat_map(move |(k, part)| {
+            let tokens: Vec<&str> = part.split(' ').collect();
+            let end = tokens.len() - 1;
+            tokens
+                .into_iter()
+                .enumerate()
+                .filter(move |&(j, word)| {
+                    !word.is_empty() && (j > 0 || k == 0) && (j < end || k == last)
+                })
+                .map(|(_, word)| word)
+        })
+    }
+
     /// How many of `titles` (already folded) the template matches.
     pub(crate) fn count_folded<'t>(&self, titles: impl IntoIterator<Item = &'t str>) -> u32 {
         let n = titles
@@ -213,6 +230,87 @@ impl Template {
             .filter(|t| self.matches_folded(t))
             .count();
         u32::try_from(n).unwrap_or(u32::MAX)
+    }
+}
+
+/// How the titles a template matches meet a target set of the same titles (a formula's), and
+/// the rule that says whether the template finds the target: it matches at least half of the
+/// target, at least half of what it matches is the target, it has a literal word, and it does
+/// not match every title when the target is not every title (a template that matches
+/// everything finds nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Overlap {
+    /// Titles in all.
+    pub(crate) titles: usize,
+    /// Titles of the target.
+    pub(crate) target: usize,
+    /// Titles the template matches.
+    pub(crate) matched: usize,
+    /// Titles of the target it matches.
+    pub(crate) both: usize,
+    /// The template's literal words.
+    pub(crate) literal: usize,
+}
+
+impl Overlap {
+    /// The template finds the target (see the type's docs).
+    pub(crate) fn finds(&self) -> bool {
+        self.literal > 0
+            && self.target > 0
+            && 2 * self.both >= self.target
+            && 2 * self.both >= self.matched
+            && !(self.matched == self.titles && self.target < self.titles)
+    }
+
+    /// The template is mostly the target: it matches some of it, and at least half of what it
+    /// matches is the target (a fragment of the formula, when several are).
+    pub(crate) fn mostly(&self) -> bool {
+        self.literal > 0 && self.both > 0 && 2 * self.both >= self.matched
+    }
+}
+
+/// Folded titles with an index from each of their words to the titles that have it, so that
+/// a template is tried only on the titles that have its rarest whole literal word.
+#[derive(Debug)]
+pub(crate) struct TitleIndex<'t> {
+    titles: &'t [String],
+    words: std::collections::HashMap<&'t str, Vec<u32>, foldhash::fast::RandomState>,
+}
+
+impl<'t> TitleIndex<'t> {
+    /// Indexes `titles` (folded, see [`fold`]).
+    pub(crate) fn new(titles: &'t [String]) -> Self {
+        let mut words: std::collections::HashMap<&str, Vec<u32>, _> =
+            std::collections::HashMap::default();
+        for (i, title) in titles.iter().enumerate() {
+            let i = u32::try_from(i).unwrap_or(u32::MAX);
+            for word in title.split(' ') {
+                let list: &mut Vec<u32> = words.entry(word).or_default();
+                if list.last() != Some(&i) {
+                    list.push(i);
+                }
+            }
+        }
+        Self { titles, words }
+    }
+
+    /// The indices of the titles `template` matches, in order.
+    pub(crate) fn matching(&self, template: &Template) -> Vec<u32> {
+        let rarest = template
+            .whole_words()
+            .map(|w| self.words.get(w).map_or(&[][..], Vec::as_slice))
+            .min_by_key(|list| list.len());
+        match rarest {
+            Some(list) => list
+                .iter()
+                .copied()
+                .filter(|&i| template.matches_folded(&self.titles[i as usize]))
+                .collect(),
+            None => (0..self.titles.len())
+                .filter(|&i| template.matches_folded(&self.titles[i]))
+                .map(|i| u32::try_from(i).unwrap_or(u32::MAX))
+                .collect(),
+        }
     }
 }
 
@@ -282,6 +380,64 @@ mod tests {
         assert!(!t.matches("aaa"));
         assert!(!t.matches("aaaa"));
         assert!(t.matches("aaxaa"));
+    }
+
+    #[test]
+    fn the_index_finds_what_a_scan_finds() {
+        let titles: Vec<String> = [
+            "7 Cooking Hacks That Actually Work",
+            "Why Cooking Is Overrated",
+            "100k Subscribers Special",
+            "12 Garden Hacks That Actually Work",
+            "hacks",
+        ]
+        .iter()
+        .map(|t| fold(t))
+        .collect();
+        let index = TitleIndex::new(&titles);
+        for t in [
+            "[N] [Topic] Hacks That Actually Work",
+            "[N]k Subscribers Special",
+            "[X] Is Overrated",
+            "[X]",
+            "Hacks",
+            "nothing like it",
+        ] {
+            let t = Template::new(t);
+            let scan: Vec<u32> = (0..titles.len())
+                .filter(|&i| t.matches_folded(&titles[i]))
+                .map(|i| u32::try_from(i).unwrap())
+                .collect();
+            assert_eq!(index.matching(&t), scan, "{t:?}");
+        }
+        let glued = Template::new("[N]k Subscribers [X] Special");
+        let words: Vec<&str> = glued.whole_words().collect();
+        assert_eq!(words, ["subscribers", "special"]); // not "k", glued to a slot
+    }
+
+    #[test]
+    fn the_rule_of_finding() {
+        let o = |titles, target, matched, both| Overlap {
+            titles,
+            target,
+            matched,
+            both,
+            literal: 2,
+        };
+        assert!(o(10, 4, 4, 4).finds());
+        assert!(o(10, 4, 4, 2).finds()); // half of each
+        assert!(!o(10, 4, 5, 2).finds()); // under half of what it matches
+        assert!(!o(10, 4, 1, 1).finds()); // under half of the target
+        assert!(!o(10, 6, 10, 6).finds()); // matches everything
+        assert!(o(10, 10, 10, 10).finds()); // ... which is the target
+        assert!(
+            !Overlap {
+                literal: 0,
+                ..o(10, 4, 4, 4)
+            }
+            .finds()
+        );
+        assert!(o(10, 4, 2, 1).mostly() && !o(10, 4, 3, 1).mostly());
     }
 
     #[test]
