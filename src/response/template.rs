@@ -163,11 +163,15 @@ impl Template {
 
     /// The number of literal words (runs of letters or digits) outside the placeholders.
     pub fn literal_words(&self) -> usize {
+        self.literal_word_list().count()
+    }
+
+    /// The literal words (runs of letters or digits outside the placeholders), lower case.
+    pub(crate) fn literal_word_list(&self) -> impl Iterator<Item = &str> {
         self.parts
             .iter()
             .flat_map(|p| p.split(|c: char| !c.is_alphanumeric()))
             .filter(|w| !w.is_empty())
-            .count()
     }
 
     /// Whether the template matches `title` (see the module docs).

@@ -2,18 +2,21 @@
 //!
 //! 1. **Slots first.** Numbers become `[N]`. The cluster's topic becomes `[Topic]`: the words
 //!    (not stop words, not numbers) that at least 60% of its titles share, in varied places.
-//!    Words with the same thing just before them in 80% of the titles they are in, or just
-//!    after (the start or end of the title, `|`, a colon, a word), are not a topic but part of
-//!    a formula (a channel's `… Eats Spicy Wings | Hot Ones`, a series' `SNL: …`), and stay
-//!    literal. Titles of different topics that follow one formula then read the same.
+//!    Words with the same word or punctuation just before them in 80% of the titles they are
+//!    in, or just after, are not a topic but part of a formula (a channel's `… Eats Spicy
+//!    Wings | Hot Ones`, a series' `SNL: …`), and stay literal. Titles of different topics
+//!    that follow one formula then read the same.
 //! 2. **Skeletons.** For each pair of titles of the request (of one cluster or of two), their
 //!    longest common subsequence of words, with `[X]` wherever either has words in between.
-//! 3. **Selection.** A skeleton is a candidate when it has a slot, at least two literal words,
-//!    and its template matches at least two of the request's titles. Each cluster chooses
+//! 3. **Selection.** A skeleton is a candidate when it has a slot, two literal words or more
+//!    of which one is not a stop word (`[X] | The Dodo` passes, `How to [X] a [X]` does not),
+//!    and its template matches at least two of the request's titles. Literal words weigh 2,
+//!    stop words 1. Each cluster chooses
 //!    among the candidates that match its own titles, greedily by
-//!    what they explain: each title is worth the literal words of the most specific template
+//!    what they explain: each title is worth the literal weight of the most specific template
 //!    chosen that matches it, and the next template chosen is the one that adds the most to
-//!    that sum. A generic template that spans two formulas adds nothing once the two are
+//!    that sum, times the titles of the whole request it matches (a template found in several
+//!    topics is a formula; one found in one may be the topic, or a variant of the formula). A generic template that spans two formulas adds nothing once the two are
 //!    chosen, and is not.
 
 use std::collections::{BTreeMap, HashSet};
@@ -26,10 +29,17 @@ const TOPIC_SHARE: f64 = 0.6;
 /// Share of a word's titles with the same thing before it (or after it) that makes it part of a
 /// formula rather than of the topic.
 const FIXED_SHARE: f64 = 0.8;
-/// Least literal words of a template.
-const MIN_LITERAL_WORDS: usize = 2;
-/// Least a template must add to what the chosen ones explain to be chosen too.
-const MIN_GAIN: usize = 2;
+/// What a template's literal words must have: two words or more, one of them not a stop word
+/// (`[X] | The Dodo` passes; `How to [X] a [X]` does not).
+fn enough_words(template: &Template) -> bool {
+    template.literal_words() >= 2
+        && template
+            .literal_word_list()
+            .any(|w| !STOP_WORDS.contains(&w))
+}
+/// Least a template must add to what the chosen ones explain (in those weights) to be chosen
+/// too.
+const MIN_GAIN: usize = 4;
 
 const TOPIC: &str = "[Topic]";
 const NUMBER: &str = "[N]";
@@ -92,10 +102,13 @@ fn slotted(word: &str, slot: &str) -> String {
 
 /// The words of the topic: in at least [`TOPIC_SHARE`] of the titles (at least 2, of 3 or
 /// more titles), not stop words or numbers, and not in a fixed place. A word's place is what
-/// stands just before and just after its run of such words (the start or the end of the
-/// title, punctuation, a number, a word); when [`FIXED_SHARE`] of its titles have the same
-/// thing on one side, the word is part of a formula (`… Eats Spicy Wings | Hot Ones`), not of
-/// the topic, which the cluster's formulas put in varied places.
+/// stands just before and just after its run of such words (punctuation, a word); when
+/// [`FIXED_SHARE`] of its titles have the same thing on one side, the word is part of a
+/// formula (`… Eats Spicy Wings | Hot Ones`), not of the topic, which the cluster's formulas
+/// put in varied places, and at least two different words or marks must be seen on one side
+/// of it. The start and the end of the title are places too (a channel's name ends its
+/// titles), but not varied ones. A number is neither a fixed nor a varied place: many formulas
+/// put the topic after one, and so do formulas' own words.
 fn topic_words(titles: &[Vec<&str>]) -> HashSet<String> {
     let n = titles.len();
     if n < 3 {
@@ -120,12 +133,14 @@ fn topic_words(titles: &[Vec<&str>]) -> HashSet<String> {
         .collect();
     // Per frequent word: what stands before and after its run, once per title.
     let mut sides: BTreeMap<&str, (Vec<String>, Vec<String>)> = BTreeMap::new();
-    for words in titles {
+    for (t, words) in titles.iter().enumerate() {
         let keys: Vec<String> = words.iter().map(|w| core(w)).collect();
+        // A number is no fixed place: each counts apart (many formulas put a topic after one).
+        let apart = |what: &str| format!("{what}#{t}");
         let context = |i: usize| {
             let key = &keys[i];
             if is_number(key) {
-                NUMBER.to_owned()
+                apart(NUMBER)
             } else if key.is_empty() {
                 words[i].to_owned()
             } else {
@@ -180,9 +195,20 @@ fn topic_words(titles: &[Vec<&str>]) -> HashSet<String> {
         let share = most as f64 / side.len().max(1) as f64;
         share >= FIXED_SHARE
     };
+    // Varied places must be seen, not assumed: two different words or marks beside it.
+    let varied = |before: &[String], after: &[String]| {
+        let seen: HashSet<(bool, &str)> = before
+            .iter()
+            .map(|b| (false, b.as_str()))
+            .chain(after.iter().map(|a| (true, a.as_str())))
+            .filter(|(_, s)| !s.contains('#') && *s != "^" && *s != "$")
+            .collect();
+        seen.iter().filter(|(side, _)| !side).count() >= 2
+            || seen.iter().filter(|(side, _)| *side).count() >= 2
+    };
     sides
         .into_iter()
-        .filter(|(_, (before, after))| !fixed(before) && !fixed(after))
+        .filter(|(_, (before, after))| !fixed(before) && !fixed(after) && varied(before, after))
         .map(|(key, _)| key.to_owned())
         .collect()
 }
@@ -269,11 +295,22 @@ fn skeleton(a: &[Word], b: &[Word]) -> Vec<String> {
     parts
 }
 
-/// A candidate template: its text, literal words, and which titles of the request it matches.
+/// The weight of a template's literal words: 2 a word, 1 a stop word.
+fn weight(template: &Template) -> usize {
+    template
+        .literal_word_list()
+        .map(|w| if STOP_WORDS.contains(&w) { 1 } else { 2 })
+        .sum()
+}
+
+/// A candidate template: its text, literal weight, and which titles of the request it matches.
 struct Candidate {
     template: String,
     literal: usize,
     matched: Vec<usize>,
+    /// Titles of the whole request it matches: a template that matches titles of several
+    /// clusters is a formula rather than a cluster's topic or a variant of a formula.
+    support: usize,
 }
 
 /// The formulas of each cluster of a request (`clusters`: each one's titles), at most `most`
@@ -307,8 +344,8 @@ pub(super) fn formulas(clusters: &[Vec<String>], most: usize) -> Vec<Vec<Found>>
                 continue;
             }
             let compiled = Template::new(&template);
-            let literal = compiled.literal_words();
-            if compiled.wildcards() == 0 || literal < MIN_LITERAL_WORDS {
+            let literal = weight(&compiled);
+            if compiled.wildcards() == 0 || !enough_words(&compiled) {
                 continue;
             }
             let matched: Vec<usize> = (0..folded.len())
@@ -318,6 +355,7 @@ pub(super) fn formulas(clusters: &[Vec<String>], most: usize) -> Vec<Vec<Found>>
                 candidates.push(Candidate {
                     template,
                     literal,
+                    support: matched.len(),
                     matched,
                 });
             }
@@ -344,6 +382,7 @@ pub(super) fn formulas(clusters: &[Vec<String>], most: usize) -> Vec<Vec<Found>>
                         template: k.template.clone(),
                         literal: k.literal,
                         matched,
+                        support: k.support,
                     })
                 })
                 .collect();
@@ -366,10 +405,7 @@ fn choose(candidates: &[Candidate], titles: usize, most: usize) -> Vec<&Candidat
     let mut taken = vec![false; candidates.len()];
     while chosen.len() < most {
         let gain = |c: &Candidate| -> usize {
-            c.matched
-                .iter()
-                .map(|&t| c.literal.saturating_sub(worth[t]))
-                .sum()
+            c.matched.iter().filter(|&&t| worth[t] == 0).count() * c.literal * c.support
         };
         let best = candidates
             .iter()
@@ -383,7 +419,7 @@ fn choose(candidates: &[Candidate], titles: usize, most: usize) -> Vec<&Candidat
                     .then(b.template.cmp(&a.template))
             });
         let Some((i, c, g)) = best else { break };
-        if g < MIN_GAIN {
+        if g < MIN_GAIN * c.support {
             break;
         }
         taken[i] = true;

@@ -156,6 +156,7 @@ fn group(
     // groups hold one cluster), a set per group beyond that.
     let mut clusters = Members::default();
     let mut examples = Members::default();
+    let mut templates = Templates::default();
     // Exact texts by key. A threshold in (0, 1] needs none for a text with words: its twin
     // has the same word set, which no group older than the twin's reaches (or the twin would
     // have joined it), and the twin's group reaches it with a Jaccard of 1, so the index
@@ -205,6 +206,11 @@ fn group(
                 assignment.push(g);
             }
             credit(&mut groups[g], g, s, p, &mut clusters, &mut examples);
+            if let Some(t) = p.template.as_deref() {
+                if templates.count(g, t) {
+                    groups[g].template = Some(t.to_owned());
+                }
+            }
             evidence[g] = groups[g].evidence;
         }
     }
@@ -212,8 +218,32 @@ fn group(
     groups
 }
 
-/// Counts an occurrence of pattern `p` of cluster `s` in group `g` (`out`): its template when
-/// the group has none, its cluster's evidence once per cluster, WIDE when a supporting cluster
+/// Each group's templates with how often they occur, and its most frequent one's count.
+#[derive(Default)]
+struct Templates<'a> {
+    counts: Map<(usize, &'a str), u32>,
+    best: Map<usize, (u32, &'a str)>,
+}
+
+impl<'a> Templates<'a> {
+    /// Counts `template` in group `g`; true when it has just become the group's most
+    /// frequent (the first to reach a count wins ties).
+    fn count(&mut self, g: usize, template: &'a str) -> bool {
+        let n = self.counts.entry((g, template)).or_insert(0);
+        *n += 1;
+        let best = self.best.entry(g).or_insert((0, template));
+        if *n > best.0 {
+            let changed = best.0 == 0 || best.1 != template;
+            *best = (*n, template);
+            changed
+        } else {
+            false
+        }
+    }
+}
+
+/// Counts an occurrence of pattern `p` of cluster `s` in group `g` (`out`): its cluster's
+/// evidence once per cluster, WIDE when a supporting cluster
 /// is or when it spans several clusters, its grounded examples once each, its coverage. A
 /// pattern whose template matches none of its cluster's titles weighs less as evidence.
 fn credit(
@@ -225,9 +255,6 @@ fn credit(
     examples: &mut Members,
 ) {
     out.occurrences += 1;
-    if out.template.is_none() {
-        out.template.clone_from(&p.template);
-    }
     if clusters.insert(g, &mut out.clusters, &s.id) {
         out.evidence += s.priority * s.avg_performance * p.evidence_weight();
     }

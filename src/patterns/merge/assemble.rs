@@ -72,11 +72,22 @@ pub(crate) fn assemble(
             };
             let mut clusters = HashSet::new();
             let mut examples = HashSet::new();
+            // The most frequent template; on a tie, the first.
+            let mut templates: std::collections::HashMap<&str, u32> =
+                std::collections::HashMap::new();
+            let mut best = 0;
             for &i in members {
                 let o = occurrences[i];
                 c.occurrences += 1;
-                if c.template.is_none() {
-                    c.template.clone_from(&o.pattern.template);
+                if let Some(t) = o.pattern.template.as_deref() {
+                    let n = templates.entry(t).or_insert(0);
+                    *n += 1;
+                    if *n > best {
+                        best = *n;
+                        if c.template.as_deref() != Some(t) {
+                            c.template = Some(t.to_owned());
+                        }
+                    }
                 }
                 if clusters.insert(o.support.id.as_str()) {
                     c.clusters.push(o.support.id.clone());
