@@ -17,6 +17,8 @@ fn reference(support: &[Support], threshold: f64) -> Vec<ConsolidatedPattern> {
         key: String,
         words: BTreeSet<String>,
         out: ConsolidatedPattern,
+        /// Its templates in the order first met, with their counts.
+        templates: Vec<(String, usize)>,
     }
     fn jaccard(a: &BTreeSet<String>, b: &BTreeSet<String>) -> f64 {
         let inter = a.intersection(b).count();
@@ -61,14 +63,30 @@ fn reference(support: &[Support], threshold: f64) -> Vec<ConsolidatedPattern> {
                         aliases: Vec::new(),
                         coverage: None,
                     },
+                    templates: Vec::new(),
                 });
                 groups.len() - 1
             };
+            // The template: the most frequent; on a tie, the one that reached the count first.
+            if let Some(t) = &p.template {
+                let group = &mut groups[i];
+                let best = group.templates.iter().map(|(_, n)| *n).max().unwrap_or(0);
+                let n = match group.templates.iter_mut().find(|(seen, _)| seen == t) {
+                    Some((_, n)) => {
+                        *n += 1;
+                        *n
+                    }
+                    None => {
+                        group.templates.push((t.clone(), 1));
+                        1
+                    }
+                };
+                if n > best {
+                    group.out.template = Some(t.clone());
+                }
+            }
             let out = &mut groups[i].out;
             out.occurrences += 1;
-            if out.template.is_none() {
-                out.template.clone_from(&p.template);
-            }
             if !out.clusters.contains(&s.id) {
                 out.clusters.push(s.id.clone());
                 out.evidence += s.priority * s.avg_performance;

@@ -35,8 +35,8 @@ pub struct Support {
 pub struct ConsolidatedPattern {
     /// The name of the first (highest-priority) occurrence.
     pub pattern: String,
-    /// Its template: the most frequent among the patterns merged into it (on a tie, the first
-    /// in consolidation's order); `None` when none had one.
+    /// Its template: the most frequent among the patterns merged into it (on a tie, the one
+    /// that reached the count first, in consolidation's order); `None` when none had one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<String>,
     /// Ids of the supporting clusters, highest priority first.
