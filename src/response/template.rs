@@ -67,14 +67,19 @@ pub struct Template {
     parts: Vec<String>,
 }
 
-/// Lower case, every run of white space one space, trimmed: the text matching compares.
+/// Lower case, every run of white space one space, trimmed, zero-width characters dropped:
+/// the text matching compares.
 pub(crate) fn fold(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for word in text.split_whitespace() {
+        let mut chars = word.chars().filter(|c| !is_zero_width(*c)).peekable();
+        if chars.peek().is_none() {
+            continue;
+        }
         if !out.is_empty() {
             out.push(' ');
         }
-        for c in word.chars() {
+        for c in chars {
             if c.is_ascii() {
                 out.push(c.to_ascii_lowercase());
             } else {
@@ -83,6 +88,12 @@ pub(crate) fn fold(text: &str) -> String {
         }
     }
     out
+}
+
+/// Characters that take no room and that titles pasted from elsewhere carry (zero-width space,
+/// joiners, word joiner, byte-order mark).
+fn is_zero_width(c: char) -> bool {
+    matches!(c, '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}')
 }
 
 /// Where the placeholder that starts at `text[i..]` ends (exclusive), if one does.
@@ -164,6 +175,11 @@ impl Template {
     /// The number of literal words (runs of letters or digits) outside the placeholders.
     pub fn literal_words(&self) -> usize {
         self.literal_word_list().count()
+    }
+
+    /// The literal parts between the wildcards, folded.
+    pub(crate) fn literal_text(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().map(String::as_str)
     }
 
     /// The literal words (runs of letters or digits outside the placeholders), lower case.
@@ -373,6 +389,15 @@ mod tests {
         assert_eq!(Template::new("").literal_words(), 0);
         assert!(Template::new("").matches("  "));
         assert!(!Template::new("").matches("x"));
+    }
+
+    #[test]
+    fn zero_width_characters_are_not_there() {
+        let t = Template::new("[A] and [B] - [C] - Dancing with the Stars");
+        assert!(t.matches(
+            "Jordan\u{200b} and\u{200b} \u{200b}Lindsay’s - Foxtrot - Dancing with the Stars"
+        ));
+        assert_eq!(fold(" a\u{200b} \u{200b} b\u{feff}"), "a b");
     }
 
     #[test]

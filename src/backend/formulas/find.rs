@@ -8,15 +8,19 @@
 //!    that follow one formula then read the same.
 //! 2. **Skeletons.** For each pair of titles of the request (of one cluster or of two), their
 //!    longest common subsequence of words, with `[X]` wherever either has words in between.
-//! 3. **Selection.** A skeleton is a candidate when it has a slot, two literal words or more
-//!    of which one is not a stop word (`[X] | The Dodo` passes, `How to [X] a [X]` does not),
-//!    and its template matches at least two of the request's titles. Literal words weigh 2,
+//! 3. **Selection.** A skeleton is a candidate when it has a slot, a literal word that is not
+//!    a stop word and another word or a mark that structures titles (`[X] | The Dodo` and
+//!    `[X] - SNL` pass, `How to [X] a [X]` does not), and its template matches at least two of
+//!    the request's titles. Literal words weigh 2,
 //!    stop words 1. Each cluster chooses
 //!    among the candidates that match its own titles, greedily by
 //!    what they explain: each title is worth the literal weight of the most specific template
 //!    chosen that matches it, and the next template chosen is the one that adds the most to
 //!    that sum, times the titles of the whole request it matches (a template found in several
-//!    topics is a formula; one found in one may be the topic, or a variant of the formula). A generic template that spans two formulas adds nothing once the two are
+//!    topics is a formula; one found in one may be the topic, or a variant of the formula). A
+//!    template that only refines chosen ones (every title it matches is explained already)
+//!    must add a weight of 5 per title: a sub-series (`[X] | Plead The Fifth | WWHL` under
+//!    `[X] | WWHL`), not the topic's word or two. A generic template that spans two formulas adds nothing once the two are
 //!    chosen, and is not.
 
 use std::collections::{BTreeMap, HashSet};
@@ -29,17 +33,24 @@ const TOPIC_SHARE: f64 = 0.6;
 /// Share of a word's titles with the same thing before it (or after it) that makes it part of a
 /// formula rather than of the topic.
 const FIXED_SHARE: f64 = 0.8;
-/// What a template's literal words must have: two words or more, one of them not a stop word
-/// (`[X] | The Dodo` passes; `How to [X] a [X]` does not).
+/// What a template's literal text must have: a word that is not a stop word, and another word
+/// or a mark that structures titles (`|`, `-`, `:`, `#`, `$`, brackets, `/`, `•`). `[X] | The
+/// Dodo`, `[X] (YIAY #[N])` and `[X] - SNL` pass; `How to [X] a [X]` and `[X] Review` do not.
 fn enough_words(template: &Template) -> bool {
-    template.literal_words() >= 2
-        && template
-            .literal_word_list()
-            .any(|w| !STOP_WORDS.contains(&w))
+    let content = template
+        .literal_word_list()
+        .any(|w| !STOP_WORDS.contains(&w));
+    let structure = template
+        .literal_text()
+        .any(|t| t.contains(['|', '-', ':', '#', '(', ')', '/', '•', '–', '—', '$']));
+    content && (template.literal_words() >= 2 || structure)
 }
 /// Least a template must add to what the chosen ones explain (in those weights) to be chosen
 /// too.
 const MIN_GAIN: usize = 4;
+/// Least a template must add per title, on average, when every title it matches is explained
+/// already (it refines a chosen template).
+const MIN_REFINEMENT: usize = 5;
 
 const TOPIC: &str = "[Topic]";
 const NUMBER: &str = "[N]";
@@ -48,8 +59,8 @@ const GAP: &str = "[X]";
 const STOP_WORDS: &[&str] = &[
     "a", "an", "the", "and", "or", "but", "of", "to", "in", "on", "for", "with", "at", "by",
     "from", "is", "are", "was", "be", "it", "its", "this", "that", "my", "your", "our", "i", "you",
-    "we", "he", "she", "they", "me", "how", "why", "what", "who", "when", "vs", "vs.", "not", "no",
-    "do", "does", "so", "if", "as", "all", "&", "-", "|", "+",
+    "we", "he", "she", "they", "me", "how", "why", "what", "who", "when", "not", "no", "do",
+    "does", "so", "if", "as", "all", "&", "-", "|", "+",
 ];
 
 /// A word of a title: its text as written and its key (lower case) for comparison.
@@ -245,9 +256,9 @@ fn is_slot(text: &str) -> bool {
 }
 
 /// The longest common subsequence of two titles' words (by key), with `[X]` wherever both
-/// have words in between. Where only one has (an optional word), `[X]` too, unless a slot
-/// stands beside the gap: the slot's wildcard takes the extra words, and the template then
-/// matches both titles.
+/// have words in between. Where only one has (an optional word), a slot beside the gap takes
+/// the extra words; with no slot beside it, `[X]` takes them and the next common word (the
+/// last one, at the end), so that the template matches both titles.
 #[allow(clippy::many_single_char_names)] // the textbook LCS names
 fn skeleton(a: &[Word], b: &[Word]) -> Vec<String> {
     let (n, m) = (a.len(), b.len());
@@ -265,22 +276,31 @@ fn skeleton(a: &[Word], b: &[Word]) -> Vec<String> {
     }
     let (mut i, mut j) = (0, 0);
     let mut parts: Vec<String> = Vec::new();
-    // Words skipped since the last common word, in `a` and in `b`.
-    let (mut in_a, mut in_b) = (false, false);
-    let gap = |parts: &mut Vec<String>, in_a: bool, in_b: bool, next: Option<&str>| {
-        if !in_a && !in_b {
-            return;
-        }
-        let beside_slot = parts.last().is_some_and(|p| is_slot(p)) || next.is_some_and(is_slot);
-        if (in_a && in_b) || !beside_slot {
+    let push_gap = |parts: &mut Vec<String>| {
+        if parts.last().is_none_or(|p| p != GAP) {
             parts.push(GAP.to_owned());
         }
     };
+    // Words skipped since the last common word, in `a` and in `b`.
+    let (mut in_a, mut in_b) = (false, false);
     while i < n && j < m {
         if a[i].key == b[j].key {
-            gap(&mut parts, in_a, in_b, Some(&a[i].text));
+            let mut absorb = false;
+            if in_a && in_b {
+                push_gap(&mut parts);
+            } else if in_a || in_b {
+                let beside_slot = parts.last().is_some_and(|p| is_slot(p)) || is_slot(&a[i].text);
+                if !beside_slot {
+                    // Words in one title only: a wildcard there would be empty in the other.
+                    // It takes this common word too, so that it holds something in both.
+                    push_gap(&mut parts);
+                    absorb = true;
+                }
+            }
             (in_a, in_b) = (false, false);
-            parts.push(a[i].text.clone());
+            if !absorb {
+                parts.push(a[i].text.clone());
+            }
             i += 1;
             j += 1;
         } else if table[(i + 1) * width + j] >= table[i * width + j + 1] {
@@ -291,7 +311,16 @@ fn skeleton(a: &[Word], b: &[Word]) -> Vec<String> {
             j += 1;
         }
     }
-    gap(&mut parts, in_a || i < n, in_b || j < m, None);
+    let (in_a, in_b) = (in_a || i < n, in_b || j < m);
+    if in_a && in_b {
+        push_gap(&mut parts);
+    } else if (in_a || in_b) && !parts.last().is_some_and(|p| is_slot(p)) {
+        // Trailing words in one title only: the wildcard takes the last common word too.
+        if parts.last().is_some_and(|p| p != GAP) {
+            parts.pop();
+        }
+        push_gap(&mut parts);
+    }
     parts
 }
 
@@ -405,7 +434,19 @@ fn choose(candidates: &[Candidate], titles: usize, most: usize) -> Vec<&Candidat
     let mut taken = vec![false; candidates.len()];
     while chosen.len() < most {
         let gain = |c: &Candidate| -> usize {
-            c.matched.iter().filter(|&&t| worth[t] == 0).count() * c.literal * c.support
+            let added: usize = c
+                .matched
+                .iter()
+                .map(|&t| c.literal.saturating_sub(worth[t]))
+                .sum();
+            // A template that explains no title yet only refines: worth it when it says much
+            // more about each (a sub-series), not when it adds a word or two (the topic's).
+            let refines = c.matched.iter().all(|&t| worth[t] > 0);
+            if refines && added < MIN_REFINEMENT * c.matched.len() {
+                0
+            } else {
+                added * c.support
+            }
         };
         let best = candidates
             .iter()
