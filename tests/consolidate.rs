@@ -71,15 +71,13 @@ fn reference(support: &[Support], threshold: f64) -> Vec<ConsolidatedPattern> {
             if let Some(t) = &p.template {
                 let group = &mut groups[i];
                 let best = group.templates.iter().map(|(_, n)| *n).max().unwrap_or(0);
-                let n = match group.templates.iter_mut().find(|(seen, _)| seen == t) {
-                    Some((_, n)) => {
-                        *n += 1;
-                        *n
-                    }
-                    None => {
-                        group.templates.push((t.clone(), 1));
-                        1
-                    }
+                let n = if let Some((_, n)) = group.templates.iter_mut().find(|(seen, _)| seen == t)
+                {
+                    *n += 1;
+                    *n
+                } else {
+                    group.templates.push((t.clone(), 1));
+                    1
                 };
                 if n > best {
                     group.out.template = Some(t.clone());
