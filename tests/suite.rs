@@ -38,6 +38,8 @@ mod consolidate;
 mod coverage;
 #[path = "embeddings.rs"]
 mod embeddings;
+#[path = "eval.rs"]
+mod eval;
 #[path = "failures.rs"]
 mod failures;
 #[path = "fault_regimes.rs"]

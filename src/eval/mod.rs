@@ -8,8 +8,8 @@
 //!   `min(size, videos per cluster)` videos, in input order.
 //! - **A template** matches a title as [`Template`](crate::patterns::Template) says: every
 //!   placeholder (`[...]`, `{...}`, `<...>`, `…`, `...`) is a wildcard of one or more
-//!   characters, the rest is literal, case and white space are ignored, and the whole title
-//!   must match.
+//!   characters, the rest is literal, case and white space are ignored (zero-width characters
+//!   too), and the whole title, trimmed, must match.
 //! - **Where a label is looked for.** A label with a `cluster` is looked for among that
 //!   cluster's patterns, over its shown titles; one without, among the consolidated patterns,
 //!   over the shown titles of every batched cluster.

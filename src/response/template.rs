@@ -3,7 +3,8 @@
 //!
 //! The rule: every placeholder (`[...]`, `{...}`, `<...>`, `…`, `...`) is a wildcard that
 //! stands for one or more characters, and the rest is literal. Matching ignores case, treats
-//! every run of white space as one space, and covers the whole title (trimmed). As a regular
+//! every run of white space as one space, ignores zero-width characters, and covers the whole
+//! title (trimmed). As a regular
 //! expression, `I Tried [X] for {n} Days` is `(?i)^I\s+Tried\s+.+\s+for\s+.+\s+Days$`, matched
 //! against the trimmed title.
 
