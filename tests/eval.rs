@@ -2,7 +2,11 @@
 //! topic clusters and real per-channel formulas, truthful answers from a loopback server, an
 //! independent scorer of the same rule, and bad labels.
 
-#![allow(clippy::unwrap_used, clippy::cast_precision_loss)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation
+)]
 
 use std::sync::Mutex;
 
@@ -32,7 +36,7 @@ fn set(name: &str) -> (Vec<Cluster>, LabelSet, Vec<Value>) {
     (clusters, LabelSet::from_json(&labels_text).unwrap(), raw)
 }
 
-async fn run<'a, B: LlmBackend>(clusters: &'a [Cluster], backend: B) -> DiscoveryReport<'a> {
+async fn run<B: LlmBackend>(clusters: &[Cluster], backend: B) -> DiscoveryReport<'_> {
     let config = RunConfig::builder()
         .request_with(|r| r.output = OutputMode::JsonObject)
         .build()
@@ -51,7 +55,7 @@ mod independent {
 
     /// A template as a regex: placeholders are `.+`, white space `\s+`, the rest literal, the
     /// whole title, any case.
-    pub fn template_regex(template: &str) -> Regex {
+    pub(super) fn template_regex(template: &str) -> Regex {
         let placeholder =
             Regex::new(r"\[[^\[\]\{\}<>]*\]|\{[^\[\]\{\}<>]*\}|<[^\[\]\{\}<>]*>|…|\.{3,}").unwrap();
         let mut pattern = String::from("(?is)^");
@@ -90,7 +94,7 @@ mod independent {
     }
 
     /// Literal words: runs of letters and digits once placeholders are removed.
-    pub fn literal_words(template: &str) -> usize {
+    pub(super) fn literal_words(template: &str) -> usize {
         let placeholder =
             Regex::new(r"\[[^\[\]\{\}<>]*\]|\{[^\[\]\{\}<>]*\}|<[^\[\]\{\}<>]*>|…|\.{3,}").unwrap();
         placeholder
@@ -110,11 +114,11 @@ mod independent {
             .to_owned()
     }
 
-    pub struct Figures {
-        pub recall: f64,
-        pub fragments: f64,
-        pub generic: f64,
-        pub grounded: f64,
+    pub(super) struct Figures {
+        pub(super) recall: f64,
+        pub(super) fragments: f64,
+        pub(super) generic: f64,
+        pub(super) grounded: f64,
     }
 
     fn finds(re: &Regex, literal: usize, titles: &[String], label: &[bool]) -> (bool, bool) {
@@ -132,7 +136,7 @@ mod independent {
         (found, mostly)
     }
 
-    pub fn score(report: &DiscoveryReport<'_>, clusters: &[Cluster], labels: &[Value]) -> Figures {
+    pub(super) fn score(report: &DiscoveryReport<'_>, clusters: &[Cluster], labels: &[Value]) -> Figures {
         let vpc = report.plan.strategy.videos_per_cluster;
         let mut shown: Vec<(String, Vec<String>)> = Vec::new();
         for batch in &report.plan.batches {
