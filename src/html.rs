@@ -191,6 +191,7 @@ pub fn write_html(
         header(report, page, &title),
         figures(report),
         patterns(report, page.max_listed),
+        probe(report, page.max_listed),
         chart(page.timeline.as_ref(), report.usage.elapsed_secs),
         plan(report, page.max_listed, page.target_tokens),
         failures(report, page.max_listed),
@@ -483,6 +484,34 @@ fn advice(failure: Option<&Failure>) -> &'static str {
             "The model's answers could not be used: try another output mode or a larger model."
         }
         _ => "See the reason.",
+    }
+}
+
+/// The quality probe, when the run had one.
+fn probe(report: &DiscoveryReport<'_>, max: usize) -> Markup {
+    let Some(probe) = &report.quality_probe else {
+        return html! {};
+    };
+    html! {
+        h2 { "Quality probe" }
+        p { (probe.to_string()) @if let Some(cost) = probe.cost_usd { ", " (format!("${cost:.5}")) } "." }
+        @if probe.is_low() {
+            p.fail { "Under the " (format!("{:.0}%", probe.threshold * 100.0)) " threshold: smaller batches may find more." }
+        }
+        table {
+            tr { th { "cluster" } th { "batch" } th { "position" } th { "of" } th { "agreed" } th { "compared" } th { "note" } }
+            @for c in probe.clusters.iter().take(max) {
+                tr {
+                    td { (c.id) }
+                    td.n { (c.batch) }
+                    td.n { (c.position) }
+                    td.n { (c.batch_size) }
+                    td.n { (c.agreed) }
+                    td.n { (c.compared) }
+                    td { (c.failed.as_deref().unwrap_or("")) }
+                }
+            }
+        }
     }
 }
 

@@ -136,7 +136,11 @@ mod independent {
         (found, mostly)
     }
 
-    pub(super) fn score(report: &DiscoveryReport<'_>, clusters: &[Cluster], labels: &[Value]) -> Figures {
+    pub(super) fn score(
+        report: &DiscoveryReport<'_>,
+        clusters: &[Cluster],
+        labels: &[Value],
+    ) -> Figures {
         let vpc = report.plan.strategy.videos_per_cluster;
         let mut shown: Vec<(String, Vec<String>)> = Vec::new();
         for batch in &report.plan.batches {

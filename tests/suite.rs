@@ -66,6 +66,8 @@ mod openai_rate_limits;
 mod origin;
 #[path = "output_modes.rs"]
 mod output_modes;
+#[path = "probe.rs"]
+mod probe;
 #[path = "prompt.rs"]
 mod prompt;
 #[path = "rate_limits.rs"]

@@ -5,7 +5,7 @@
 //!                                  [--rpm N] [--tpm N] [--mock-rpm N] [--journal FILE]
 //!                                  [--dry-run] [--json] [--fail-rate P --seed S]
 //!                                  [--batch-api [--attach ID,ID] [--cancel] [--remainder batch|live|leave]]
-//!                                  [--provider openai|anthropic]
+//!                                  [--provider openai|anthropic] [--quality-probe K]
 //! ```
 //!
 //! FILE defaults to the bundled `examples/data/clusters.json`. Human output (plan summary,
@@ -27,6 +27,10 @@
 //! requests a batch left unanswered (expired, server errors): new batches (the default), live
 //! calls, or failed clusters with the reason. `cargo run --example batch_server` is a local
 //! Batch API to try it on.
+//!
+//! `--quality-probe K` asks K batched clusters again, each alone, after the run, and reports
+//! how far the batched answers agree with the single ones: what batching costs, without
+//! labels.
 //!
 //! `--journal FILE` keeps every answer in an SQLite journal (created if missing): run the same
 //! command again after any interruption (a crash, `kill -9`, Ctrl-C) and only what was not
@@ -56,7 +60,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 const BUNDLED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/clusters.json");
 const USAGE: &str = "usage: discover [FILE|-] [--concept TEXT] [--concurrency N] [--config CONFIG.json] [--output auto|object|strict|object-schema|text] \
                      [--rpm N] [--tpm N] [--mock-rpm N] [--journal FILE] [--dry-run] [--json] [--fail-rate P --seed S] \
-                     [--batch-api [--attach ID,ID] [--cancel] [--remainder batch|live|leave] [--poll-secs S]] [--provider openai|anthropic] [--merge lexical|semantic|judged] [--html FILE]";
+                     [--batch-api [--attach ID,ID] [--cancel] [--remainder batch|live|leave] [--poll-secs S]] [--provider openai|anthropic] [--merge lexical|semantic|judged] [--html FILE] [--quality-probe K]";
 /// Simulated latency of the mock, so the progress is visible.
 const MOCK_LATENCY: Duration = Duration::from_millis(400);
 /// The Claude model used when `ANTHROPIC_MODEL` is not set.
@@ -88,6 +92,7 @@ struct Args {
     /// `--provider`: `None` picks by the environment.
     provider: Option<Provider>,
     merge: Option<String>,
+    quality_probe: Option<usize>,
 }
 
 /// Which real API to call.
@@ -175,6 +180,10 @@ fn parse_args() -> Result<Option<Args>, String> {
             "--rpm" => args.rpm = Some(positive("--rpm", &value("--rpm")?)?),
             "--tpm" => args.tpm = Some(positive("--tpm", &value("--tpm")?)?),
             "--mock-rpm" => args.mock_rpm = Some(positive("--mock-rpm", &value("--mock-rpm")?)?),
+            "--quality-probe" => {
+                let v = positive("--quality-probe", &value("--quality-probe")?)?;
+                args.quality_probe = Some(v as usize);
+            }
             "--fail-rate" => {
                 let v = value("--fail-rate")?;
                 let p: f64 = v
@@ -325,6 +334,7 @@ async fn run() -> Result<ExitCode, String> {
     eprint!("{plan}");
 
     let mut builder = RunConfig::builder()
+        .quality_probe(args.quality_probe.unwrap_or(0))
         .concurrency(args.concurrency.unwrap_or(4))
         .requests_per_minute(args.rpm)
         .tokens_per_minute(args.tpm);
@@ -882,6 +892,9 @@ fn summary(report: &DiscoveryReport<'_>) {
             report.requests.len(),
             error * 100.0
         );
+    }
+    if let Some(probe) = &report.quality_probe {
+        eprintln!("Quality probe: {probe}");
     }
     for w in report.warnings.iter().take(5) {
         eprintln!("warning: {w}");

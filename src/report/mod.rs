@@ -13,10 +13,13 @@ use crate::plan::{BatchPlan, InvariantViolation};
 mod failure;
 mod limits;
 mod price;
+mod probe;
 
 pub use failure::{AnswerProblem, Failure, SplitCause, StopCause};
 pub use limits::{LimitKind, LimitSource, RateLimitSummary};
 pub use price::{ModelPrice, PriceTable, PriceTier};
+pub(crate) use probe::agreement;
+pub use probe::{ProbedCluster, QualityProbe};
 
 use crate::patterns::{ClusterPatterns, ConsolidatedPattern};
 
@@ -177,6 +180,10 @@ pub struct DiscoveryReport<'a> {
     pub usage: RunUsage,
     /// Things the answers got wrong that did not stop the run.
     pub warnings: Vec<String>,
+    /// What the quality probe found, when the run had one
+    /// ([`RunConfig::quality_probe`](crate::RunConfig::quality_probe)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality_probe: Option<QualityProbe>,
 }
 
 impl DiscoveryReport<'_> {
@@ -207,6 +214,7 @@ impl DiscoveryReport<'_> {
             requests: self.requests,
             usage: self.usage,
             warnings: self.warnings,
+            quality_probe: self.quality_probe,
         }
     }
 

@@ -151,6 +151,13 @@ settings! {
     /// big to be sent at all (over the context window or the tokens-per-minute limit) are
     /// split before any call either way: there is no call to make one answer from.
     copy split_and_reask: bool,
+    /// After the run, ask this many of the batched clusters again, each alone (evenly spread
+    /// over the plan, from batches of two or more), and report how far the batched answers
+    /// agree with the single ones ([`QualityProbe`](crate::report::QualityProbe)): whether
+    /// batching costs quality, without labels. Each costs a call. Default 0: no probe.
+    copy quality_probe: usize,
+    /// The probe's agreement under which the report warns. Default 0.5.
+    copy quality_probe_threshold: f64,
 }
 
 impl Default for Repr {
@@ -205,6 +212,8 @@ impl Default for RunConfig {
             merge_similarity: 0.6,
             jitter_seed: 0,
             split_and_reask: true,
+            quality_probe: 0,
+            quality_probe_threshold: 0.5,
         }
     }
 }
@@ -228,7 +237,7 @@ impl RunConfig {
     /// # Errors
     /// The [`ConfigError`] naming the first invalid field: `concurrency`, `requests_per_minute`,
     /// `tokens_per_minute`, `breaker_threshold` or `request_timeout` of 0; `base_delay` above
-    /// `max_delay`; `merge_similarity` outside `0..=1`.
+    /// `max_delay`; `merge_similarity` or `quality_probe_threshold` outside `0..=1`.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let check = |ok: bool, field: &'static str, value: String, rule: &'static str| {
             if ok {
@@ -273,6 +282,12 @@ impl RunConfig {
             (0.0..=1.0).contains(&self.merge_similarity),
             "merge_similarity",
             self.merge_similarity.to_string(),
+            "must be within 0..=1",
+        )?;
+        check(
+            (0.0..=1.0).contains(&self.quality_probe_threshold),
+            "quality_probe_threshold",
+            self.quality_probe_threshold.to_string(),
             "must be within 0..=1",
         )
     }

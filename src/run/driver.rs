@@ -128,6 +128,8 @@ pub(super) struct Run<'r, 'p, 'a, Backend, Clock> {
     /// [`OutputMode::Auto`]). Until it has, one request at a time: a refusal is learnt from
     /// one call, not from every call in flight.
     pub(super) output_confirmed: bool,
+    /// Emits no event (the quality probe's run).
+    pub(super) silent: bool,
 }
 
 impl<'r, 'p, 'a, Backend: LlmBackend, Clock: Timer> Run<'r, 'p, 'a, Backend, Clock> {
@@ -166,10 +168,14 @@ impl<'r, 'p, 'a, Backend: LlmBackend, Clock: Timer> Run<'r, 'p, 'a, Backend, Clo
             occurrences: HashMap::new(),
             output: learnt.unwrap_or(config.request.output.resolved()),
             output_confirmed: config.request.output != OutputMode::Auto || learnt.is_some(),
+            silent: false,
         }
     }
 
     pub(super) fn emit(&self, event: &RunEvent) {
+        if self.silent {
+            return;
+        }
         if let Some(sink) = &self.runner.events {
             sink(event);
         }

@@ -36,6 +36,7 @@ mod driver;
 mod embed;
 mod event;
 mod limiter;
+mod probe;
 mod recover;
 mod retry;
 mod settle;
@@ -275,6 +276,7 @@ impl<Backend: LlmBackend, Clock: Timer> Runner<Backend, Clock> {
         let (mut report, support) =
             tally.finish(plan, clusters, &members, concept, &self.config, &extras);
         self.consolidate(&mut report, &support).await;
+        self.probe(&mut report, clusters, concept, &members).await;
         if let Some(sink) = &self.events {
             let (succeeded, failed) = report.outcome_counts();
             sink(&RunEvent::Finished { succeeded, failed });

@@ -187,8 +187,20 @@ impl Tally {
             requests: records,
             usage,
             warnings,
+            quality_probe: None,
         };
         (report, support)
+    }
+}
+
+impl Tally {
+    /// What the calls counted so far cost, at `config`'s prices.
+    pub(super) fn cost(&self, config: &RunConfig) -> Option<f64> {
+        cost(
+            &config.prices,
+            &self.counters.by_model,
+            &config.request.model,
+        )
     }
 }
 
