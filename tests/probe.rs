@@ -38,7 +38,7 @@ async fn the_probe_asks_clusters_again_alone_and_reports_agreement() {
     let probe = report.quality_probe.as_ref().unwrap();
     assert_eq!(probe.clusters.len(), 4);
     assert_eq!(probe.calls, 4);
-    assert_eq!(mock.calls() as usize, batches + 4);
+    assert_eq!(mock.calls(), batches as u64 + 4);
     // Every probed call is a request of one cluster, and it is one of the probed ones.
     let requests = mock.requests();
     for (request, probed) in requests[batches..].iter().zip(&probe.clusters) {
@@ -62,7 +62,7 @@ async fn the_probe_asks_clusters_again_alone_and_reports_agreement() {
         .filter(|e| matches!(e, RunEvent::Succeeded { .. }))
         .count();
     assert_eq!(succeeded, batches);
-    assert_eq!(report.usage.calls_made as usize, batches);
+    assert_eq!(report.usage.calls_made, batches as u64);
     // In the JSON and on the page.
     let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["quality_probe"]["calls"], 4);

@@ -166,14 +166,8 @@ fn parse_args() -> Result<Option<Args>, String> {
         match arg.as_str() {
             "--concept" => args.concept = Some(value("--concept")?),
             "--concurrency" => {
-                let v = value("--concurrency")?;
-                let n: usize = v
-                    .parse()
-                    .map_err(|_| format!("--concurrency {v:?} is not a whole number"))?;
-                if n == 0 {
-                    return Err("--concurrency must be at least 1".into());
-                }
-                args.concurrency = Some(n);
+                args.concurrency =
+                    Some(positive("--concurrency", &value("--concurrency")?)? as usize);
             }
             "--config" => args.config = Some(value("--config")?),
             "--journal" => args.journal = Some(value("--journal")?),
@@ -181,8 +175,8 @@ fn parse_args() -> Result<Option<Args>, String> {
             "--tpm" => args.tpm = Some(positive("--tpm", &value("--tpm")?)?),
             "--mock-rpm" => args.mock_rpm = Some(positive("--mock-rpm", &value("--mock-rpm")?)?),
             "--quality-probe" => {
-                let v = positive("--quality-probe", &value("--quality-probe")?)?;
-                args.quality_probe = Some(v as usize);
+                args.quality_probe =
+                    Some(positive("--quality-probe", &value("--quality-probe")?)? as usize);
             }
             "--fail-rate" => {
                 let v = value("--fail-rate")?;
@@ -333,18 +327,7 @@ async fn run() -> Result<ExitCode, String> {
         .map_err(|e| e.to_string())?;
     eprint!("{plan}");
 
-    let mut builder = RunConfig::builder()
-        .quality_probe(args.quality_probe.unwrap_or(0))
-        .concurrency(args.concurrency.unwrap_or(4))
-        .requests_per_minute(args.rpm)
-        .tokens_per_minute(args.tpm);
-    if let Some(output) = args.output {
-        builder = builder.request_with(|r| r.output = output);
-    }
-    if let Ok(model) = std::env::var("OPENAI_MODEL") {
-        builder = builder.request_with(|r| r.model = model);
-    }
-    let run_config = builder.build().map_err(|e| e.to_string())?;
+    let run_config = run_config(&args)?;
     if args.batch_api {
         return batch_api(&args, plan, &clusters, &concept, run_config).await;
     }
@@ -414,6 +397,22 @@ async fn run() -> Result<ExitCode, String> {
         return Ok(ExitCode::from(130));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The runner's settings the options ask for.
+fn run_config(args: &Args) -> Result<RunConfig, String> {
+    let mut builder = RunConfig::builder()
+        .quality_probe(args.quality_probe.unwrap_or(0))
+        .concurrency(args.concurrency.unwrap_or(4))
+        .requests_per_minute(args.rpm)
+        .tokens_per_minute(args.tpm);
+    if let Some(output) = args.output {
+        builder = builder.request_with(|r| r.output = output);
+    }
+    if let Ok(model) = std::env::var("OPENAI_MODEL") {
+        builder = builder.request_with(|r| r.model = model);
+    }
+    builder.build().map_err(|e| e.to_string())
 }
 
 /// `--batch-api`: the plan through the provider's batch API.
@@ -893,6 +892,11 @@ fn summary(report: &DiscoveryReport<'_>) {
             error * 100.0
         );
     }
+    notes(report);
+}
+
+/// The quality probe and the first warnings.
+fn notes(report: &DiscoveryReport<'_>) {
     if let Some(probe) = &report.quality_probe {
         eprintln!("Quality probe: {probe}");
     }
