@@ -48,12 +48,12 @@ fn clusters(n: usize) -> Vec<Cluster> {
         .map(|i| {
             let r = splitmix(i as u64);
             let topic = format!("{} {}", WORDS[(r % 16) as usize], WORDS[((r >> 8) % 16) as usize]);
-            let videos = (0..8)
+            let videos = (0..8u32)
                 .map(|k| {
                     let f = FORMULAS[((r >> (16 + 4 * (k / 2))) % 12) as usize].0;
-                    let number = (splitmix(r ^ k as u64) % 90 + 3).to_string();
+                    let number = (splitmix(r ^ u64::from(k)) % 90 + 3).to_string();
                     let title = f.replace("{t}", &topic).replace("{n}", &number);
-                    Video::new(title, 8.0 - k as f64 * 0.5)
+                    Video::new(title, 8.0 - f64::from(k) * 0.5)
                 })
                 .collect();
             let mut c = Cluster::new(format!("c{i:05}"), videos);
