@@ -19,6 +19,9 @@ pub mod consolidation {}
 #[doc = include_str!("../docs/reports.md")]
 pub mod reports {}
 
+#[doc = include_str!("../docs/evaluation.md")]
+pub mod evaluation {}
+
 #[doc = include_str!("../docs/tokens.md")]
 pub mod tokens {}
 
