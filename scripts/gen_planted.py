@@ -9,6 +9,11 @@ formula as a regex over titles. Deterministic (fixed seeds).
 writes tune-clusters.json / tune-labels.json (64 clusters, 12 formulas: what the offline
 finder was tuned on) and holdout-clusters.json / holdout-labels.json (48 clusters of other
 topics, 6 of those formulas and 6 others, another seed: never tuned on).
+
+    python3 scripts/gen_planted.py /tmp/planted 2 200
+
+writes seed2-200-clusters.json / seed2-200-labels.json: 200 clusters of either part's topics
+following the 12 tune formulas, from seed 2 (the other sets of BENCHMARKS.md).
 """
 import json
 import os
@@ -121,11 +126,15 @@ def generate(seed, n_clusters, topics, formulas, prefix):
 def main():
     out = sys.argv[1] if len(sys.argv) > 1 else "examples/data/planted"
     os.makedirs(out, exist_ok=True)
-    sets = {
-        "tune": generate(20261208, 64, TUNE_TOPICS, TUNE_FORMULAS, "tune"),
-        "holdout": generate(7331, 48, HOLDOUT_TOPICS, TUNE_FORMULAS[::2] + NEW_FORMULAS,
-                            "holdout"),
-    }
+    if len(sys.argv) > 3:
+        seed, n = int(sys.argv[2]), int(sys.argv[3])
+        sets = {f"seed{seed}-{n}": generate(seed, n, TUNE_TOPICS + HOLDOUT_TOPICS, TUNE_FORMULAS, "x")}
+    else:
+        sets = {
+            "tune": generate(20261208, 64, TUNE_TOPICS, TUNE_FORMULAS, "tune"),
+            "holdout": generate(7331, 48, HOLDOUT_TOPICS, TUNE_FORMULAS[::2] + NEW_FORMULAS,
+                                "holdout"),
+        }
     for name, (clusters, labels) in sets.items():
         with open(os.path.join(out, f"{name}-clusters.json"), "w") as f:
             json.dump(clusters, f, indent=1, ensure_ascii=False)
