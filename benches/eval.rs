@@ -17,22 +17,60 @@ use dynbatch::eval::{Label, LabelSet, evaluate};
 use dynbatch::{Batcher, BatchingConfig, Cluster, Runner, TokioTimer, Video};
 
 const FORMULAS: [(&str, &str); 12] = [
-    ("{n} {t} Hacks That Actually Work", r"^\d+ .+ Hacks That Actually Work"),
+    (
+        "{n} {t} Hacks That Actually Work",
+        r"^\d+ .+ Hacks That Actually Work",
+    ),
     ("Why {t} Is Overrated", r"^Why .+ Is Overrated"),
     ("The Truth About {t}", r"^The Truth About .+"),
     ("I Tried {t} for {n} Days", r"^I Tried .+ for \d+ Days"),
-    ("{t} for Beginners: Everything You Need to Know", r"for Beginners: Everything"),
-    ("Stop Making These {n} {t} Mistakes", r"^Stop Making These \d+ .+ Mistakes"),
-    ("{t} vs the Cheap Option: Which Is Better?", r"^.+ vs .+: Which Is Better\?"),
-    ("I Spent ${n} on {t} So You Don't Have To", r"^I Spent \$\d+ on .+"),
-    ("How to Get Better at {t} in {n} Minutes a Day", r"^How to Get Better at .+"),
+    (
+        "{t} for Beginners: Everything You Need to Know",
+        r"for Beginners: Everything",
+    ),
+    (
+        "Stop Making These {n} {t} Mistakes",
+        r"^Stop Making These \d+ .+ Mistakes",
+    ),
+    (
+        "{t} vs the Cheap Option: Which Is Better?",
+        r"^.+ vs .+: Which Is Better\?",
+    ),
+    (
+        "I Spent ${n} on {t} So You Don't Have To",
+        r"^I Spent \$\d+ on .+",
+    ),
+    (
+        "How to Get Better at {t} in {n} Minutes a Day",
+        r"^How to Get Better at .+",
+    ),
     ("{t} Tier List ({n} Edition)", r"Tier List \(\d+ Edition\)"),
-    ("Nobody Talks About This {t} Secret", r"^Nobody Talks About This .+ Secret"),
-    ("{n} Things I Wish I Knew Before Starting {t}", r"^\d+ Things I Wish I Knew"),
+    (
+        "Nobody Talks About This {t} Secret",
+        r"^Nobody Talks About This .+ Secret",
+    ),
+    (
+        "{n} Things I Wish I Knew Before Starting {t}",
+        r"^\d+ Things I Wish I Knew",
+    ),
 ];
 const WORDS: [&str; 16] = [
-    "Sourdough", "Chess", "Bonsai", "Kayak", "Vinyl", "Pottery", "Garden", "Drone", "Knitting",
-    "Climbing", "Espresso", "Tarot", "Origami", "Aquarium", "Camping", "Skating",
+    "Sourdough",
+    "Chess",
+    "Bonsai",
+    "Kayak",
+    "Vinyl",
+    "Pottery",
+    "Garden",
+    "Drone",
+    "Knitting",
+    "Climbing",
+    "Espresso",
+    "Tarot",
+    "Origami",
+    "Aquarium",
+    "Camping",
+    "Skating",
 ];
 
 fn splitmix(mut x: u64) -> u64 {
@@ -47,7 +85,11 @@ fn clusters(n: usize) -> Vec<Cluster> {
     (0..n)
         .map(|i| {
             let r = splitmix(i as u64);
-            let topic = format!("{} {}", WORDS[(r % 16) as usize], WORDS[((r >> 8) % 16) as usize]);
+            let topic = format!(
+                "{} {}",
+                WORDS[(r % 16) as usize],
+                WORDS[((r >> 8) % 16) as usize]
+            );
             let videos = (0..8u32)
                 .map(|k| {
                     let f = FORMULAS[((r >> (16 + 4 * (k / 2))) % 12) as usize].0;
@@ -68,7 +110,10 @@ fn clusters(n: usize) -> Vec<Cluster> {
 fn bench(c: &mut Criterion) {
     let n = 10_000;
     let clusters = clusters(n);
-    let config = BatchingConfig::builder().max_total_calls(n).build().unwrap();
+    let config = BatchingConfig::builder()
+        .max_total_calls(n)
+        .build()
+        .unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()

@@ -16,6 +16,9 @@
 //! per call on the same backend and prints both side by side. `--json` prints the figures as
 //! JSON on stdout. Bad input: one message, exit code 2.
 
+#[path = "common/output.rs"]
+mod output;
+
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -89,21 +92,7 @@ fn parse_args() -> Result<Option<Args>, String> {
                     _ => return Err(format!("--timeout-secs {v:?} is not a positive number")),
                 }
             }
-            "--output" => {
-                let v = value("--output")?;
-                args.output = Some(match v.as_str() {
-                    "auto" => OutputMode::Auto,
-                    "object" => OutputMode::JsonObject,
-                    "strict" => OutputMode::StrictSchema,
-                    "object-schema" => OutputMode::JsonObjectWithSchema,
-                    "text" => OutputMode::Text,
-                    other => {
-                        return Err(format!(
-                            "--output {other:?}: auto, object, strict, object-schema or text"
-                        ));
-                    }
-                });
-            }
+            "--output" => args.output = Some(output::parse_output(&value("--output")?)?),
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(None);
@@ -251,18 +240,21 @@ fn side_by_side(batched: &Evaluation, singles: &Evaluation) {
     );
     let cost = |c: Option<f64>| c.map_or_else(|| "–".to_owned(), |c| format!("${c:.5}"));
     row("cost", cost(batched.cost_usd), cost(singles.cost_usd));
-    for b in &batched.by_position {
+    // By position: every position of the batched run beside the one of the singles (all 1).
+    let at = |buckets: &[dynbatch::eval::RecallBucket], key: usize| {
+        buckets
+            .iter()
+            .find(|b| b.key == key)
+            .map_or_else(String::new, |b| {
+                format!("{:.3} ({}/{})", b.recall, b.found, b.eligible)
+            })
+    };
+    let last = batched.by_position.iter().map(|b| b.key).max().unwrap_or(1);
+    for key in 1..=last {
         row(
-            &format!("recall at position {}", b.key),
-            format!("{:.3} ({}/{})", b.recall, b.found, b.eligible),
-            String::new(),
-        );
-    }
-    for b in &singles.by_position {
-        row(
-            &format!("recall at position {}", b.key),
-            String::new(),
-            format!("{:.3} ({}/{})", b.recall, b.found, b.eligible),
+            &format!("recall at position {key}"),
+            at(&batched.by_position, key),
+            at(&singles.by_position, key),
         );
     }
 }

@@ -40,6 +40,9 @@
 #[cfg(any(feature = "openai", feature = "anthropic"))]
 mod batch;
 
+#[path = "../common/output.rs"]
+mod output;
+
 use std::io::Read;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -195,21 +198,7 @@ fn parse_args() -> Result<Option<Args>, String> {
                         .map_err(|_| format!("--seed {v:?} is not a whole number"))?,
                 );
             }
-            "--output" => {
-                let v = value("--output")?;
-                args.output = Some(match v.as_str() {
-                    "auto" => OutputMode::Auto,
-                    "object" => OutputMode::JsonObject,
-                    "strict" => OutputMode::StrictSchema,
-                    "object-schema" => OutputMode::JsonObjectWithSchema,
-                    "text" => OutputMode::Text,
-                    other => {
-                        return Err(format!(
-                            "--output {other:?}: auto, object, strict, object-schema or text"
-                        ));
-                    }
-                });
-            }
+            "--output" => args.output = Some(output::parse_output(&value("--output")?)?),
             "--batch-api" => args.batch_api = true,
             "--merge" => args.merge = Some(parse_merge(&value("--merge")?)?),
             "--provider" => {
