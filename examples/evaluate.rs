@@ -171,7 +171,11 @@ async fn discover<'a>(
     let plan = Batcher::new(config)
         .plan(clusters)
         .map_err(|e| e.to_string())?;
-    eprint!("{plan}");
+    if plan.batches.iter().all(|b| b.clusters.len() == 1) {
+        eprintln!("one cluster per call: {} calls", plan.batches.len());
+    } else {
+        eprint!("{plan}");
+    }
     runner
         .run(plan, clusters, concept)
         .await
