@@ -4,14 +4,15 @@
 //! cargo run --example evaluate -- CLUSTERS LABELS [--report REPORT.json] [--json]
 //!     [--provider offline|openai|anthropic] [--concept TEXT] [--concurrency N]
 //!     [--config CONFIG.json] [--output auto|object|strict|object-schema|text]
-//!     [--timeout-secs S] [--compare-singles]
+//!     [--rpm N] [--tpm N] [--timeout-secs S] [--compare-singles]
 //! ```
 //!
 //! CLUSTERS is a clusters file, LABELS a JSON array of `{"name", "regex", "cluster"?}`. The
 //! clusters are planned and run as `discover` runs them: offline with `FormulaFinder` (the
 //! default: no key, no network), or against a real server with `--provider openai` (feature
 //! `openai`: `OPENAI_BASE_URL`, `OPENAI_API_KEY`, `OPENAI_MODEL`) or `--provider anthropic`
-//! (feature `anthropic`: the `ANTHROPIC_*` variables). `--report` scores a report saved by
+//! (feature `anthropic`: the `ANTHROPIC_*` variables), with `discover`'s `--concurrency`,
+//! `--output`, `--rpm`, `--tpm` and `--config`. `--report` scores a report saved by
 //! `discover --json` instead of running. `--compare-singles` also runs the same clusters one
 //! per call on the same backend and prints both side by side. `--json` prints the figures as
 //! JSON on stdout. Bad input: one message, exit code 2.
@@ -32,7 +33,7 @@ use dynbatch::{Batcher, BatchingConfig, Cluster, RunConfig, Runner, TokioTimer};
 const USAGE: &str = "usage: evaluate CLUSTERS LABELS [--report REPORT.json] [--json] \
                      [--provider offline|openai|anthropic] [--concept TEXT] [--concurrency N] \
                      [--config CONFIG.json] [--output auto|object|strict|object-schema|text] \
-                     [--timeout-secs S] [--compare-singles]";
+                     [--rpm N] [--tpm N] [--timeout-secs S] [--compare-singles]";
 
 #[derive(Debug, Default)]
 #[allow(clippy::struct_excessive_bools)] // command-line switches
@@ -46,6 +47,8 @@ struct Args {
     config: Option<String>,
     output: Option<OutputMode>,
     timeout: Option<Duration>,
+    rpm: Option<u32>,
+    tpm: Option<u32>,
     compare_singles: bool,
 }
 
@@ -79,6 +82,18 @@ fn parse_args() -> Result<Option<Args>, String> {
                             "--concurrency {v:?} is not a positive whole number"
                         ));
                     }
+                }
+            }
+            "--rpm" | "--tpm" => {
+                let v = value(&arg)?;
+                let n = match v.parse::<u32>() {
+                    Ok(n) if n > 0 => n,
+                    _ => return Err(format!("{arg} {v:?} is not a positive whole number")),
+                };
+                if arg == "--rpm" {
+                    args.rpm = Some(n);
+                } else {
+                    args.tpm = Some(n);
                 }
             }
             "--timeout-secs" => {
@@ -144,7 +159,10 @@ fn backend(args: &Args) -> Result<Box<dyn LlmBackend>, String> {
 }
 
 fn run_config(args: &Args) -> Result<RunConfig, String> {
-    let mut builder = RunConfig::builder().concurrency(args.concurrency.unwrap_or(4));
+    let mut builder = RunConfig::builder()
+        .concurrency(args.concurrency.unwrap_or(4))
+        .requests_per_minute(args.rpm)
+        .tokens_per_minute(args.tpm);
     if let Some(output) = args.output {
         builder = builder.request_with(|r| r.output = output);
     }
