@@ -441,3 +441,44 @@ fn bad_labels_are_errors_that_name_them_and_unknown_clusters_one_warning() {
         e.warnings
     );
 }
+
+#[test]
+fn the_evaluate_example_prints_the_figures_and_names_a_bad_label() {
+    use std::process::Command;
+    let exe = crate::loopback::example("evaluate");
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/real");
+    let out = Command::new(&exe)
+        .args([
+            format!("{dir}/tune-clusters.json"),
+            format!("{dir}/tune-labels.json"),
+        ])
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let figures: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (clusters, labels, _) = set("real/tune");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let report = rt.block_on(run(&clusters, FormulaFinder::new()));
+    let ours = evaluate(&report, &clusters, &labels);
+    assert_eq!(figures["found"], ours.found);
+    assert_eq!(figures["eligible"], ours.eligible);
+    let bad = std::env::temp_dir().join(format!("dynbatch-bad-labels-{}.json", std::process::id()));
+    std::fs::write(&bad, r#"[{"name": "broken", "regex": "(oops"}]"#).unwrap();
+    let out = Command::new(&exe)
+        .arg(format!("{dir}/tune-clusters.json"))
+        .arg(&bad)
+        .output()
+        .unwrap();
+    std::fs::remove_file(&bad).unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("label \"broken\""), "{stderr}");
+}
