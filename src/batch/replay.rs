@@ -60,13 +60,34 @@ impl LlmBackend for Replay {
     }
 }
 
-/// Replay never waits: no retries are made, and results are already there.
+/// Replay's clock: results are already there, so a wait has nothing to wait for. Every sleep
+/// completes at once and moves the clock on by its length, so no path can hang on it, and a
+/// loop bounded in time (a patience, a deadline) still ends.
 #[derive(Debug)]
-struct NoWait;
+struct Instantly {
+    start: std::time::Instant,
+    slept: std::sync::Mutex<Duration>,
+}
 
-impl Timer for NoWait {
-    fn sleep(&self, _: Duration) -> Sleep {
-        Box::pin(futures::future::pending())
+impl Instantly {
+    fn new() -> Self {
+        Self {
+            start: std::time::Instant::now(),
+            slept: std::sync::Mutex::new(Duration::ZERO),
+        }
+    }
+}
+
+impl Timer for Instantly {
+    fn sleep(&self, duration: Duration) -> Sleep {
+        let mut slept = crate::sync::lock(&self.slept);
+        *slept = slept.saturating_add(duration);
+        Box::pin(futures::future::ready(()))
+    }
+
+    fn now(&self) -> std::time::Instant {
+        let slept = *crate::sync::lock(&self.slept);
+        self.start.checked_add(slept).unwrap_or(self.start)
     }
 }
 
@@ -130,10 +151,26 @@ pub(crate) async fn import_results<'a>(
     replay_config.tokens_per_minute = None;
     replay_config.concurrency = plan.batches.len().max(1);
     replay_config.prices = config.prices.at_discount(BATCH_DISCOUNT);
-    let runner = Runner::new(Replay { by_prompt }, NoWait).with_config(replay_config);
+    let runner = Runner::new(Replay { by_prompt }, Instantly::new()).with_config(replay_config);
     let mut report = runner.run(plan, clusters, concept).await?;
     report.usage.calls_made = results.with_line() as u64;
     report.usage.price_tier = PriceTier::Batch;
     report.warnings.extend(results.warnings.iter().cloned());
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replay_waits_complete_at_once_and_move_the_clock() {
+        let clock = Instantly::new();
+        let before = clock.now();
+        let mut sleep = clock.sleep(Duration::from_secs(3_600));
+        let waker = futures::task::noop_waker();
+        let mut cx = std::task::Context::from_waker(&waker);
+        assert!(sleep.as_mut().poll(&mut cx).is_ready(), "a replay wait must not hang");
+        assert_eq!(clock.now() - before, Duration::from_secs(3_600));
+    }
 }
