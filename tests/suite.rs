@@ -86,5 +86,7 @@ mod scenarios;
 mod semantic_merge;
 #[path = "shared_key.rs"]
 mod shared_key;
+#[path = "stalled.rs"]
+mod stalled;
 #[path = "tokens.rs"]
 mod tokens;

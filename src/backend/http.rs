@@ -11,6 +11,13 @@ use reqwest::{Method, Url};
 
 use super::BackendError;
 
+/// Every call's timeout unless the builder sets another: `OpenAI`'s and Anthropic's SDKs' 10
+/// minutes (a long answer takes minutes on a slow server).
+pub(crate) const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
+/// A batch result file's download timeout unless the builder sets another: 30 minutes (files
+/// reach hundreds of megabytes).
+pub(crate) const DEFAULT_DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(1_800);
+
 /// The most redirects one request follows, on its origin and off it together.
 const MAX_REDIRECTS: usize = 10;
 
@@ -40,12 +47,13 @@ impl fmt::Debug for Transport {
 }
 
 impl Transport {
-    /// A transport for `base`, whose requests on its origin carry `headers`.
+    /// A transport for `base`, whose requests on its origin carry `headers`; every request
+    /// ends within `request_timeout` unless it sets a timeout of its own.
     pub(crate) fn new(
         base: Url,
         headers: HeaderMap,
         connect_timeout: Duration,
-        request_timeout: Option<Duration>,
+        request_timeout: Duration,
     ) -> Result<Self, reqwest::Error> {
         let policy = reqwest::redirect::Policy::custom(|attempt| {
             let same_origin = attempt
@@ -61,12 +69,10 @@ impl Transport {
                 attempt.stop()
             }
         });
-        let mut client = reqwest::Client::builder()
+        let client = reqwest::Client::builder()
             .redirect(policy)
-            .connect_timeout(connect_timeout);
-        if let Some(timeout) = request_timeout {
-            client = client.timeout(timeout);
-        }
+            .connect_timeout(connect_timeout)
+            .timeout(request_timeout);
         Ok(Self {
             client: client.build()?,
             base,
@@ -112,6 +118,8 @@ impl Transport {
     ) -> Result<reqwest::Response, BackendError> {
         let request = request.build().map_err(|e| transport_error(e, timeout))?;
         let method = request.method().clone();
+        // A request's own timeout (a download's) holds for the hops it is led through.
+        let own_timeout = request.timeout().copied();
         let mut response = self
             .client
             .execute(request)
@@ -139,10 +147,11 @@ impl Transport {
                 to = %next.origin().ascii_serialization(),
                 "following a redirect to another origin without credentials"
             );
-            let request = self
-                .request(method.clone(), next.as_str())
-                .build()
-                .map_err(|e| transport_error(e, timeout))?;
+            let mut hop = self.request(method.clone(), next.as_str());
+            if let Some(own) = own_timeout {
+                hop = hop.timeout(own);
+            }
+            let request = hop.build().map_err(|e| transport_error(e, timeout))?;
             response = self
                 .client
                 .execute(request)

@@ -170,7 +170,10 @@ mod tests {
         let mut sleep = clock.sleep(Duration::from_secs(3_600));
         let waker = futures::task::noop_waker();
         let mut cx = std::task::Context::from_waker(&waker);
-        assert!(sleep.as_mut().poll(&mut cx).is_ready(), "a replay wait must not hang");
+        assert!(
+            sleep.as_mut().poll(&mut cx).is_ready(),
+            "a replay wait must not hang"
+        );
         assert_eq!(clock.now() - before, Duration::from_secs(3_600));
     }
 }

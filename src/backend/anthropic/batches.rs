@@ -142,11 +142,15 @@ impl BatchBackend for AnthropicBatches {
             return Ok(BatchOutput::default());
         };
         let name = format!("batch {} results", batch.id);
-        let mut out: BatchOutput = self
-            .calls()
-            .read_lines(self.http.get(self.resolve(url)?), &name, read_line)
-            .await?
-            .into();
+        let download = Calls {
+            timeout: self.config.download_timeout,
+            ..self.calls()
+        };
+        let request = self
+            .http
+            .get(self.resolve(url)?)
+            .timeout(self.config.download_timeout);
+        let mut out: BatchOutput = download.read_lines(request, &name, read_line).await?.into();
         if let Some(model) = &self.config.model {
             for line in &mut out.lines {
                 if let LineOutcome::Answered(answer) = &mut line.outcome {

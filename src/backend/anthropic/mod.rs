@@ -14,7 +14,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
-use super::http::{Transport, default_response_limit, header, is_loopback, read_capped};
+use super::http::{
+    DEFAULT_DOWNLOAD_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, Transport, default_response_limit, header,
+    is_loopback, read_capped,
+};
 use super::{BackendError, ChatRequest, ChatResponse, LlmBackend};
 use crate::error::{Error, SetupError};
 
@@ -57,7 +60,8 @@ pub struct AnthropicBuilder {
     model: Option<String>,
     version: String,
     betas: Vec<String>,
-    request_timeout: Option<Duration>,
+    request_timeout: Duration,
+    pub(crate) download_timeout: Duration,
     connect_timeout: Duration,
     max_response_bytes: Option<usize>,
 }
@@ -70,7 +74,8 @@ impl Default for AnthropicBuilder {
             model: None,
             version: ANTHROPIC_VERSION.to_owned(),
             betas: Vec::new(),
-            request_timeout: None,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            download_timeout: DEFAULT_DOWNLOAD_TIMEOUT,
             connect_timeout: Duration::from_secs(10),
             max_response_bytes: None,
         }
@@ -114,10 +119,19 @@ impl AnthropicBuilder {
         self
     }
 
-    /// The timeout of a whole call. Default none (the runner's `request_timeout` bounds it).
+    /// The timeout of a whole call (a message, a Message Batches call), after which it fails
+    /// with [`BackendError::Timeout`], which is retried. Default 600 s, as Anthropic's SDKs;
+    /// the runner also bounds each call with [`RunConfig::request_timeout`](crate::RunConfig).
     #[must_use]
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
-        self.request_timeout = Some(timeout);
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// The timeout of a whole download of a batch's results. Default 30 minutes.
+    #[must_use]
+    pub fn download_timeout(mut self, timeout: Duration) -> Self {
+        self.download_timeout = timeout;
         self
     }
 
@@ -209,7 +223,7 @@ impl AnthropicBuilder {
 
     /// The timeout a timed-out call is reported with.
     pub(crate) fn timeout(&self) -> Duration {
-        self.request_timeout.unwrap_or(self.connect_timeout)
+        self.request_timeout
     }
 }
 

@@ -67,9 +67,15 @@ impl OpenAiBatches {
     }
 
     fn timeout(&self) -> Duration {
-        self.config
-            .request_timeout
-            .unwrap_or(self.config.connect_timeout)
+        self.config.request_timeout
+    }
+
+    /// How a file is downloaded: as other calls, with the download timeout.
+    fn downloads(&self) -> Calls<'_> {
+        Calls {
+            timeout: self.config.download_timeout,
+            ..self.calls()
+        }
     }
 
     /// How calls are sent: a non-2xx answer is classified as a chat completion's would be.
@@ -113,9 +119,12 @@ impl OpenAiBatches {
     /// A file's content (`GET /files/{id}/content`).
     /// Reads the file `file_id` as it downloads (`name` says which in warnings).
     async fn download(&self, file_id: &str, name: &str) -> Result<BatchOutput, BackendError> {
-        let request = self.http.get(self.url(&format!("files/{file_id}/content")));
+        let request = self
+            .http
+            .get(self.url(&format!("files/{file_id}/content")))
+            .timeout(self.config.download_timeout);
         Ok(self
-            .calls()
+            .downloads()
             .read_lines(request, name, read_line)
             .await?
             .into())
@@ -219,9 +228,12 @@ impl BatchBackend for OpenAiBatches {
             return Ok(None);
         };
         let name = format!("batch {}: its input file {file}", batch.id);
-        let request = self.http.get(self.url(&format!("files/{file}/content")));
+        let request = self
+            .http
+            .get(self.url(&format!("files/{file}/content")))
+            .timeout(self.config.download_timeout);
         let lines = self
-            .calls()
+            .downloads()
             .read_lines(request, &name, |raw| {
                 serde_json::from_str::<Line>(raw)
                     .map(|line| line.custom_id)

@@ -20,7 +20,10 @@ mod batches;
 mod embed;
 mod wire;
 
-use super::http::{Transport, default_response_limit, header, is_loopback, read_capped};
+use super::http::{
+    DEFAULT_DOWNLOAD_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, Transport, default_response_limit, header,
+    is_loopback, read_capped,
+};
 pub use batches::{OpenAiBatches, read_batch_file};
 pub use embed::{DEFAULT_EMBEDDING_MODEL, OpenAiEmbedder};
 pub(crate) use wire::{classify, parse_response, request_body};
@@ -59,7 +62,8 @@ pub struct OpenAiBuilder {
     organization: Option<String>,
     project: Option<String>,
     headers: Vec<(String, String)>,
-    request_timeout: Option<Duration>,
+    request_timeout: Duration,
+    pub(crate) download_timeout: Duration,
     connect_timeout: Duration,
     max_tokens_field: MaxTokensField,
     max_response_bytes: Option<usize>,
@@ -74,7 +78,8 @@ impl Default for OpenAiBuilder {
             organization: None,
             project: None,
             headers: Vec::new(),
-            request_timeout: None,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            download_timeout: DEFAULT_DOWNLOAD_TIMEOUT,
             connect_timeout: Duration::from_secs(10),
             max_tokens_field: MaxTokensField::MaxTokens,
             max_response_bytes: None,
@@ -119,12 +124,19 @@ impl OpenAiBuilder {
         self.headers.push((name.into(), value.into()));
         self
     }
-    /// A timeout of the whole HTTP request, for calling the backend on its own. Default: none,
-    /// because the runner bounds every call with
-    /// [`RunConfig::request_timeout`](crate::RunConfig) (one timeout, in one place).
+    /// The timeout of a whole HTTP call (chat, embeddings, a Batch API call), after which it
+    /// fails with [`BackendError::Timeout`], which is retried. Default 600 s, as `OpenAI`'s
+    /// SDKs; the runner also bounds each call with
+    /// [`RunConfig::request_timeout`](crate::RunConfig).
     #[must_use]
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
-        self.request_timeout = Some(timeout);
+        self.request_timeout = timeout;
+        self
+    }
+    /// The timeout of a whole download of a Batch API result file. Default 30 minutes.
+    #[must_use]
+    pub fn download_timeout(mut self, timeout: Duration) -> Self {
+        self.download_timeout = timeout;
         self
     }
     /// The connection timeout. Default 10 s.
@@ -345,8 +357,6 @@ impl LlmBackend for OpenAiBackend {
 impl OpenAiBackend {
     /// The timeout a timed-out call is reported with.
     fn timeout(&self) -> Duration {
-        self.config
-            .request_timeout
-            .unwrap_or(self.config.connect_timeout)
+        self.config.request_timeout
     }
 }
