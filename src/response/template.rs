@@ -285,6 +285,7 @@ impl Overlap {
 
     /// The template is mostly the target: it matches some of it, and at least half of what it
     /// matches is the target (a fragment of the formula, when several are).
+    #[cfg(any(feature = "eval", test))]
     pub(crate) fn mostly(&self) -> bool {
         self.literal > 0 && self.both > 0 && 2 * self.both >= self.matched
     }
