@@ -889,15 +889,48 @@ fn notes(report: &DiscoveryReport<'_>) {
     if let Some(probe) = &report.quality_probe {
         eprintln!("Quality probe: {probe}");
     }
-    for w in report.warnings.iter().take(5) {
-        eprintln!("warning: {w}");
+    // Warnings of one kind once, with how often and the first of them.
+    let mut kinds: Vec<(String, usize, &str)> = Vec::new();
+    for w in &report.warnings {
+        let kind = warning_kind(w);
+        match kinds.iter_mut().find(|(k, ..)| *k == kind) {
+            Some((_, n, _)) => *n += 1,
+            None => kinds.push((kind, 1, w)),
+        }
     }
-    if report.warnings.len() > 5 {
+    for (_, n, first) in kinds.iter().take(5) {
+        match n {
+            1 => eprintln!("warning: {first}"),
+            n => eprintln!("warning ({n} like it): {first}"),
+        }
+    }
+    if kinds.len() > 5 {
         eprintln!(
-            "... and {} more warnings (--json lists them all)",
-            report.warnings.len() - 5
+            "... and {} more kinds of warnings (--json lists them all)",
+            kinds.len() - 5
         );
     }
+}
+
+/// A warning without the batch and cluster it names, its numbers as `#`.
+fn warning_kind(warning: &str) -> String {
+    let mut rest = warning;
+    for prefix in ["batch ", "cluster "] {
+        if let Some((_, after)) = rest.strip_prefix(prefix).and_then(|r| r.split_once(": ")) {
+            rest = after;
+        }
+    }
+    let mut kind = String::with_capacity(rest.len());
+    for c in rest.chars() {
+        if c.is_ascii_digit() {
+            if !kind.ends_with('#') {
+                kind.push('#');
+            }
+        } else {
+            kind.push(c);
+        }
+    }
+    kind
 }
 
 fn truncate(text: &str, max: usize) -> String {
