@@ -53,6 +53,8 @@ fn client_on(
     let batches = OpenAiBackend::builder()
         .base_url(format!("{}/v1", server.uri()))
         .api_key("sk-test")
+        // Tokio's clock is paused: a request timeout would fire while the server answers.
+        .without_timeouts()
         .build_batches()
         .unwrap();
     BatchRunner::new(batches, clock).on_event(move |e| events.lock().unwrap().push(e.clone()))

@@ -32,6 +32,8 @@ fn batches(server: &wiremock::MockServer) -> AnthropicBatches {
         .base_url(server.uri())
         .api_key("sk-ant-test")
         .model(MODEL)
+        // Tokio's clock is paused: a request timeout would fire while the server answers.
+        .without_timeouts()
         .build_batches()
         .unwrap()
 }
@@ -189,6 +191,7 @@ async fn expired_requests_go_to_a_new_batch_or_to_a_live_run() {
         .base_url(server.uri())
         .api_key("sk-ant-test")
         .model(MODEL)
+        .without_timeouts()
         .build()
         .unwrap();
     let report = Runner::new(live, TokioTimer)

@@ -18,6 +18,17 @@ pub(crate) const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
 /// reach hundreds of megabytes).
 pub(crate) const DEFAULT_DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(1_800);
 
+/// `request` with `timeout`, when there is one.
+pub(crate) fn timed(
+    request: reqwest::RequestBuilder,
+    timeout: Option<Duration>,
+) -> reqwest::RequestBuilder {
+    match timeout {
+        Some(timeout) => request.timeout(timeout),
+        None => request,
+    }
+}
+
 /// The most redirects one request follows, on its origin and off it together.
 const MAX_REDIRECTS: usize = 10;
 
@@ -48,12 +59,12 @@ impl fmt::Debug for Transport {
 
 impl Transport {
     /// A transport for `base`, whose requests on its origin carry `headers`; every request
-    /// ends within `request_timeout` unless it sets a timeout of its own.
+    /// ends within `request_timeout`, when there is one, unless it sets a timeout of its own.
     pub(crate) fn new(
         base: Url,
         headers: HeaderMap,
         connect_timeout: Duration,
-        request_timeout: Duration,
+        request_timeout: Option<Duration>,
     ) -> Result<Self, reqwest::Error> {
         let policy = reqwest::redirect::Policy::custom(|attempt| {
             let same_origin = attempt
@@ -69,10 +80,12 @@ impl Transport {
                 attempt.stop()
             }
         });
-        let client = reqwest::Client::builder()
+        let mut client = reqwest::Client::builder()
             .redirect(policy)
-            .connect_timeout(connect_timeout)
-            .timeout(request_timeout);
+            .connect_timeout(connect_timeout);
+        if let Some(timeout) = request_timeout {
+            client = client.timeout(timeout);
+        }
         Ok(Self {
             client: client.build()?,
             base,

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::AnthropicBuilder;
 use super::wire::{classify, parse_response, request_body};
-use crate::backend::http::{Calls, Transport};
+use crate::backend::http::{Calls, Transport, timed};
 use crate::backend::rate_limit::parse_rfc3339;
 use crate::backend::{
     BackendError, BatchBackend, BatchInfo, BatchLimits, BatchOutput, BatchPage, BatchStatus,
@@ -143,13 +143,13 @@ impl BatchBackend for AnthropicBatches {
         };
         let name = format!("batch {} results", batch.id);
         let download = Calls {
-            timeout: self.config.download_timeout,
+            timeout: self.config.download_timeout_reported(),
             ..self.calls()
         };
-        let request = self
-            .http
-            .get(self.resolve(url)?)
-            .timeout(self.config.download_timeout);
+        let request = timed(
+            self.http.get(self.resolve(url)?),
+            self.config.download_timeout,
+        );
         let mut out: BatchOutput = download.read_lines(request, &name, read_line).await?.into();
         if let Some(model) = &self.config.model {
             for line in &mut out.lines {

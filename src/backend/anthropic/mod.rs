@@ -60,8 +60,8 @@ pub struct AnthropicBuilder {
     model: Option<String>,
     version: String,
     betas: Vec<String>,
-    request_timeout: Duration,
-    pub(crate) download_timeout: Duration,
+    request_timeout: Option<Duration>,
+    pub(crate) download_timeout: Option<Duration>,
     connect_timeout: Duration,
     max_response_bytes: Option<usize>,
 }
@@ -74,8 +74,8 @@ impl Default for AnthropicBuilder {
             model: None,
             version: ANTHROPIC_VERSION.to_owned(),
             betas: Vec::new(),
-            request_timeout: DEFAULT_REQUEST_TIMEOUT,
-            download_timeout: DEFAULT_DOWNLOAD_TIMEOUT,
+            request_timeout: Some(DEFAULT_REQUEST_TIMEOUT),
+            download_timeout: Some(DEFAULT_DOWNLOAD_TIMEOUT),
             connect_timeout: Duration::from_secs(10),
             max_response_bytes: None,
         }
@@ -124,14 +124,24 @@ impl AnthropicBuilder {
     /// the runner also bounds each call with [`RunConfig::request_timeout`](crate::RunConfig).
     #[must_use]
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
-        self.request_timeout = timeout;
+        self.request_timeout = Some(timeout);
         self
     }
 
     /// The timeout of a whole download of a batch's results. Default 30 minutes.
     #[must_use]
     pub fn download_timeout(mut self, timeout: Duration) -> Self {
-        self.download_timeout = timeout;
+        self.download_timeout = Some(timeout);
+        self
+    }
+
+    /// No request or download timeout: only the connection's. For tests on Tokio's paused
+    /// clock, which moves on while a request waits for the network (so any timeout would
+    /// fire at once); outside them, a call to a server that never answers then never ends.
+    #[must_use]
+    pub fn without_timeouts(mut self) -> Self {
+        self.request_timeout = None;
+        self.download_timeout = None;
         self
     }
 
@@ -223,7 +233,12 @@ impl AnthropicBuilder {
 
     /// The timeout a timed-out call is reported with.
     pub(crate) fn timeout(&self) -> Duration {
-        self.request_timeout
+        self.request_timeout.unwrap_or(self.connect_timeout)
+    }
+
+    /// The timeout a timed-out download reports.
+    pub(crate) fn download_timeout_reported(&self) -> Duration {
+        self.download_timeout.unwrap_or(self.connect_timeout)
     }
 }
 

@@ -9,7 +9,7 @@ use reqwest::header::HeaderMap;
 use serde::{Deserialize, Deserializer};
 
 use super::{OpenAiBuilder, classify, parse_response, request_body};
-use crate::backend::http::{Calls, Transport, transport_error};
+use crate::backend::http::{Calls, Transport, timed, transport_error};
 use crate::backend::{
     BackendError, BatchBackend, BatchErrorInfo, BatchInfo, BatchLimits, BatchOutput, BatchPage,
     BatchStatus, ChatRequest, LineOutcome, RequestCounts, ResultLine,
@@ -67,13 +67,13 @@ impl OpenAiBatches {
     }
 
     fn timeout(&self) -> Duration {
-        self.config.request_timeout
+        self.config.reported_timeout()
     }
 
     /// How a file is downloaded: as other calls, with the download timeout.
     fn downloads(&self) -> Calls<'_> {
         Calls {
-            timeout: self.config.download_timeout,
+            timeout: self.config.reported_download_timeout(),
             ..self.calls()
         }
     }
@@ -119,10 +119,10 @@ impl OpenAiBatches {
     /// A file's content (`GET /files/{id}/content`).
     /// Reads the file `file_id` as it downloads (`name` says which in warnings).
     async fn download(&self, file_id: &str, name: &str) -> Result<BatchOutput, BackendError> {
-        let request = self
-            .http
-            .get(self.url(&format!("files/{file_id}/content")))
-            .timeout(self.config.download_timeout);
+        let request = timed(
+            self.http.get(self.url(&format!("files/{file_id}/content"))),
+            self.config.download_timeout,
+        );
         Ok(self
             .downloads()
             .read_lines(request, name, read_line)
@@ -228,10 +228,10 @@ impl BatchBackend for OpenAiBatches {
             return Ok(None);
         };
         let name = format!("batch {}: its input file {file}", batch.id);
-        let request = self
-            .http
-            .get(self.url(&format!("files/{file}/content")))
-            .timeout(self.config.download_timeout);
+        let request = timed(
+            self.http.get(self.url(&format!("files/{file}/content"))),
+            self.config.download_timeout,
+        );
         let lines = self
             .downloads()
             .read_lines(request, &name, |raw| {

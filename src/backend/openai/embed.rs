@@ -49,7 +49,7 @@ impl OpenAiBuilder {
             http: self.http_client()?,
             endpoint: format!("{}/embeddings", self.base()),
             model: model.into(),
-            timeout: self.request_timeout,
+            timeout: self.reported_timeout(),
         })
     }
 }

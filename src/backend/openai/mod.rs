@@ -62,8 +62,8 @@ pub struct OpenAiBuilder {
     organization: Option<String>,
     project: Option<String>,
     headers: Vec<(String, String)>,
-    request_timeout: Duration,
-    pub(crate) download_timeout: Duration,
+    request_timeout: Option<Duration>,
+    pub(crate) download_timeout: Option<Duration>,
     connect_timeout: Duration,
     max_tokens_field: MaxTokensField,
     max_response_bytes: Option<usize>,
@@ -78,8 +78,8 @@ impl Default for OpenAiBuilder {
             organization: None,
             project: None,
             headers: Vec::new(),
-            request_timeout: DEFAULT_REQUEST_TIMEOUT,
-            download_timeout: DEFAULT_DOWNLOAD_TIMEOUT,
+            request_timeout: Some(DEFAULT_REQUEST_TIMEOUT),
+            download_timeout: Some(DEFAULT_DOWNLOAD_TIMEOUT),
             connect_timeout: Duration::from_secs(10),
             max_tokens_field: MaxTokensField::MaxTokens,
             max_response_bytes: None,
@@ -130,13 +130,23 @@ impl OpenAiBuilder {
     /// [`RunConfig::request_timeout`](crate::RunConfig).
     #[must_use]
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
-        self.request_timeout = timeout;
+        self.request_timeout = Some(timeout);
         self
     }
     /// The timeout of a whole download of a Batch API result file. Default 30 minutes.
     #[must_use]
     pub fn download_timeout(mut self, timeout: Duration) -> Self {
-        self.download_timeout = timeout;
+        self.download_timeout = Some(timeout);
+        self
+    }
+
+    /// No request or download timeout: only the connection's. For tests on Tokio's paused
+    /// clock, which moves on while a request waits for the network (so any timeout would
+    /// fire at once); outside them, a call to a server that never answers then never ends.
+    #[must_use]
+    pub fn without_timeouts(mut self) -> Self {
+        self.request_timeout = None;
+        self.download_timeout = None;
         self
     }
     /// The connection timeout. Default 10 s.
@@ -227,6 +237,16 @@ impl OpenAiBuilder {
             Transport::new(url, headers, self.connect_timeout, self.request_timeout)
                 .map_err(|e| SetupError::HttpClient(Box::new(e)))?,
         )
+    }
+
+    /// The timeout a timed-out call reports.
+    pub(crate) fn reported_timeout(&self) -> Duration {
+        self.request_timeout.unwrap_or(self.connect_timeout)
+    }
+
+    /// The timeout a timed-out download reports.
+    pub(crate) fn reported_download_timeout(&self) -> Duration {
+        self.download_timeout.unwrap_or(self.connect_timeout)
     }
 
     /// The base URL, without a trailing `/`.
@@ -357,6 +377,6 @@ impl LlmBackend for OpenAiBackend {
 impl OpenAiBackend {
     /// The timeout a timed-out call is reported with.
     fn timeout(&self) -> Duration {
-        self.config.request_timeout
+        self.config.reported_timeout()
     }
 }
