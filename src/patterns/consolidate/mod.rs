@@ -218,27 +218,53 @@ fn group(
     groups
 }
 
-/// Each group's templates with how often they occur, and its most frequent one's count.
+/// Each group's templates with how often they occur. Most groups have one template, often one
+/// pattern: the leader is kept inline and compared as text, and a map is made only for a
+/// group whose patterns bring a second template.
 #[derive(Default)]
 struct Templates<'a> {
-    counts: Map<(usize, &'a str), u32>,
-    best: Map<usize, (u32, &'a str)>,
+    groups: Vec<Option<Leader<'a>>>,
+}
+
+/// A group's most frequent template, its count, and the group's other templates' counts.
+struct Leader<'a> {
+    template: &'a str,
+    count: u32,
+    others: Option<Box<Map<&'a str, u32>>>,
 }
 
 impl<'a> Templates<'a> {
     /// Counts `template` in group `g`; true when it has just become the group's most
     /// frequent (the first to reach a count wins ties).
     fn count(&mut self, g: usize, template: &'a str) -> bool {
-        let n = self.counts.entry((g, template)).or_insert(0);
-        *n += 1;
-        let best = self.best.entry(g).or_insert((0, template));
-        if *n > best.0 {
-            let changed = best.0 == 0 || best.1 != template;
-            *best = (*n, template);
-            changed
-        } else {
-            false
+        if self.groups.len() <= g {
+            self.groups.resize_with(g + 1, || None);
         }
+        let Some(leader) = &mut self.groups[g] else {
+            self.groups[g] = Some(Leader {
+                template,
+                count: 1,
+                others: None,
+            });
+            return true;
+        };
+        if leader.template == template {
+            leader.count += 1;
+            return false;
+        }
+        let others = leader.others.get_or_insert_with(Box::default);
+        let n = others.entry(template).or_insert(0);
+        *n += 1;
+        if *n <= leader.count {
+            return false;
+        }
+        // The new leader leaves the map; the old one enters it.
+        let n = *n;
+        others.remove(template);
+        others.insert(leader.template, leader.count);
+        leader.template = template;
+        leader.count = n;
+        true
     }
 }
 
