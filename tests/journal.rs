@@ -556,3 +556,62 @@ fn a_store_without_batch_records_passes_by_saying_so() {
     }
     dynbatch::testing::run_store_conformance(&AnswersOnly::default()).unwrap();
 }
+
+/// A journal whose writes wait until another task of the run's runtime opens a gate: on the
+/// executor's own thread, that task could never run.
+#[derive(Debug, Clone, Default)]
+struct Gate {
+    open: Arc<(Mutex<bool>, std::sync::Condvar)>,
+    waited_out: Arc<std::sync::atomic::AtomicBool>,
+    recorded: Arc<Mutex<usize>>,
+}
+
+impl RunStore for Gate {
+    fn get(&self, _: &RequestKey) -> Result<Option<ChatResponse>, StoreError> {
+        Ok(None)
+    }
+    fn put(&self, _: &RequestKey, _: &ChatResponse) -> Result<(), StoreError> {
+        let (flag, signal) = &*self.open;
+        let guard = flag.lock().unwrap();
+        let (guard, timeout) = signal
+            .wait_timeout_while(guard, Duration::from_secs(5), |open| !*open)
+            .unwrap();
+        drop(guard);
+        if timeout.timed_out() {
+            self.waited_out
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        *self.recorded.lock().unwrap() += 1;
+        Ok(())
+    }
+}
+
+#[test]
+fn journal_writes_never_hold_the_executor() {
+    let (clusters, plan) = one_per_batch(6);
+    let gate = Gate::default();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let runner = Runner::new(MockBackend::new(), TokioTimer)
+        .with_config(config(4))
+        .with_store(gate.clone());
+    let opener = gate.clone();
+    let report = rt.block_on(async {
+        // Opens the gate once the run is under way, from the run's own (only) thread.
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let (flag, signal) = &*opener.open;
+            *flag.lock().unwrap() = true;
+            signal.notify_all();
+        });
+        runner.run(plan.clone(), &clusters, "x").await.unwrap()
+    });
+    assert!(
+        !gate.waited_out.load(std::sync::atomic::Ordering::SeqCst),
+        "a journal write held the executor's only thread"
+    );
+    assert_eq!(*gate.recorded.lock().unwrap(), plan.batches.len());
+    assert_eq!(report.outcome_counts(), (6, 0));
+}

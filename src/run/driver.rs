@@ -94,6 +94,22 @@ enum Go {
     GiveUp(std::time::Duration),
 }
 
+/// An answer whose journal write has ended: durable, or the reason it is not.
+pub(super) struct Acked {
+    pub(super) job: Job,
+    pub(super) request: ChatRequest,
+    pub(super) estimated_tokens: u64,
+    pub(super) response: ChatResponse,
+    pub(super) result: Result<(), String>,
+}
+
+/// What the loop woke up for.
+enum Next {
+    Landed(Landed),
+    Acked(Acked),
+    Woke,
+}
+
 /// Why the loop is waiting, besides answers.
 #[derive(Debug, Default, Clone, Copy)]
 struct Wake {
@@ -130,6 +146,10 @@ pub(super) struct Run<'r, 'p, 'a, Backend, Clock> {
     pub(super) output_confirmed: bool,
     /// Emits no event (the quality probe's run).
     pub(super) silent: bool,
+    /// The journal's writer thread, when the runner has a journal.
+    pub(super) journal: Option<crate::store::Writer>,
+    /// Answers handed to the journal since the loop last looked, with their acknowledgements.
+    pub(super) journaling: Vec<BoxFuture<'static, Acked>>,
 }
 
 impl<'r, 'p, 'a, Backend: LlmBackend, Clock: Timer> Run<'r, 'p, 'a, Backend, Clock> {
@@ -169,6 +189,12 @@ impl<'r, 'p, 'a, Backend: LlmBackend, Clock: Timer> Run<'r, 'p, 'a, Backend, Clo
             output: learnt.unwrap_or(config.request.output.resolved()),
             output_confirmed: config.request.output != OutputMode::Auto || learnt.is_some(),
             silent: false,
+            journal: runner
+                .store
+                .as_ref()
+                .filter(|store| store.writes_block())
+                .and_then(|store| crate::store::Writer::start(std::sync::Arc::clone(store))),
+            journaling: Vec::new(),
         }
     }
 
@@ -203,6 +229,8 @@ impl<'r, 'p, 'a, Backend: LlmBackend, Clock: Timer> Run<'r, 'p, 'a, Backend, Clo
     pub(super) async fn drive(&mut self, interrupt: impl Future<Output = ()> + Send) {
         let runner = self.runner;
         let mut flights: FuturesUnordered<BoxFuture<'r, Landed>> = FuturesUnordered::new();
+        // Answers waiting for the journal: heard of once durable.
+        let mut acks: FuturesUnordered<BoxFuture<'static, Acked>> = FuturesUnordered::new();
         let mut throttled_until = None;
         let mut interrupt = pin!(interrupt.fuse());
         loop {
@@ -217,10 +245,11 @@ impl<'r, 'p, 'a, Backend: LlmBackend, Clock: Timer> Run<'r, 'p, 'a, Backend, Clo
                     total: self.tally.counters.waited,
                 });
             }
-            if flights.is_empty() && self.queue.is_empty() && self.delayed.is_empty() {
+            let idle = flights.is_empty() && acks.is_empty();
+            if idle && self.queue.is_empty() && self.delayed.is_empty() {
                 break;
             }
-            if wake.at.is_none() && flights.is_empty() {
+            if wake.at.is_none() && idle {
                 // Jobs wait on nothing that will come: never hang, account for them.
                 self.stop(
                     "internal: the runner had nothing left to wait for",
@@ -229,35 +258,52 @@ impl<'r, 'p, 'a, Backend: LlmBackend, Clock: Timer> Run<'r, 'p, 'a, Backend, Clo
                 continue;
             }
             let waiting = async {
-                match wake.at {
-                    Some(at) if flights.is_empty() => {
-                        runner.timer.sleep(at.saturating_duration_since(now)).await;
-                        None
+                // An empty set never ends the wait: only what is in it can.
+                let landed = async {
+                    match flights.next().await {
+                        Some(landed) => Next::Landed(landed),
+                        None => futures::future::pending().await,
                     }
+                };
+                let acked = async {
+                    match acks.next().await {
+                        Some(acked) => Next::Acked(acked),
+                        None => futures::future::pending().await,
+                    }
+                };
+                let either = async {
+                    match select(pin!(landed), pin!(acked)).await {
+                        Either::Left((next, _)) | Either::Right((next, _)) => next,
+                    }
+                };
+                match wake.at {
                     Some(at) => {
                         let sleep = runner.timer.sleep(at.saturating_duration_since(now));
-                        match select(flights.next(), sleep).await {
-                            Either::Left((landed, _)) => landed,
-                            Either::Right(((), _)) => None,
+                        match select(pin!(either), sleep).await {
+                            Either::Left((next, _)) => next,
+                            Either::Right(((), _)) => Next::Woke,
                         }
                     }
-                    None => flights.next().await,
+                    None => either.await,
                 }
             };
-            let landed = match select(pin!(waiting), interrupt.as_mut()).await {
-                Either::Left((landed, _)) => landed,
+            let next = match select(pin!(waiting), interrupt.as_mut()).await {
+                Either::Left((next, _)) => next,
                 Either::Right(((), _)) => {
                     self.stop("interrupted", &StopCause::Interrupted);
-                    None
+                    Next::Woke
                 }
             };
             if wake.by_limiter {
                 let waited = runner.timer.now().saturating_duration_since(now);
                 self.tally.counters.waited += waited;
             }
-            if let Some(landed) = landed {
-                self.land(landed);
+            match next {
+                Next::Landed(landed) => self.land(landed),
+                Next::Acked(acked) => self.acked(acked),
+                Next::Woke => {}
             }
+            acks.extend(self.journaling.drain(..));
         }
     }
 

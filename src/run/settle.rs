@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::driver::{Job, Landed, Run};
+use super::driver::{Acked, Job, Landed, Run};
 use super::event::RunEvent;
 use super::limiter::Ticket;
 use super::retry::{self, Change};
@@ -32,15 +32,7 @@ impl<Backend: LlmBackend, Clock: Timer> Run<'_, '_, '_, Backend, Clock> {
         } = landed;
         let error = match result {
             Ok(response) => {
-                return self.answered(
-                    &job,
-                    key.as_ref(),
-                    &ticket,
-                    &request,
-                    estimated_tokens,
-                    &response,
-                    now,
-                );
+                return self.answered(job, key, &ticket, request, estimated_tokens, response, now);
             }
             Err(error) => error,
         };
@@ -173,17 +165,19 @@ impl<Backend: LlmBackend, Clock: Timer> Run<'_, '_, '_, Backend, Clock> {
         );
     }
 
-    /// An answer: in the journal before anyone hears of it, the limiter, window and breaker
-    /// told, then validated.
+    /// An answer: the limiter, the window and the breaker hear of it at once (its slot is
+    /// free); the run hears of it once it is in the journal, when there is one. The journal's
+    /// writer thread records it off the executor and acknowledges it once durable
+    /// ([`Acked`]); a store without a writer thread is written here.
     #[allow(clippy::too_many_arguments)]
     fn answered(
         &mut self,
-        job: &Job,
-        key: Option<&RequestKey>,
+        job: Job,
+        key: Option<RequestKey>,
         ticket: &Ticket,
-        request: &ChatRequest,
+        request: ChatRequest,
         estimated_tokens: u64,
-        response: &ChatResponse,
+        response: ChatResponse,
         now: Instant,
     ) {
         self.last_answer = now;
@@ -191,16 +185,6 @@ impl<Backend: LlmBackend, Clock: Timer> Run<'_, '_, '_, Backend, Clock> {
             self.output_confirmed = true;
             if self.runner.config.request.output == OutputMode::Auto {
                 *crate::sync::lock(&self.runner.learnt_output) = Some(self.output);
-            }
-        }
-        // Paid for: in the journal before anyone hears of it.
-        if let (Some(store), Some(key)) = (&self.runner.store, key) {
-            if let Err(e) = store.put(key, response) {
-                tracing::error!(batch = job.batch, %e, "journal: an answer was not recorded");
-                self.tally.warnings.push(format!(
-                    "batch {}: journal: {e}; this answer would be paid again on a resume",
-                    job.batch + 1
-                ));
             }
         }
         let changes = self
@@ -213,7 +197,51 @@ impl<Backend: LlmBackend, Clock: Timer> Run<'_, '_, '_, Backend, Clock> {
         if let Some(Change::Closed) = self.breaker.on_success() {
             self.emit(&RunEvent::CircuitClosed);
         }
-        self.answer(job, request, estimated_tokens, response, false);
+        // Paid for: in the journal before anyone hears of it.
+        match (&self.journal, &self.runner.store, key) {
+            (Some(writer), _, Some(key)) => {
+                let durable = writer.write(key, response.clone());
+                self.journaling.push(Box::pin(async move {
+                    Acked {
+                        job,
+                        request,
+                        estimated_tokens,
+                        response,
+                        result: durable.await,
+                    }
+                }));
+            }
+            (None, Some(store), Some(key)) => {
+                let result = store.put(&key, &response).map_err(|e| e.to_string());
+                self.acked(Acked {
+                    job,
+                    request,
+                    estimated_tokens,
+                    response,
+                    result,
+                });
+            }
+            _ => self.answer(&job, &request, estimated_tokens, &response, false),
+        }
+    }
+
+    /// An answer the journal has recorded (or failed to): now the run hears of it.
+    pub(super) fn acked(&mut self, acked: Acked) {
+        let Acked {
+            job,
+            request,
+            estimated_tokens,
+            response,
+            result,
+        } = acked;
+        if let Err(e) = result {
+            tracing::error!(batch = job.batch, %e, "journal: an answer was not recorded");
+            self.tally.warnings.push(format!(
+                "batch {}: journal: {e}; this answer would be paid again on a resume",
+                job.batch + 1
+            ));
+        }
+        self.answer(&job, &request, estimated_tokens, &response, false);
     }
 
     /// Under [`OutputMode::Auto`], the server refused the request's output format: every

@@ -16,9 +16,11 @@ use crate::backend::{ChatRequest, ChatResponse};
 
 #[cfg(feature = "store")]
 mod sqlite;
+mod writer;
 
 #[cfg(feature = "store")]
 pub use sqlite::SqliteStore;
+pub(crate) use writer::Writer;
 
 /// The key of a request: SHA-256 of its model, messages, temperature, `max_tokens` and response
 /// format, in a fixed encoding (stable across runs, processes and versions of this crate).
@@ -178,6 +180,47 @@ pub trait RunStore: Send + Sync + fmt::Debug {
     /// A [`StoreError`] when the store cannot be written.
     fn put(&self, key: &RequestKey, answer: &ChatResponse) -> Result<(), StoreError>;
 
+    /// Whether a write may block the thread that makes it (a sync to disk, a lock, the
+    /// network). The runner then writes from a thread of its own and hears of an answer once
+    /// that write is acknowledged, so that no executor thread waits on the journal. Default
+    /// `true`; [`MemoryStore`] says `false` and is written in place.
+    fn writes_block(&self) -> bool {
+        true
+    }
+
+    /// Records several answers, every one durably before it returns. The runner's journal
+    /// writer calls it with every answer waiting to be recorded, so a store can commit them
+    /// together (one transaction and one sync; [`SqliteStore`] does). The default calls
+    /// [`put`](RunStore::put) for each, on up to 32 threads of their own when there are several
+    /// (so a store whose writes wait on the network waits about once per group); the first
+    /// error wins.
+    ///
+    /// # Errors
+    /// A [`StoreError`] when an answer cannot be written.
+    fn put_all(&self, entries: &[(RequestKey, ChatResponse)]) -> Result<(), StoreError> {
+        if let [(key, answer)] = entries {
+            return self.put(key, answer);
+        }
+        // At most 32 threads, each writing its share in turn.
+        let share = entries.len().div_ceil(32).max(1);
+        std::thread::scope(|scope| {
+            let writes: Vec<_> = entries
+                .chunks(share)
+                .map(|chunk| {
+                    scope.spawn(move || {
+                        chunk
+                            .iter()
+                            .try_for_each(|(key, answer)| self.put(key, answer))
+                    })
+                })
+                .collect();
+            writes.into_iter().try_for_each(|w| {
+                w.join()
+                    .unwrap_or_else(|_| Err(StoreError::Io("a journal write panicked".into())))
+            })
+        })
+    }
+
     /// The batch submission recorded for the batch input `key`
     /// ([`RequestKey::of_batch_input`]), if any. The default keeps none.
     ///
@@ -232,6 +275,12 @@ impl<T: RunStore + ?Sized> RunStore for &T {
     fn put_batch(&self, key: &RequestKey, record: &BatchRecord) -> Result<(), StoreError> {
         (**self).put_batch(key, record)
     }
+    fn put_all(&self, entries: &[(RequestKey, ChatResponse)]) -> Result<(), StoreError> {
+        (**self).put_all(entries)
+    }
+    fn writes_block(&self) -> bool {
+        (**self).writes_block()
+    }
 }
 
 impl<T: RunStore + ?Sized> RunStore for Box<T> {
@@ -247,6 +296,12 @@ impl<T: RunStore + ?Sized> RunStore for Box<T> {
     fn put_batch(&self, key: &RequestKey, record: &BatchRecord) -> Result<(), StoreError> {
         (**self).put_batch(key, record)
     }
+    fn put_all(&self, entries: &[(RequestKey, ChatResponse)]) -> Result<(), StoreError> {
+        (**self).put_all(entries)
+    }
+    fn writes_block(&self) -> bool {
+        (**self).writes_block()
+    }
 }
 
 impl<T: RunStore + ?Sized> RunStore for Arc<T> {
@@ -261,6 +316,12 @@ impl<T: RunStore + ?Sized> RunStore for Arc<T> {
     }
     fn put_batch(&self, key: &RequestKey, record: &BatchRecord) -> Result<(), StoreError> {
         (**self).put_batch(key, record)
+    }
+    fn put_all(&self, entries: &[(RequestKey, ChatResponse)]) -> Result<(), StoreError> {
+        (**self).put_all(entries)
+    }
+    fn writes_block(&self) -> bool {
+        (**self).writes_block()
     }
 }
 
@@ -289,6 +350,11 @@ impl MemoryStore {
 impl RunStore for MemoryStore {
     fn get(&self, key: &RequestKey) -> Result<Option<ChatResponse>, StoreError> {
         Ok(crate::sync::lock(&self.entries).get(key).cloned())
+    }
+
+    /// In memory: a write never waits.
+    fn writes_block(&self) -> bool {
+        false
     }
 
     fn put(&self, key: &RequestKey, answer: &ChatResponse) -> Result<(), StoreError> {

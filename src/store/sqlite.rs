@@ -1,5 +1,6 @@
 //! [`SqliteStore`] (feature `store`): the journal as an SQLite file, durable across `kill -9`
-//! and power loss: WAL mode, `synchronous = FULL`, one transaction per answer.
+//! and power loss: WAL mode, `synchronous = FULL`, one transaction per answer, or per group of
+//! answers the runner's journal writer records together.
 //!
 //! SQLite (bundled, no system library) rather than redb: one file that any `sqlite3` shell can
 //! open to inspect or repair, safe for several processes at once (file locks, a busy timeout),
@@ -218,6 +219,34 @@ impl RunStore for SqliteStore {
             .and_then(|mut s| s.execute(params![key.as_bytes().as_slice(), text, now]))
             .map_err(io)?;
         Ok(())
+    }
+
+    /// Every answer in one transaction: one commit and one sync for the group.
+    fn put_all(&self, entries: &[(RequestKey, ChatResponse)]) -> Result<(), StoreError> {
+        let texts = entries
+            .iter()
+            .map(|(key, answer)| {
+                serde_json::to_string(answer)
+                    .map(|text| (key, text))
+                    .map_err(|e| StoreError::Corrupt(format!("answer {key}: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let now = unix_now();
+        let mut connection = crate::sync::lock(&self.connection);
+        let transaction = connection.transaction().map_err(io)?;
+        {
+            let mut statement = transaction
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO dynbatch_answers (key, answer, recorded_at) VALUES (?1, ?2, ?3)",
+                )
+                .map_err(io)?;
+            for (key, text) in &texts {
+                statement
+                    .execute(params![key.as_bytes().as_slice(), text, now])
+                    .map_err(io)?;
+            }
+        }
+        transaction.commit().map_err(io)
     }
 
     fn get_batch(&self, key: &RequestKey) -> Result<Option<BatchRecord>, StoreError> {
