@@ -27,6 +27,7 @@ mod run;
 pub mod store;
 mod strategy;
 mod sync;
+mod template;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod timer;

@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, HashMap};
 use super::{Evaluation, Label, LabelResult, LabelSet, RecallBucket, Universe};
 use crate::model::Cluster;
 use crate::report::DiscoveryReport;
-use crate::response::{Overlap, Template, TitleIndex, shown_titles};
+use crate::response::shown_titles;
+use crate::template::{Overlap, Template, TitleIndex};
 
 /// A batched cluster as the prompt showed it.
 struct Shown<'c> {

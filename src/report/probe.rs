@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::response::{Overlap, Template, TitleIndex};
+use crate::template::{Overlap, Template, TitleIndex};
 
 /// What the quality probe ([`RunConfig::quality_probe`](crate::RunConfig::quality_probe))
 /// found: some batched clusters were asked again, each alone, and each single-call template
@@ -173,7 +173,7 @@ pub(crate) fn agreement(single: &[&str], batched: &[&str], shown: &[String]) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::response::fold;
+    use crate::template::fold;
 
     #[test]
     fn single_templates_agree_when_a_batched_one_finds_their_titles() {

@@ -5,12 +5,11 @@
 use serde::{Deserialize, Serialize};
 
 mod parse;
-mod template;
 mod validate;
 
+pub(crate) use crate::template::fold;
+pub use crate::template::{Coverage, Template};
 pub(crate) use parse::{parse, salvage};
-pub use template::{Coverage, Template};
-pub(crate) use template::{Overlap, TitleIndex, fold};
 pub use validate::Warning;
 pub(crate) use validate::{MAX_EXAMPLES, shown_titles, validate};
 

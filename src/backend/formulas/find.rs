@@ -26,7 +26,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use super::prompt::Found;
-use crate::response::{Template, fold};
+use crate::template::{Template, fold};
 
 /// Share of the titles a word must be in to be part of the topic.
 const TOPIC_SHARE: f64 = 0.6;

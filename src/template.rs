@@ -1,5 +1,7 @@
 //! [`Template`]: a pattern's template as a matcher of titles, and [`Coverage`], how many of a
-//! cluster's shown titles it matches.
+//! cluster's shown titles it matches; the rule by which a template finds a set of titles
+//! ([`Overlap`]), and an index of titles by word. A leaf that depends on no other module: the
+//! offline finder (`backend`), validation (`response`), the report and `eval` all use it.
 //!
 //! The rule: every placeholder (`[...]`, `{...}`, `<...>`, `…`, `...`) is a wildcard that
 //! stands for one or more characters, and the rest is literal. Matching ignores case, treats
