@@ -276,6 +276,26 @@ pub(crate) struct Overlap {
 }
 
 impl Overlap {
+    /// The overlap of `template`, which matches the titles `hits` (indices), with `target` (a
+    /// flag per title, `target_size` of them set).
+    pub(crate) fn of(
+        template: &Template,
+        hits: &[u32],
+        target: &[bool],
+        target_size: usize,
+    ) -> Self {
+        Self {
+            titles: target.len(),
+            target: target_size,
+            matched: hits.len(),
+            both: hits
+                .iter()
+                .filter(|&&i| target.get(i as usize).copied().unwrap_or(false))
+                .count(),
+            literal: template.literal_words(),
+        }
+    }
+
     /// The template finds the target (see the type's docs).
     pub(crate) fn finds(&self) -> bool {
         self.literal > 0

@@ -41,13 +41,7 @@ impl<'r> Hits<'r> {
         let mut found = None;
         let mut fragments = 0;
         for ((template, text), hits) in self.templates.iter().zip(&self.hits) {
-            let o = Overlap {
-                titles: target.len(),
-                target: size,
-                matched: hits.len(),
-                both: hits.iter().filter(|&&i| target[i as usize]).count(),
-                literal: template.literal_words(),
-            };
+            let o = Overlap::of(template, hits, target, size);
             fragments += usize::from(o.mostly());
             if found.is_none() && o.finds() {
                 found = Some((*text).to_owned());

@@ -155,16 +155,9 @@ pub(crate) fn agreement(single: &[&str], batched: &[&str], shown: &[String]) -> 
         for &i in &hits {
             target[i as usize] = true;
         }
-        let found = batched.iter().any(|(t, matched)| {
-            Overlap {
-                titles: shown.len(),
-                target: hits.len(),
-                matched: matched.len(),
-                both: matched.iter().filter(|&&i| target[i as usize]).count(),
-                literal: t.literal_words(),
-            }
-            .finds()
-        });
+        let found = batched
+            .iter()
+            .any(|(t, matched)| Overlap::of(t, matched, &target, hits.len()).finds());
         agreed += usize::from(found);
     }
     (compared, agreed)
